@@ -1,1 +1,14 @@
-//! Switchboard
+//! Switchboard: a seccomp user-notification agent for Linux containers.
+
+pub mod agent;
+pub mod container;
+pub mod decision;
+pub mod events;
+pub mod http;
+pub mod intake;
+pub mod metrics;
+pub mod notify;
+pub mod policy;
+pub mod run;
+pub mod sys;
+pub mod syscalls;

@@ -1,1 +1,128 @@
-fn main() {}
+//! The `switchboard` command line: parses arguments and dispatches to the library.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use switchboard::agent::{self, AgentConfig};
+use switchboard::events::LogFormat;
+use switchboard::policy::Policy;
+use switchboard::run::{self, RunConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "switchboard",
+    version,
+    about = "A seccomp user-notification agent for Linux containers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve seccomp listeners that container runtimes send over `listenerPath`.
+    Agent {
+        /// Unix socket the runtimes' `listenerPath` names.
+        #[arg(long, default_value = agent::DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// Policy file (YAML); without it, the embedded default logs everything and denies nothing.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// Address of the Prometheus endpoint (`/metrics`); port 0 picks a free one.
+        #[arg(long, default_value = agent::DEFAULT_METRICS_ADDR)]
+        metrics_addr: SocketAddr,
+        /// Event format on stdout.
+        #[arg(long, value_enum, default_value_t = LogFormat::Json)]
+        log_format: LogFormat,
+        /// A uid allowed to connect besides root; repeatable.
+        #[arg(long = "allow-uid")]
+        allow_uid: Vec<u32>,
+        /// Seconds a gone container's series stay on /metrics.
+        #[arg(long, default_value_t = 300)]
+        series_ttl: u64,
+    },
+    /// Run a command with the policy's syscalls flagged and decided by the same engine.
+    Run {
+        /// Policy file (YAML); its rules' syscalls are the ones flagged.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// Hand the listener to the agent at this socket instead of serving it here.
+        #[arg(long)]
+        agent: Option<PathBuf>,
+        /// Event format on stderr.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+        /// The command and its arguments.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<OsString>,
+    },
+    /// Validate a policy file; errors name the file, line and column.
+    Check {
+        /// The policy file.
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(tracing::Level::INFO)
+        .init();
+    let result = match cli.command {
+        Command::Agent {
+            socket,
+            policy,
+            metrics_addr,
+            log_format,
+            allow_uid,
+            series_ttl,
+        } => agent::run(AgentConfig {
+            socket,
+            policy,
+            metrics_addr,
+            log_format,
+            allowed_uids: allow_uid,
+            series_ttl: Duration::from_secs(series_ttl),
+        })
+        .map(|()| 0),
+        Command::Run {
+            policy,
+            agent,
+            log_format,
+            command,
+        } => run::run(RunConfig {
+            policy,
+            agent,
+            log_format,
+            command,
+        }),
+        Command::Check { file } => Policy::load(&file)
+            .map(|policy| {
+                println!("{}: ok, {} rules", file.display(), policy.rules.len());
+                0
+            })
+            .map_err(Into::into),
+    };
+    match result {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(255)),
+        Err(e) => {
+            eprintln!("switchboard: {e:#}");
+            ExitCode::from(
+                if matches!(
+                    e.downcast_ref(),
+                    Some(switchboard::policy::PolicyError::Invalid { .. })
+                ) {
+                    2
+                } else {
+                    1
+                },
+            )
+        }
+    }
+}

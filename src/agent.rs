@@ -1,0 +1,149 @@
+//! The daemon: binds the agent socket, serves metrics, reloads on SIGHUP, and exits cleanly on SIGTERM.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::events::{EventWriter, LogFormat};
+use crate::metrics::Metrics;
+use crate::notify::Engine;
+use crate::policy::Policy;
+use crate::{http, intake, sys};
+
+/// Default path of the agent socket.
+pub const DEFAULT_SOCKET: &str = "/run/switchboard/agent.sock";
+/// Default metrics address: 9464 is the port commonly used by Prometheus exporters of this kind.
+pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9464";
+/// Events that may wait for the writer before new ones are dropped.
+const EVENT_QUEUE: usize = 64 * 1024;
+
+/// How the daemon was asked to run.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub socket: PathBuf,
+    pub policy: Option<PathBuf>,
+    pub metrics_addr: SocketAddr,
+    pub log_format: LogFormat,
+    pub allowed_uids: Vec<u32>,
+    pub series_ttl: Duration,
+}
+
+/// Runs the agent until SIGTERM or SIGINT.
+pub fn run(config: AgentConfig) -> anyhow::Result<()> {
+    if !sys::kernel_struct_sizes_fit()
+        .context("asking the kernel for seccomp notification sizes")?
+    {
+        bail!("this kernel's seccomp notification structs are larger than this build knows");
+    }
+    let policy = Policy::load_or_default(config.policy.as_deref())?;
+    tracing::info!(source = %policy.source, rules = policy.rules.len(), "policy loaded");
+    let metrics = Arc::new(Metrics::new(config.series_ttl));
+    let (events, writer) = EventWriter::spawn(
+        config.log_format,
+        Box::new(std::io::stdout()),
+        EVENT_QUEUE,
+        metrics.events_dropped.clone(),
+    );
+    let engine = Engine::new(policy, metrics.clone(), events);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the control-plane runtime")?;
+    let result = runtime.block_on(control_plane(&config, engine));
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    if config.socket.exists() {
+        let _ = std::fs::remove_file(&config.socket);
+    }
+    writer.flush_and_stop();
+    result
+}
+
+async fn control_plane(config: &AgentConfig, engine: Arc<Engine>) -> anyhow::Result<()> {
+    let socket = bind_socket(&config.socket)?;
+    tracing::info!(socket = %config.socket.display(), "agent socket listening");
+    let http_listener = tokio::net::TcpListener::bind(config.metrics_addr)
+        .await
+        .with_context(|| format!("binding the metrics address {}", config.metrics_addr))?;
+    let addr = http_listener.local_addr()?;
+    tracing::info!(%addr, "metrics server listening");
+
+    let mut hangup = signal(SignalKind::hangup())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+
+    let metrics = engine.metrics().clone();
+    let handler: http::Handler = Arc::new(move |path| match path {
+        "/metrics" => Some((prometheus::TEXT_FORMAT, metrics.render())),
+        "/healthz" => Some(("text/plain", "ok\n".to_string())),
+        _ => None,
+    });
+    tokio::spawn(http::serve(http_listener, handler));
+    tokio::spawn(intake::serve(
+        socket,
+        engine.clone(),
+        Arc::new(config.allowed_uids.clone()),
+    ));
+
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => reload(config, &engine),
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+        }
+    }
+    tracing::info!(
+        listeners = engine.live_count(),
+        "stopping; flagged syscalls of still-running containers now fail with ENOSYS"
+    );
+    Ok(())
+}
+
+fn reload(config: &AgentConfig, engine: &Engine) {
+    let reloads = &engine.metrics().policy_reloads;
+    match Policy::load_or_default(config.policy.as_deref()) {
+        Ok(policy) => {
+            tracing::info!(source = %policy.source, rules = policy.rules.len(), "policy reloaded");
+            engine.replace_policy(policy);
+            reloads.with_label_values(&["success"]).inc();
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "policy reload refused; the previous policy stays in force");
+            reloads.with_label_values(&["failure"]).inc();
+        }
+    }
+}
+
+/// Binds the socket with mode 0600, replacing a stale socket file but never a live agent's.
+fn bind_socket(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                bail!(
+                    "another agent is already listening on {}; stop it or choose another --socket",
+                    path.display()
+                );
+            }
+            std::fs::remove_file(path)
+                .with_context(|| format!("removing the stale socket {}", path.display()))?;
+        }
+        Ok(_) => bail!(
+            "{} exists and is not a socket; refusing to replace it",
+            path.display()
+        ),
+        Err(_) => {}
+    }
+    let listener = std::os::unix::net::UnixListener::bind(path)
+        .with_context(|| format!("binding {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("setting the mode of {}", path.display()))?;
+    listener.set_nonblocking(true)?;
+    Ok(tokio::net::UnixListener::from_std(listener)?)
+}

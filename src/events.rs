@@ -1,0 +1,335 @@
+//! Decision and lifecycle events: a bounded queue off the notification path, drained by a writer thread.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+use prometheus::IntCounter;
+use serde_json::{json, Value};
+
+use crate::container::Container;
+use crate::policy::{errno_name, Action};
+use crate::syscalls;
+
+/// How the writer waits for more when the queue is empty. Polling keeps wake-ups
+/// off the notification path: a sender never has to wake a sleeping writer.
+const IDLE_POLL: Duration = Duration::from_millis(10);
+
+/// Output format of events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// One line per event, for people.
+    Text,
+}
+
+/// One decided syscall. Built on the notification path, so it holds no heap data of its own.
+#[derive(Debug)]
+pub struct SyscallEvent {
+    pub time: SystemTime,
+    pub container: Arc<Container>,
+    pub pid: u32,
+    pub audit_arch: u32,
+    pub nr: i32,
+    pub location: Option<(usize, usize)>,
+    pub args: [u64; 6],
+    pub rule: Option<Arc<str>>,
+    pub action: Action,
+    pub errno: i32,
+}
+
+/// Everything the writer prints.
+#[derive(Debug)]
+pub enum Event {
+    Syscall(SyscallEvent),
+    ListenerAdded {
+        time: SystemTime,
+        container: Arc<Container>,
+        sync_wakeup: bool,
+    },
+    ListenerRemoved {
+        time: SystemTime,
+        container: Arc<Container>,
+        reason: &'static str,
+    },
+}
+
+fn rfc3339(time: SystemTime) -> String {
+    humantime::format_rfc3339_micros(time).to_string()
+}
+
+impl SyscallEvent {
+    fn syscall_name(&self) -> &'static str {
+        self.location
+            .map_or("?", |(arch, nr)| syscalls::name(arch, nr))
+    }
+
+    fn arch_name(&self) -> String {
+        match self.location {
+            Some((arch, _)) => syscalls::arches()[arch].name.to_string(),
+            None => format!("{:#x}", self.audit_arch),
+        }
+    }
+}
+
+impl Event {
+    /// The JSON form: one object, printed on one line.
+    pub fn to_json(&self) -> Value {
+        match self {
+            Event::Syscall(e) => json!({
+                "time": rfc3339(e.time),
+                "event": "syscall",
+                "container_id": e.container.container_id,
+                "namespace": e.container.namespace,
+                "pod": e.container.pod,
+                "container": e.container.container,
+                "pid": e.pid,
+                "syscall": e.syscall_name(),
+                "nr": e.nr,
+                "arch": e.arch_name(),
+                "args": e.args,
+                "rule": e.rule.as_deref(),
+                "action": e.action.as_str(),
+                "errno": e.errno,
+            }),
+            Event::ListenerAdded {
+                time,
+                container,
+                sync_wakeup,
+            } => {
+                let mut value = json!({"time": rfc3339(*time), "event": "listener_added"});
+                merge_container(&mut value, container);
+                value["sync_wakeup"] = json!(sync_wakeup);
+                value
+            }
+            Event::ListenerRemoved {
+                time,
+                container,
+                reason,
+            } => {
+                let mut value = json!({"time": rfc3339(*time), "event": "listener_removed"});
+                merge_container(&mut value, container);
+                value["reason"] = json!(reason);
+                value
+            }
+        }
+    }
+
+    /// The text form, for people: strace-like for syscalls.
+    pub fn to_text(&self) -> String {
+        match self {
+            Event::Syscall(e) => {
+                let c = &e.container;
+                let result = if e.action.lets_through() {
+                    "continue".to_string()
+                } else {
+                    format!("-1 {}", errno_name(e.errno))
+                };
+                format!(
+                    "{} {:<5} {}({:#x}, {:#x}, {:#x}) = {} pid={} container={}{} rule={}",
+                    rfc3339(e.time),
+                    e.action.as_str(),
+                    e.syscall_name(),
+                    e.args[0],
+                    e.args[1],
+                    e.args[2],
+                    result,
+                    e.pid,
+                    c.container_id,
+                    k8s_suffix(c),
+                    e.rule.as_deref().unwrap_or("(default)"),
+                )
+            }
+            Event::ListenerAdded {
+                time, container, ..
+            } => format!(
+                "{} listener added: container={}{} init_pid={}",
+                rfc3339(*time),
+                container.container_id,
+                k8s_suffix(container),
+                container.init_pid
+            ),
+            Event::ListenerRemoved {
+                time,
+                container,
+                reason,
+            } => format!(
+                "{} listener removed: container={}{} ({reason})",
+                rfc3339(*time),
+                container.container_id,
+                k8s_suffix(container)
+            ),
+        }
+    }
+}
+
+fn k8s_suffix(c: &Container) -> String {
+    if c.namespace.is_empty() && c.pod.is_empty() && c.container.is_empty() {
+        String::new()
+    } else {
+        format!(" [{}/{}/{}]", c.namespace, c.pod, c.container)
+    }
+}
+
+fn merge_container(value: &mut Value, container: &Container) {
+    if let (Value::Object(into), Ok(Value::Object(from))) = (value, serde_json::to_value(container))
+    {
+        into.extend(from);
+    }
+}
+
+/// The sending end of the event queue; cheap to clone, never blocks.
+#[derive(Clone)]
+pub struct EventSink {
+    queue: SyncSender<Event>,
+    dropped: IntCounter,
+}
+
+impl EventSink {
+    /// Queues an event, or counts it as dropped when the queue is full.
+    #[inline]
+    pub fn emit(&self, event: Event) {
+        match self.queue.try_send(event) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => self.dropped.inc(),
+        }
+    }
+}
+
+/// The writer thread; stopping it writes out everything queued before.
+pub struct EventWriter {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EventWriter {
+    /// Starts a writer printing to `out`, with room for `capacity` queued events.
+    pub fn spawn(
+        format: LogFormat,
+        out: Box<dyn Write + Send>,
+        capacity: usize,
+        dropped: IntCounter,
+    ) -> (EventSink, EventWriter) {
+        let (queue, receiver) = sync_channel(capacity);
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = std::thread::Builder::new()
+            .name("events".into())
+            .spawn({
+                let stop = stop.clone();
+                move || write_events(format, out, receiver, &stop)
+            })
+            .expect("spawning the event writer");
+        (
+            EventSink { queue, dropped },
+            EventWriter {
+                stop,
+                thread: Some(thread),
+            },
+        )
+    }
+
+    /// Writes out every queued event, then ends the thread.
+    pub fn flush_and_stop(mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn write_events(
+    format: LogFormat,
+    out: Box<dyn Write + Send>,
+    receiver: Receiver<Event>,
+    stop: &AtomicBool,
+) {
+    let mut out = std::io::BufWriter::new(out);
+    loop {
+        // Read the flag before draining, so nothing queued before the stop is missed.
+        let stopping = stop.load(Ordering::Acquire);
+        let mut wrote = false;
+        while let Ok(event) = receiver.try_recv() {
+            let line = match format {
+                LogFormat::Json => event.to_json().to_string(),
+                LogFormat::Text => event.to_text(),
+            };
+            if writeln!(out, "{line}").is_err() {
+                return;
+            }
+            wrote = true;
+        }
+        if wrote && out.flush().is_err() {
+            return;
+        }
+        if stopping {
+            let _ = out.flush();
+            return;
+        }
+        std::thread::sleep(IDLE_POLL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(action: Action, errno: i32) -> Event {
+        Event::Syscall(SyscallEvent {
+            time: SystemTime::UNIX_EPOCH,
+            container: Arc::new(Container {
+                container_id: "c1".into(),
+                ..Default::default()
+            }),
+            pid: 7,
+            audit_arch: libseccomp_sys::SCMP_ARCH_X86_64,
+            nr: 83,
+            location: Some((0, 83)),
+            args: [1, 2, 3, 4, 5, 6],
+            rule: Some(Arc::from("no-mkdir")),
+            action,
+            errno,
+        })
+    }
+
+    #[test]
+    fn json_carries_every_field() {
+        let v = event(Action::Deny, 1).to_json();
+        assert_eq!(v["time"], "1970-01-01T00:00:00.000000Z");
+        assert_eq!(v["syscall"], "mkdir");
+        assert_eq!(v["arch"], "x86_64");
+        assert_eq!(v["action"], "deny");
+        assert_eq!(v["errno"], 1);
+        assert_eq!(v["rule"], "no-mkdir");
+        assert_eq!(v["args"][5], 6);
+        assert_eq!(v["container_id"], "c1");
+    }
+
+    #[test]
+    fn text_reads_like_strace() {
+        let line = event(Action::Deny, 13).to_text();
+        assert!(
+            line.contains("deny  mkdir(0x1, 0x2, 0x3) = -1 EACCES pid=7"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn full_queue_drops_and_counts() {
+        let dropped = IntCounter::new("d", "d").unwrap();
+        let (sink, writer) = EventWriter::spawn(
+            LogFormat::Json,
+            Box::new(std::io::sink()),
+            1,
+            dropped.clone(),
+        );
+        for _ in 0..1000 {
+            sink.emit(event(Action::Log, 0));
+        }
+        writer.flush_and_stop();
+        assert!(dropped.get() > 0);
+    }
+}

@@ -1,0 +1,252 @@
+//! Serving listeners: one blocking OS thread per listener runs RECV → decide → SEND.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Once};
+use std::thread::JoinHandle;
+use std::time::{Instant, SystemTime};
+
+use nix::poll::PollTimeout;
+
+use crate::container::Container;
+use crate::decision::DecisionTable;
+use crate::events::{Event, EventSink, SyscallEvent};
+use crate::metrics::{ListenerStats, Metrics};
+use crate::policy::{Action, Policy};
+use crate::sys::{self, Listener, ListenerError, PidFd};
+use crate::syscalls;
+
+/// Stack of a listener thread: the loop needs little, and idle listeners should cost little.
+const WORKER_STACK: usize = 256 * 1024;
+
+/// What the control plane can reach of a running listener.
+struct ListenerControl {
+    container: Arc<Container>,
+    /// A recompiled table waiting for the worker; `dirty` says one is there.
+    pending: Mutex<Option<Arc<DecisionTable>>>,
+    dirty: AtomicBool,
+}
+
+/// Everything one worker owns.
+struct Worker {
+    listener: Listener,
+    table: Arc<DecisionTable>,
+    control: Arc<ListenerControl>,
+    stats: Arc<ListenerStats>,
+    events: EventSink,
+    /// The container's init, opened at intake so a kill never hits a recycled pid.
+    init: Option<PidFd>,
+    metrics: Arc<Metrics>,
+    sync_wakeup: bool,
+}
+
+/// Serves listeners with the current policy and swaps in new ones.
+pub struct Engine {
+    policy: Mutex<Arc<Policy>>,
+    metrics: Arc<Metrics>,
+    events: EventSink,
+    live: Mutex<HashMap<u64, Arc<ListenerControl>>>,
+    next_id: AtomicU64,
+}
+
+impl Engine {
+    pub fn new(policy: Policy, metrics: Arc<Metrics>, events: EventSink) -> Arc<Engine> {
+        Arc::new(Engine {
+            policy: Mutex::new(Arc::new(policy)),
+            metrics,
+            events,
+            live: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Listeners being served now.
+    pub fn live_count(&self) -> usize {
+        self.live.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Starts serving `listener` for `container` on a thread of its own.
+    pub fn attach(
+        self: &Arc<Self>,
+        listener: Listener,
+        container: Container,
+        init: Option<PidFd>,
+    ) -> std::io::Result<JoinHandle<()>> {
+        let container = Arc::new(container);
+        let policy = self
+            .policy
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let table = Arc::new(DecisionTable::compile(&policy, container.selector_input()));
+        let sync_wakeup = match listener.enable_sync_wakeup() {
+            Ok(()) => true,
+            Err(errno) => {
+                static WARN: Once = Once::new();
+                WARN.call_once(|| {
+                    tracing::warn!(%errno, "SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP unavailable (needs Linux 6.6); notifications take the slower cross-CPU wake-up")
+                });
+                false
+            }
+        };
+        let control = Arc::new(ListenerControl {
+            container: container.clone(),
+            pending: Mutex::new(None),
+            dirty: AtomicBool::new(false),
+        });
+        let stats = Arc::new(ListenerStats::new(container.clone()));
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, control.clone());
+        self.metrics.add_listener(stats.clone());
+        self.events.emit(Event::ListenerAdded {
+            time: SystemTime::now(),
+            container: container.clone(),
+            sync_wakeup,
+        });
+        let worker = Worker {
+            listener,
+            table,
+            control,
+            stats,
+            events: self.events.clone(),
+            init,
+            metrics: self.metrics.clone(),
+            sync_wakeup,
+        };
+        let engine = self.clone();
+        std::thread::Builder::new()
+            .name(format!("listener-{id}"))
+            .stack_size(WORKER_STACK)
+            .spawn(move || {
+                let stats = worker.stats.clone();
+                let reason = worker.run();
+                engine
+                    .live
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&id);
+                engine.metrics.retire_listener(&stats);
+                engine.events.emit(Event::ListenerRemoved {
+                    time: SystemTime::now(),
+                    container,
+                    reason,
+                });
+            })
+    }
+
+    /// Makes `policy` current and hands every live listener its recompiled table.
+    pub fn replace_policy(&self, policy: Policy) {
+        let policy = Arc::new(policy);
+        *self.policy.lock().unwrap_or_else(|e| e.into_inner()) = policy.clone();
+        let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        for control in live.values() {
+            let table = DecisionTable::compile(&policy, control.container.selector_input());
+            *control.pending.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(table));
+            control.dirty.store(true, Ordering::Release);
+        }
+    }
+}
+
+impl Worker {
+    /// Serves until every task of the filter is gone; returns why it stopped.
+    fn run(mut self) -> &'static str {
+        let mut notif = sys::empty_notification();
+        let mut killed = false;
+        loop {
+            if !self.sync_wakeup && self.listener.wait_readable(PollTimeout::NONE) {
+                return "all tasks exited";
+            }
+            match self.listener.receive(&mut notif) {
+                Ok(()) => {}
+                Err(ListenerError::Interrupted) => continue,
+                // The caller died or was interrupted; after the last task exits,
+                // RECV fails like this at once, so stop instead of spinning.
+                Err(ListenerError::Gone) => {
+                    if self.listener.is_hung_up() {
+                        return "all tasks exited";
+                    }
+                    continue;
+                }
+                Err(ListenerError::Failed(errno)) => {
+                    tracing::error!(%errno, container = %self.control.container.container_id, "seccomp listener failed");
+                    return "listener error";
+                }
+            }
+            let received = Instant::now();
+            if self.control.dirty.load(Ordering::Acquire) {
+                self.take_new_table();
+            }
+            let data = &notif.data;
+            let location = syscalls::locate(data.arch, data.nr);
+            let verdict = self.table.decide(location, &data.args);
+            let action = verdict.action;
+            let answered = if action.lets_through() {
+                self.listener.respond_continue(notif.id)
+            } else {
+                self.listener.respond_errno(notif.id, verdict.errno)
+            };
+            let latency = received.elapsed();
+            if let Err(ListenerError::Failed(errno)) = answered {
+                tracing::warn!(%errno, "SEND failed");
+            }
+            if action == Action::Kill && !killed {
+                killed = self.kill_container();
+            }
+            self.stats.record(location, action, latency);
+            if action != Action::Allow {
+                let time = SystemTime::now();
+                self.events.emit(Event::Syscall(SyscallEvent {
+                    time,
+                    container: self.control.container.clone(),
+                    pid: notif.pid,
+                    audit_arch: data.arch,
+                    nr: data.nr,
+                    location,
+                    args: data.args,
+                    rule: verdict.rule.clone(),
+                    action,
+                    errno: verdict.errno,
+                }));
+            }
+        }
+    }
+
+    #[cold]
+    fn take_new_table(&mut self) {
+        self.control.dirty.store(false, Ordering::Release);
+        let pending = self
+            .control
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(table) = pending {
+            self.table = table;
+        }
+    }
+
+    #[cold]
+    fn kill_container(&self) -> bool {
+        let Some(init) = &self.init else {
+            tracing::error!(container = %self.control.container.container_id, "kill rule matched but the container's init could not be opened at intake");
+            return false;
+        };
+        match init.kill() {
+            Ok(()) => {
+                self.metrics.containers_killed.inc();
+                true
+            }
+            Err(errno) => {
+                tracing::error!(%errno, container = %self.control.container.container_id, "killing the container failed");
+                false
+            }
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! `switchboard run`: the agent's engine for one plain process, no root or container needed.
+
+use std::ffi::{CString, OsString};
+use std::io::IoSlice;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use libseccomp::{ScmpAction, ScmpFilterContext, ScmpSyscall};
+use nix::sys::signal::Signal;
+use nix::sys::socket::{
+    sendmsg, socketpair, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType,
+};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{ForkResult, Pid};
+
+use crate::container::Container;
+use crate::events::{EventWriter, LogFormat};
+use crate::metrics::{ListenerStats, Metrics};
+use crate::notify::Engine;
+use crate::policy::Policy;
+use crate::sys::{self, Listener, PidFd};
+
+/// Syscalls the child makes between installing the filter and handing the listener
+/// over; flagging them would leave it waiting on an agent that cannot answer yet.
+pub const HANDOVER_SYSCALLS: [&str; 1] = ["sendmsg"];
+
+/// How `run` was asked to run.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub policy: Option<PathBuf>,
+    pub agent: Option<PathBuf>,
+    pub log_format: LogFormat,
+    pub command: Vec<OsString>,
+}
+
+/// Runs the command under the policy; returns the exit status to leave with.
+pub fn run(config: RunConfig) -> anyhow::Result<i32> {
+    let policy = Policy::load_or_default(config.policy.as_deref())?;
+    let names = policy.named_syscalls();
+    if let Some(name) = names
+        .iter()
+        .find(|n| HANDOVER_SYSCALLS.contains(&n.as_str()))
+    {
+        bail!(
+            "{}: the policy names {name:?}, which hands the listener over and cannot be flagged",
+            policy.source
+        );
+    }
+    let filter = build_filter(&names)?;
+    let command = config
+        .command
+        .iter()
+        .map(|arg| CString::new(arg.as_bytes()))
+        .collect::<Result<Vec<_>, _>>()
+        .context("the command contains a NUL byte")?;
+    let (parent_end, child_end) = socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .context("creating the handover socket")?;
+
+    let child = match sys::fork_single_threaded().context("fork")? {
+        ForkResult::Child => {
+            drop(parent_end);
+            child_main(&filter, child_end, &command)
+        }
+        ForkResult::Parent { child } => child,
+    };
+    drop(child_end);
+    drop(filter);
+    // Terminal signals reach the child too; the parent must outlive it to keep answering.
+    for sig in [Signal::SIGINT, Signal::SIGQUIT] {
+        sys::ignore_signal(sig).context("ignoring terminal signals")?;
+    }
+
+    let Some(listener) = receive_listener(&parent_end)? else {
+        // The child failed before handing over; it said why on stderr.
+        return wait_status(child);
+    };
+    drop(parent_end);
+    let container = Container {
+        container_id: format!("run-{child}"),
+        init_pid: child.as_raw(),
+        bundle: std::env::current_dir()
+            .map(|d| d.display().to_string())
+            .unwrap_or_default(),
+        ..Container::default()
+    };
+
+    match &config.agent {
+        Some(socket) => {
+            hand_to_agent(socket, &container, listener)?;
+            wait_status(child)
+        }
+        None => serve_here(&config, policy, listener, container, child),
+    }
+}
+
+fn build_filter(names: &[String]) -> anyhow::Result<ScmpFilterContext> {
+    let mut filter = ScmpFilterContext::new(ScmpAction::Allow).context("creating the filter")?;
+    for name in names {
+        let Ok(syscall) = ScmpSyscall::from_name(name) else {
+            tracing::warn!(syscall = %name, "not a syscall on this arch; not flagged");
+            continue;
+        };
+        if let Err(e) = filter.add_rule(ScmpAction::Notify, syscall) {
+            tracing::warn!(syscall = %name, error = %e, "cannot flag this syscall here; skipped");
+        }
+    }
+    Ok(filter)
+}
+
+/// In the child: install the filter, hand the listener to the parent, exec.
+fn child_main(filter: &ScmpFilterContext, to_parent: OwnedFd, command: &[CString]) -> ! {
+    let fail = |what: &str, err: &dyn std::fmt::Display| -> ! {
+        eprintln!("switchboard run: {what}: {err}");
+        std::process::exit(127)
+    };
+    if let Err(e) = filter.load() {
+        fail("installing the seccomp filter", &e);
+    }
+    let listener = match filter.get_notify_fd() {
+        Ok(fd) => fd,
+        Err(e) => fail("getting the listener", &e),
+    };
+    let fds = [listener];
+    let cmsg = [ControlMessage::ScmRights(&fds)];
+    let iov = [IoSlice::new(b"L")];
+    if let Err(e) = sendmsg::<()>(to_parent.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None) {
+        fail("handing the listener over", &e);
+    }
+    // The listener must not stay open in the child: the parent owns it now.
+    let _ = nix::unistd::close(listener);
+    drop(to_parent);
+    let err = nix::unistd::execvp(&command[0], command).unwrap_err();
+    eprintln!(
+        "switchboard run: cannot run {}: {err}",
+        command[0].to_string_lossy()
+    );
+    std::process::exit(if err == nix::errno::Errno::ENOENT {
+        127
+    } else {
+        126
+    })
+}
+
+fn receive_listener(from_child: &OwnedFd) -> anyhow::Result<Option<Listener>> {
+    let mut buf = [0u8; 1];
+    let mut fds = Vec::new();
+    loop {
+        match sys::receive_with_fds(std::os::fd::AsFd::as_fd(from_child), &mut buf, &mut fds) {
+            Err(nix::errno::Errno::EAGAIN) => {
+                wait_readable(from_child);
+                continue;
+            }
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e).context("receiving the listener from the child"),
+            Ok(_) => break,
+        }
+    }
+    let Some(fd) = fds.pop() else {
+        return Ok(None);
+    };
+    Listener::from_fd(fd).map(Some).map_err(|(_, errno)| {
+        anyhow::anyhow!("the child sent something that is not a seccomp listener ({errno})")
+    })
+}
+
+fn wait_readable(fd: &OwnedFd) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut fds = [PollFd::new(std::os::fd::AsFd::as_fd(fd), PollFlags::POLLIN)];
+    let _ = poll(&mut fds, PollTimeout::NONE);
+}
+
+/// Sends the listener to a running agent as a runtime would, over `listenerPath`.
+fn hand_to_agent(
+    socket: &PathBuf,
+    container: &Container,
+    listener: Listener,
+) -> anyhow::Result<()> {
+    let stream = std::os::unix::net::UnixStream::connect(socket)
+        .with_context(|| format!("connecting to the agent at {}", socket.display()))?;
+    let state = serde_json::json!({
+        "ociVersion": "1.0.2",
+        "fds": ["seccompFd"],
+        "pid": container.init_pid,
+        "state": {
+            "ociVersion": "1.0.2",
+            "id": container.container_id,
+            "status": "running",
+            "pid": container.init_pid,
+            "bundle": container.bundle,
+        }
+    })
+    .to_string();
+    let fd: OwnedFd = listener.into();
+    let fds = [fd.as_raw_fd()];
+    let cmsg = [ControlMessage::ScmRights(&fds)];
+    let iov = [IoSlice::new(state.as_bytes())];
+    let sent = sendmsg::<()>(stream.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None)
+        .context("sending the listener to the agent")?;
+    if sent != state.len() {
+        bail!(
+            "the agent took only {sent} of {} bytes of the state",
+            state.len()
+        );
+    }
+    Ok(())
+}
+
+fn serve_here(
+    config: &RunConfig,
+    policy: Policy,
+    listener: Listener,
+    container: Container,
+    child: Pid,
+) -> anyhow::Result<i32> {
+    let metrics = Arc::new(Metrics::new(Duration::from_secs(3600)));
+    let (events, writer) = EventWriter::spawn(
+        config.log_format,
+        Box::new(std::io::stderr()),
+        64 * 1024,
+        metrics.events_dropped.clone(),
+    );
+    let init = PidFd::open(child.as_raw()).ok();
+    let engine = Engine::new(policy, metrics.clone(), events);
+    let thread = engine
+        .attach(listener, container, init)
+        .context("starting the listener thread")?;
+    let stats = metrics
+        .live_listeners()
+        .pop()
+        .context("the listener was not registered")?;
+    let status = wait_status(child);
+    // Descendants that outlive the command keep the filter alive; don't wait for them.
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while !thread.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    writer.flush_and_stop();
+    print_summary(&stats);
+    status
+}
+
+fn print_summary(stats: &ListenerStats) {
+    let mut rows = stats.counts();
+    rows.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(b.0)));
+    eprintln!("\n{:<20} {:<6} {:>8}", "syscall", "action", "count");
+    for (syscall, action, count) in rows {
+        eprintln!("{syscall:<20} {:<6} {count:>8}", action.as_str());
+    }
+}
+
+/// Waits for the child and turns its end into an exit status: its code, or 128+signal.
+fn wait_status(child: Pid) -> anyhow::Result<i32> {
+    loop {
+        match waitpid(child, None) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e).context("waiting for the command"),
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! The one home of unsafe code: seccomp listener ioctls and pidfds, behind a safe API.
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use std::io::IoSliceMut;
+
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+
+/// One notification as the kernel hands it over (`struct seccomp_notif`).
+pub type Notification = libc::seccomp_notif;
+
+/// Tells the kernel to wake the agent on the CPU of the trapped task (Linux ≥ 6.6).
+const SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: u64 = 1;
+
+/// A zeroed notification buffer, as RECV requires.
+pub fn empty_notification() -> Notification {
+    // SAFETY: seccomp_notif is a plain C struct of integers; all-zero is a valid value.
+    unsafe { std::mem::zeroed() }
+}
+
+/// How the kernel answered a listener request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerError {
+    /// The notification is gone: its task died or the syscall was interrupted.
+    Gone,
+    /// A signal interrupted the wait; try again.
+    Interrupted,
+    /// Anything else: the listener is unusable.
+    Failed(Errno),
+}
+
+impl From<Errno> for ListenerError {
+    fn from(errno: Errno) -> Self {
+        match errno {
+            Errno::ENOENT => ListenerError::Gone,
+            Errno::EINTR => ListenerError::Interrupted,
+            other => ListenerError::Failed(other),
+        }
+    }
+}
+
+/// A seccomp user-notification listener fd, verified to be one.
+#[derive(Debug)]
+pub struct Listener {
+    fd: OwnedFd,
+}
+
+impl Listener {
+    /// Takes ownership of `fd` if it is a seccomp listener; gives it back otherwise.
+    ///
+    /// ID_VALID on a bogus id fails with ENOENT on a listener and ENOTTY (or EINVAL)
+    /// on anything else, which makes it a cheap type check.
+    pub fn from_fd(fd: OwnedFd) -> Result<Self, (OwnedFd, Errno)> {
+        match id_valid(fd.as_fd(), u64::MAX) {
+            Err(Errno::ENOENT) | Ok(()) => Ok(Listener { fd }),
+            Err(errno) => Err((fd, errno)),
+        }
+    }
+
+    /// Asks the kernel to hand notifications over on the trapped task's CPU.
+    pub fn enable_sync_wakeup(&self) -> Result<(), Errno> {
+        // SAFETY: SET_FLAGS takes its flags by value; the fd is a live listener we own.
+        let rc = unsafe {
+            libc::ioctl(
+                self.fd.as_raw_fd(),
+                libc::SECCOMP_IOCTL_NOTIF_SET_FLAGS as _,
+                SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP,
+            )
+        };
+        Errno::result(rc).map(drop)
+    }
+
+    /// Blocks until a notification arrives and fills `notif` with it.
+    #[inline]
+    pub fn receive(&self, notif: &mut Notification) -> Result<(), ListenerError> {
+        *notif = empty_notification();
+        // SAFETY: `notif` is a valid, zeroed seccomp_notif the kernel writes into;
+        // kernel_struct_sizes_fit() checked at startup that the kernel's struct is no larger.
+        let rc = unsafe {
+            libc::ioctl(
+                self.fd.as_raw_fd(),
+                libc::SECCOMP_IOCTL_NOTIF_RECV as _,
+                notif as *mut Notification,
+            )
+        };
+        Errno::result(rc).map(drop).map_err(ListenerError::from)
+    }
+
+    /// Lets the trapped syscall run as if no filter had trapped it.
+    #[inline]
+    pub fn respond_continue(&self, id: u64) -> Result<(), ListenerError> {
+        self.respond(libc::seccomp_notif_resp {
+            id,
+            val: 0,
+            error: 0,
+            flags: libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32,
+        })
+    }
+
+    /// Fails the trapped syscall with `errno`.
+    #[inline]
+    pub fn respond_errno(&self, id: u64, errno: i32) -> Result<(), ListenerError> {
+        self.respond(libc::seccomp_notif_resp {
+            id,
+            val: 0,
+            error: -errno,
+            flags: 0,
+        })
+    }
+
+    #[inline]
+    fn respond(&self, mut resp: libc::seccomp_notif_resp) -> Result<(), ListenerError> {
+        // SAFETY: `resp` is a valid seccomp_notif_resp that lives across the call.
+        let rc = unsafe {
+            libc::ioctl(
+                self.fd.as_raw_fd(),
+                libc::SECCOMP_IOCTL_NOTIF_SEND as _,
+                &mut resp as *mut libc::seccomp_notif_resp,
+            )
+        };
+        Errno::result(rc).map(drop).map_err(ListenerError::from)
+    }
+
+    /// True while notification `id` is still pending, so data read from the target
+    /// before this call belonged to the task that made the syscall.
+    pub fn is_pending(&self, id: u64) -> bool {
+        id_valid(self.fd.as_fd(), id).is_ok()
+    }
+
+    /// Waits for a notification or a hang-up; returns true on hang-up.
+    pub fn wait_readable(&self, timeout: PollTimeout) -> bool {
+        let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
+        loop {
+            match poll(&mut fds, timeout) {
+                Err(Errno::EINTR) => continue,
+                Err(_) => return true,
+                Ok(_) => break,
+            }
+        }
+        let revents = fds[0].revents().unwrap_or(PollFlags::empty());
+        revents.intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL)
+    }
+
+    /// True when every task of the filter is gone and no notification can come.
+    pub fn is_hung_up(&self) -> bool {
+        self.wait_readable(PollTimeout::ZERO)
+    }
+}
+
+impl AsFd for Listener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl From<Listener> for OwnedFd {
+    fn from(listener: Listener) -> OwnedFd {
+        listener.fd
+    }
+}
+
+fn id_valid(fd: BorrowedFd<'_>, id: u64) -> Result<(), Errno> {
+    // SAFETY: ID_VALID reads one u64 through the pointer, which outlives the call.
+    let rc = unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            libc::SECCOMP_IOCTL_NOTIF_ID_VALID as _,
+            &id as *const u64,
+        )
+    };
+    Errno::result(rc).map(drop)
+}
+
+/// False when the running kernel's notification structs are larger than ours, in
+/// which case RECV would write past our buffer.
+pub fn kernel_struct_sizes_fit() -> Result<bool, Errno> {
+    // SAFETY: seccomp_notif_sizes is three u16; zero is valid.
+    let mut sizes: libc::seccomp_notif_sizes = unsafe { std::mem::zeroed() };
+    // SAFETY: SECCOMP_GET_NOTIF_SIZES writes one seccomp_notif_sizes through the pointer.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_GET_NOTIF_SIZES,
+            0,
+            &mut sizes as *mut libc::seccomp_notif_sizes,
+        )
+    };
+    Errno::result(rc)?;
+    Ok(
+        usize::from(sizes.seccomp_notif) <= std::mem::size_of::<Notification>()
+            && usize::from(sizes.seccomp_notif_resp)
+                <= std::mem::size_of::<libc::seccomp_notif_resp>(),
+    )
+}
+
+/// A process handle that can never hit a recycled pid.
+#[derive(Debug)]
+pub struct PidFd {
+    fd: OwnedFd,
+}
+
+impl PidFd {
+    /// Opens a pidfd for `pid`.
+    pub fn open(pid: i32) -> Result<Self, Errno> {
+        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+        let rc = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        let raw = Errno::result(rc)? as RawFd;
+        // SAFETY: the kernel just returned this fd to us; nothing else owns it.
+        Ok(PidFd {
+            fd: unsafe { OwnedFd::from_raw_fd(raw) },
+        })
+    }
+
+    /// Sends SIGKILL to the process.
+    pub fn kill(&self) -> Result<(), Errno> {
+        // SAFETY: pidfd_send_signal with a null siginfo and no flags.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.fd.as_raw_fd(),
+                libc::SIGKILL,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        Errno::result(rc).map(drop)
+    }
+}
+
+/// What one `receive_with_fds` got.
+#[derive(Debug, Clone, Copy)]
+pub struct ReceivedChunk {
+    pub bytes: usize,
+    /// More fds arrived than there was room for; the kernel closed the rest.
+    pub fds_lost: bool,
+}
+
+/// One non-blocking recvmsg on a Unix socket. Every fd that arrives is owned at
+/// once and appended to `fds`, so it is closed unless the caller keeps it.
+pub fn receive_with_fds(
+    socket: BorrowedFd<'_>,
+    buf: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+) -> Result<ReceivedChunk, Errno> {
+    let mut control = nix::cmsg_space!([RawFd; 16]);
+    let mut iov = [IoSliceMut::new(buf)];
+    let message = recvmsg::<()>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(&mut control),
+        MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
+    )?;
+    for cmsg in message.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(raw_fds) = cmsg {
+            // SAFETY: SCM_RIGHTS just installed these fds in our table; nothing else owns them.
+            fds.extend(
+                raw_fds
+                    .into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
+        }
+    }
+    Ok(ReceivedChunk {
+        bytes: message.bytes,
+        fds_lost: message.flags.contains(MsgFlags::MSG_CTRUNC),
+    })
+}
+
+/// Forks. Only call while the process has a single thread, so the child may allocate.
+pub fn fork_single_threaded() -> Result<nix::unistd::ForkResult, Errno> {
+    // SAFETY: callers guarantee no other thread exists, so no lock can be held across the fork.
+    unsafe { nix::unistd::fork() }
+}
+
+/// Sets a signal's disposition to ignore.
+pub fn ignore_signal(signal: nix::sys::signal::Signal) -> Result<(), Errno> {
+    use nix::sys::signal::SigHandler;
+    // SAFETY: SIG_IGN runs no handler code, so nothing can be async-signal-unsafe.
+    unsafe { nix::sys::signal::signal(signal, SigHandler::SigIgn) }.map(drop)
+}
