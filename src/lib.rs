@@ -9,6 +9,7 @@ pub mod intake;
 pub mod metrics;
 pub mod notify;
 pub mod policy;
+pub mod record;
 pub mod run;
 pub mod sys;
 pub mod syscalls;
