@@ -1,11 +1,14 @@
 //! Who a listener belongs to: container identity from the OCI state and its annotations.
 
 use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
 
 use oci_spec::runtime::ContainerProcessState;
 use serde::Serialize;
 
 use crate::policy::SelectorInput;
+use crate::record::{OriginalProfile, METADATA_RECORD_KEY, METADATA_USER_KEY, RECORD_ANNOTATION};
 
 /// Annotation keys, in order of preference, for the Kubernetes names.
 /// CRI-O and podman write `io.kubernetes.cri-o.*` / `io.kubernetes.pod.*`;
@@ -35,8 +38,14 @@ pub struct Container {
     pub container: String,
     pub init_pid: i32,
     pub bundle: String,
-    /// The profile's `listenerMetadata`.
+    /// The profile's `listenerMetadata` (the user's part, when the OCI hook wrapped it).
     pub metadata: String,
+    /// What the original profile did with the syscalls the OCI hook made NOTIFY.
+    #[serde(skip)]
+    pub original: Option<Arc<OriginalProfile>>,
+    /// The container's bounding capabilities, for the record's capability conditions.
+    #[serde(skip)]
+    pub capabilities: Vec<String>,
 }
 
 impl Container {
@@ -51,15 +60,40 @@ impl Container {
                 .cloned()
                 .unwrap_or_default()
         };
+        let raw_metadata = state.metadata().clone().unwrap_or_default();
+        let (metadata, from_metadata) = split_metadata(&raw_metadata);
+        let original = annotations
+            .get(RECORD_ANNOTATION)
+            .and_then(|text| match serde_json::from_str::<OriginalProfile>(text) {
+                Ok(record) => Some(record),
+                Err(e) => {
+                    tracing::warn!(error = %e, "ignoring an unreadable {RECORD_ANNOTATION} annotation");
+                    None
+                }
+            })
+            .or(from_metadata);
+        let init_pid = inner.pid().filter(|pid| *pid > 0).unwrap_or(*state.pid());
+        let capabilities = if original.is_some() {
+            bounding_capabilities(inner.bundle(), init_pid)
+        } else {
+            Vec::new()
+        };
         Container {
             container_id: inner.id().clone(),
             namespace: first(&NAMESPACE_KEYS),
             pod: first(&POD_KEYS),
             container: first(&CONTAINER_KEYS),
-            init_pid: inner.pid().filter(|pid| *pid > 0).unwrap_or(*state.pid()),
+            init_pid,
             bundle: inner.bundle().display().to_string(),
-            metadata: state.metadata().clone().unwrap_or_default(),
+            metadata,
+            original: original.map(Arc::new),
+            capabilities,
         }
+    }
+
+    /// Whether the container holds capability `name` (e.g. "CAP_SYS_ADMIN").
+    pub fn has_capability(&self, name: &str) -> bool {
+        self.capabilities.iter().any(|c| c == name)
     }
 
     /// The fields policy selectors match on.
@@ -71,6 +105,53 @@ impl Container {
             metadata: &self.metadata,
         }
     }
+}
+
+/// Splits a JSON `listenerMetadata` written by the OCI hook into the user's metadata and the record.
+fn split_metadata(raw: &str) -> (String, Option<OriginalProfile>) {
+    let Ok(serde_json::Value::Object(mut object)) = serde_json::from_str(raw) else {
+        return (raw.to_string(), None);
+    };
+    let Some(record) = object.remove(METADATA_RECORD_KEY) else {
+        return (raw.to_string(), None);
+    };
+    let user = match object.remove(METADATA_USER_KEY) {
+        Some(serde_json::Value::String(user)) => user,
+        _ => String::new(),
+    };
+    match serde_json::from_value(record) {
+        Ok(record) => (user, Some(record)),
+        Err(e) => {
+            tracing::warn!(error = %e, "ignoring an unreadable record in listenerMetadata");
+            (user, None)
+        }
+    }
+}
+
+/// The bounding set the runtime gives the container, from the bundle's config.json;
+/// the init's own set at handover time may not be final yet.
+fn bounding_capabilities(bundle: &Path, init_pid: i32) -> Vec<String> {
+    let from_config = std::fs::read(bundle.join("config.json"))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .and_then(|config| {
+            let caps = config
+                .pointer("/process/capabilities/bounding")?
+                .as_array()?
+                .clone();
+            Some(
+                caps.iter()
+                    .filter_map(|c| c.as_str().map(str::to_string))
+                    .collect::<Vec<_>>(),
+            )
+        });
+    from_config.unwrap_or_else(|| {
+        tracing::warn!(
+            pid = init_pid,
+            "no capabilities in the bundle's config.json; capability-conditioned rules of the original profile count as absent"
+        );
+        Vec::new()
+    })
 }
 
 #[cfg(test)]

@@ -2,8 +2,13 @@
 
 use std::sync::Arc;
 
-use crate::policy::{Action, ArgCondition, Policy, SelectorInput};
+use crate::container::Container;
+use crate::policy::{Action, ArgCondition, Policy};
+use crate::record::{OriginalProfile, Outcome};
 use crate::syscalls;
+
+/// The rule name events show when the original profile, not the policy, decided.
+pub const ORIGINAL_PROFILE_RULE: &str = "original-profile";
 
 /// The answer for one notification.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,19 +26,115 @@ struct Candidate {
     verdict: Verdict,
 }
 
+/// Candidates per arch, indexed by syscall number.
+type ByArch = Vec<Box<[Box<[Candidate]>]>>;
+
 /// The rules that apply to one container, ready for the notification path.
 #[derive(Debug)]
 pub struct DecisionTable {
     /// `by_arch[arch][nr]`: candidates in policy order; first match wins.
-    by_arch: Vec<Box<[Box<[Candidate]>]>>,
+    by_arch: ByArch,
     default: Verdict,
+    /// What the original profile did, where the OCI hook recorded it: answers are never
+    /// more permissive than this.
+    ceiling: Option<Ceiling>,
+}
+
+#[derive(Debug)]
+struct Ceiling {
+    /// Candidates of the original profile's rules, ending in its default.
+    by_arch: ByArch,
+}
+
+fn index(by_arch: Vec<Vec<Vec<Candidate>>>) -> ByArch {
+    by_arch
+        .into_iter()
+        .map(|table| table.into_iter().map(Vec::into_boxed_slice).collect())
+        .collect()
+}
+
+fn push(by_arch: &mut [Vec<Vec<Candidate>>], name: &str, make: impl Fn() -> Candidate) {
+    for (arch, nr) in syscalls::numbers(name) {
+        let table = &mut by_arch[arch];
+        if table.len() <= nr {
+            table.resize_with(nr + 1, Vec::new);
+        }
+        table[nr].push(make());
+    }
+}
+
+fn empty_by_arch() -> Vec<Vec<Vec<Candidate>>> {
+    syscalls::arches().iter().map(|_| Vec::new()).collect()
+}
+
+#[inline]
+fn first_match<'a>(
+    by_arch: &'a ByArch,
+    location: Option<(usize, usize)>,
+    args: &[u64; 6],
+) -> Option<&'a Verdict> {
+    let (arch, nr) = location?;
+    by_arch
+        .get(arch)?
+        .get(nr)?
+        .iter()
+        .find(|c| c.conditions.iter().all(|cond| cond.holds(args)))
+        .map(|c| &c.verdict)
+}
+
+impl Ceiling {
+    fn compile(original: &OriginalProfile, container: &Container) -> Ceiling {
+        let verdict = |outcome: Outcome| match outcome {
+            Outcome::Allow => Verdict {
+                action: Action::Allow,
+                errno: 0,
+                rule: None,
+            },
+            Outcome::Errno { errno } => Verdict {
+                action: Action::Deny,
+                errno,
+                rule: Some(Arc::from(ORIGINAL_PROFILE_RULE)),
+            },
+            Outcome::Kill => Verdict {
+                action: Action::Kill,
+                errno: libc::EPERM,
+                rule: Some(Arc::from(ORIGINAL_PROFILE_RULE)),
+            },
+        };
+        let mut by_arch = empty_by_arch();
+        for (name, rules) in &original.syscalls {
+            let applicable = rules.iter().filter(|r| {
+                r.caps.iter().all(|c| container.has_capability(c))
+                    && !r.not_caps.iter().any(|c| container.has_capability(c))
+            });
+            for rule in applicable {
+                // A condition this build cannot evaluate makes the rule never match,
+                // which leaves the stricter default in charge.
+                let conditions: Option<Box<[ArgCondition]>> =
+                    rule.args.iter().map(|a| a.condition()).collect();
+                if let Some(conditions) = conditions {
+                    push(&mut by_arch, name, || Candidate {
+                        conditions: conditions.clone(),
+                        verdict: verdict(rule.outcome),
+                    });
+                }
+            }
+            push(&mut by_arch, name, || Candidate {
+                conditions: Box::new([]),
+                verdict: verdict(original.default),
+            });
+        }
+        Ceiling {
+            by_arch: index(by_arch),
+        }
+    }
 }
 
 impl DecisionTable {
-    /// Keeps the rules whose selectors match `who` and indexes them by syscall number.
-    pub fn compile(policy: &Policy, who: SelectorInput<'_>) -> DecisionTable {
-        let arch_count = syscalls::arches().len();
-        let mut by_arch: Vec<Vec<Vec<Candidate>>> = (0..arch_count).map(|_| Vec::new()).collect();
+    /// Keeps the rules whose selectors match `container` and indexes them by syscall number.
+    pub fn compile(policy: &Policy, container: &Container) -> DecisionTable {
+        let who = container.selector_input();
+        let mut by_arch = empty_by_arch();
         for rule in policy.rules.iter().filter(|r| r.selector.matches(who)) {
             let verdict = Verdict {
                 action: rule.action,
@@ -45,23 +146,18 @@ impl DecisionTable {
                 rule: Some(rule.name.clone()),
             };
             for name in &rule.syscalls {
-                for (arch, nr) in syscalls::numbers(name) {
-                    let table = &mut by_arch[arch];
-                    if table.len() <= nr {
-                        table.resize_with(nr + 1, Vec::new);
-                    }
-                    table[nr].push(Candidate {
-                        conditions: rule.args.clone().into_boxed_slice(),
-                        verdict: verdict.clone(),
-                    });
-                }
+                push(&mut by_arch, name, || Candidate {
+                    conditions: rule.args.clone().into_boxed_slice(),
+                    verdict: verdict.clone(),
+                });
             }
         }
         DecisionTable {
-            by_arch: by_arch
-                .into_iter()
-                .map(|table| table.into_iter().map(Vec::into_boxed_slice).collect())
-                .collect(),
+            by_arch: index(by_arch),
+            ceiling: container
+                .original
+                .as_deref()
+                .map(|original| Ceiling::compile(original, container)),
             default: Verdict {
                 action: policy.default,
                 errno: if policy.default.lets_through() {
@@ -74,41 +170,38 @@ impl DecisionTable {
         }
     }
 
-    /// The verdict for syscall `nr` of arch-table `arch` with `args`.
+    /// The verdict for a syscall at `location` (arch table, number) with `args`.
     #[inline]
     pub fn decide(&self, location: Option<(usize, usize)>, args: &[u64; 6]) -> &Verdict {
-        let candidates = location
-            .and_then(|(arch, nr)| self.by_arch.get(arch)?.get(nr))
-            .map(|c| &c[..])
-            .unwrap_or(&[]);
-        candidates
-            .iter()
-            .find(|c| c.conditions.iter().all(|cond| cond.holds(args)))
-            .map(|c| &c.verdict)
-            .unwrap_or(&self.default)
+        let verdict = first_match(&self.by_arch, location, args).unwrap_or(&self.default);
+        match &self.ceiling {
+            Some(ceiling) => match first_match(&ceiling.by_arch, location, args) {
+                Some(original) if original.action > verdict.action => original,
+                _ => verdict,
+            },
+            None => verdict,
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::OriginalProfile;
 
-    const NOBODY: SelectorInput<'static> = SelectorInput {
-        namespace: "",
-        pod: "",
-        container: "",
-        metadata: "",
-    };
+    fn nobody() -> Container {
+        Container::default()
+    }
 
-    fn table(text: &str, who: SelectorInput<'_>) -> DecisionTable {
-        DecisionTable::compile(&Policy::parse(text, "t").unwrap(), who)
+    fn table(text: &str, who: Container) -> DecisionTable {
+        DecisionTable::compile(&Policy::parse(text, "t").unwrap(), &who)
     }
 
     #[test]
     fn first_matching_rule_wins_and_args_fall_through() {
         let t = table(
             "default: allow\nrules:\n  - name: big\n    syscalls: [personality]\n    args: [{index: 0, op: gt, value: 100}]\n    action: deny\n    errno: EACCES\n  - name: any\n    syscalls: [personality, mkdir]\n    action: log\n",
-            NOBODY,
+            nobody(),
         );
         let personality = syscalls::numbers("personality")[0];
         let big = t.decide(Some(personality), &[200, 0, 0, 0, 0, 0]);
@@ -128,7 +221,7 @@ mod tests {
     fn every_arch_gets_its_own_number() {
         let t = table(
             "rules:\n  - name: m\n    syscalls: [mkdir]\n    action: deny\n",
-            NOBODY,
+            nobody(),
         );
         assert_eq!(t.decide(Some((0, 83)), &[0; 6]).action, Action::Deny);
         assert_eq!(t.decide(Some((1, 39)), &[0; 6]).action, Action::Deny);
@@ -138,17 +231,64 @@ mod tests {
     #[test]
     fn selectors_pick_rules_per_container() {
         let text = "rules:\n  - name: prod\n    match: {namespace: [prod-*], metadata: [team-a]}\n    syscalls: [mkdir]\n    action: deny\n";
-        let prod = SelectorInput {
-            namespace: "prod-1",
-            metadata: "team-a",
-            ..NOBODY
+        let prod = Container {
+            namespace: "prod-1".into(),
+            metadata: "team-a".into(),
+            ..nobody()
         };
         assert_eq!(
             table(text, prod).decide(Some((0, 83)), &[0; 6]).action,
             Action::Deny
         );
         assert_eq!(
-            table(text, NOBODY).decide(Some((0, 83)), &[0; 6]).action,
+            table(text, nobody()).decide(Some((0, 83)), &[0; 6]).action,
+            Action::Log
+        );
+    }
+
+    #[test]
+    fn the_original_profile_is_a_ceiling() {
+        let original: OriginalProfile = serde_json::from_str(
+            r#"{"default": {"action": "errno", "errno": 1},
+                "syscalls": {
+                  "mkdir": [{"outcome": {"action": "errno", "errno": 13}}],
+                  "personality": [{"args": [{"index": 0, "op": "eq", "value": 8}], "outcome": {"action": "allow"}}],
+                  "rmdir": [{"outcome": {"action": "allow"}}],
+                  "unshare": [{"caps": ["CAP_SYS_ADMIN"], "outcome": {"action": "allow"}}]
+                }}"#,
+        )
+        .unwrap();
+        let text = "default: log\nrules:\n  - name: no-rmdir\n    syscalls: [rmdir]\n    action: deny\n    errno: EPERM\n";
+        let plain = Container {
+            original: Some(Arc::new(original)),
+            ..nobody()
+        };
+        let admin = Container {
+            capabilities: vec!["CAP_SYS_ADMIN".into()],
+            ..plain.clone()
+        };
+        let t = table(text, plain);
+        let at = |name: &str| Some(syscalls::numbers(name)[0]);
+        let mkdir = t.decide(at("mkdir"), &[0; 6]);
+        assert_eq!((mkdir.action, mkdir.errno), (Action::Deny, libc::EACCES));
+        assert_eq!(mkdir.rule.as_deref(), Some(ORIGINAL_PROFILE_RULE));
+        let rmdir = t.decide(at("rmdir"), &[0; 6]);
+        assert_eq!(
+            (rmdir.action, rmdir.rule.as_deref()),
+            (Action::Deny, Some("no-rmdir"))
+        );
+        assert_eq!(
+            t.decide(at("personality"), &[8, 0, 0, 0, 0, 0]).action,
+            Action::Log
+        );
+        assert_eq!(
+            t.decide(at("personality"), &[9, 0, 0, 0, 0, 0]).errno,
+            libc::EPERM
+        );
+        assert_eq!(t.decide(at("unshare"), &[0; 6]).action, Action::Deny);
+        assert_eq!(t.decide(at("uname"), &[0; 6]).action, Action::Log);
+        assert_eq!(
+            table(text, admin).decide(at("unshare"), &[0; 6]).action,
             Action::Log
         );
     }

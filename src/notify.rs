@@ -82,7 +82,7 @@ impl Engine {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let table = Arc::new(DecisionTable::compile(&policy, container.selector_input()));
+        let table = Arc::new(DecisionTable::compile(&policy, &container));
         let sync_wakeup = match listener.enable_sync_wakeup() {
             Ok(()) => true,
             Err(errno) => {
@@ -147,7 +147,7 @@ impl Engine {
         *self.policy.lock().unwrap_or_else(|e| e.into_inner()) = policy.clone();
         let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
         for control in live.values() {
-            let table = DecisionTable::compile(&policy, control.container.selector_input());
+            let table = DecisionTable::compile(&policy, &control.container);
             *control.pending.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(table));
             control.dirty.store(true, Ordering::Release);
         }
