@@ -31,6 +31,8 @@ pub struct AgentConfig {
     pub log_format: LogFormat,
     pub allowed_uids: Vec<u32>,
     pub series_ttl: Duration,
+    /// Ask the kernel for same-CPU wake-ups (Linux ≥ 6.6); off only for measurements.
+    pub sync_wakeup: bool,
 }
 
 /// Runs the agent until SIGTERM or SIGINT.
@@ -49,7 +51,7 @@ pub fn run(config: AgentConfig) -> anyhow::Result<()> {
         EVENT_QUEUE,
         metrics.events_dropped.clone(),
     );
-    let engine = Engine::new(policy, metrics.clone(), events);
+    let engine = Engine::new(policy, metrics.clone(), events, config.sync_wakeup);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -46,6 +46,9 @@ enum Command {
         /// Seconds a gone container's series stay on /metrics.
         #[arg(long, default_value_t = 300)]
         series_ttl: u64,
+        /// Do not ask for same-CPU wake-ups (SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP); for measurements.
+        #[arg(long)]
+        no_sync_wakeup: bool,
     },
     /// Run a command with the policy's syscalls flagged and decided by the same engine.
     Run {
@@ -84,6 +87,7 @@ fn main() -> ExitCode {
             log_format,
             allow_uid,
             series_ttl,
+            no_sync_wakeup,
         } => agent::run(AgentConfig {
             socket,
             policy,
@@ -91,6 +95,7 @@ fn main() -> ExitCode {
             log_format,
             allowed_uids: allow_uid,
             series_ttl: Duration::from_secs(series_ttl),
+            sync_wakeup: !no_sync_wakeup,
         })
         .map(|()| 0),
         Command::Run {

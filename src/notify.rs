@@ -42,6 +42,8 @@ struct Worker {
 
 /// Serves listeners with the current policy and swaps in new ones.
 pub struct Engine {
+    /// Whether to ask for SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP (off only to measure without it).
+    sync_wakeup: bool,
     policy: Mutex<Arc<Policy>>,
     metrics: Arc<Metrics>,
     events: EventSink,
@@ -50,8 +52,14 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(policy: Policy, metrics: Arc<Metrics>, events: EventSink) -> Arc<Engine> {
+    pub fn new(
+        policy: Policy,
+        metrics: Arc<Metrics>,
+        events: EventSink,
+        sync_wakeup: bool,
+    ) -> Arc<Engine> {
         Arc::new(Engine {
+            sync_wakeup,
             policy: Mutex::new(Arc::new(policy)),
             metrics,
             events,
@@ -83,9 +91,10 @@ impl Engine {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         let table = Arc::new(DecisionTable::compile(&policy, &container));
-        let sync_wakeup = match listener.enable_sync_wakeup() {
-            Ok(()) => true,
-            Err(errno) => {
+        let sync_wakeup = match self.sync_wakeup.then(|| listener.enable_sync_wakeup()) {
+            None => false,
+            Some(Ok(())) => true,
+            Some(Err(errno)) => {
                 static WARN: Once = Once::new();
                 WARN.call_once(|| {
                     tracing::warn!(%errno, "SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP unavailable (needs Linux 6.6); notifications take the slower cross-CPU wake-up")

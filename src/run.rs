@@ -229,7 +229,7 @@ fn serve_here(
         metrics.events_dropped.clone(),
     );
     let init = PidFd::open(child.as_raw()).ok();
-    let engine = Engine::new(policy, metrics.clone(), events);
+    let engine = Engine::new(policy, metrics.clone(), events, true);
     let thread = engine
         .attach(listener, container, init)
         .context("starting the listener thread")?;
