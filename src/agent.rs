@@ -31,6 +31,8 @@ pub struct AgentConfig {
     pub log_format: LogFormat,
     pub allowed_uids: Vec<u32>,
     pub series_ttl: Duration,
+    /// Cap on `switchboard_syscalls_total` series; the rest fold into one overflow series.
+    pub max_series: usize,
     /// Ask the kernel for same-CPU wake-ups (Linux ≥ 6.6); off only for measurements.
     pub sync_wakeup: bool,
 }
@@ -44,7 +46,7 @@ pub fn run(config: AgentConfig) -> anyhow::Result<()> {
     }
     let policy = Policy::load_or_default(config.policy.as_deref())?;
     tracing::info!(source = %policy.source, rules = policy.rules.len(), "policy loaded");
-    let metrics = Arc::new(Metrics::new(config.series_ttl));
+    let metrics = Arc::new(Metrics::new(config.series_ttl, config.max_series));
     let (events, writer) = EventWriter::spawn(
         config.log_format,
         Box::new(std::io::stdout()),

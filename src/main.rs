@@ -46,6 +46,9 @@ enum Command {
         /// Seconds a gone container's series stay on /metrics.
         #[arg(long, default_value_t = 300)]
         series_ttl: u64,
+        /// Most `switchboard_syscalls_total` series; later label sets fold into one overflow series.
+        #[arg(long, default_value_t = 10_000)]
+        max_series: usize,
         /// Do not ask for same-CPU wake-ups (SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP); for measurements.
         #[arg(long)]
         no_sync_wakeup: bool,
@@ -88,6 +91,7 @@ fn main() -> ExitCode {
             allow_uid,
             series_ttl,
             no_sync_wakeup,
+            max_series,
         } => agent::run(AgentConfig {
             socket,
             policy,
@@ -96,6 +100,7 @@ fn main() -> ExitCode {
             allowed_uids: allow_uid,
             series_ttl: Duration::from_secs(series_ttl),
             sync_wakeup: !no_sync_wakeup,
+            max_series,
         })
         .map(|()| 0),
         Command::Run {

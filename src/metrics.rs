@@ -1,9 +1,9 @@
 //! Prometheus metrics: per-listener counters written lock-free by one worker, gathered at scrape.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, LabelPair, MetricFamily, MetricType};
@@ -35,6 +35,18 @@ const COUNT_SLOTS: usize = 64;
 /// Longest label value exported; annotation values are untrusted.
 const MAX_LABEL_LEN: usize = 128;
 
+/// Labels of one `switchboard_syscalls_total` series: namespace, pod, container, syscall, action.
+type SeriesKey = [String; 5];
+
+/// The label value every label of the overflow series carries.
+pub const OVERFLOW_LABEL: &str = "_overflow";
+
+/// A fixed point that lets the notification path store times as plain nanoseconds.
+fn epoch() -> &'static (Instant, SystemTime) {
+    static EPOCH: OnceLock<(Instant, SystemTime)> = OnceLock::new();
+    EPOCH.get_or_init(|| (Instant::now(), SystemTime::now()))
+}
+
 /// Adds one to a counter that only the owning worker thread writes.
 #[inline]
 fn bump(counter: &AtomicU64, by: u64) {
@@ -58,8 +70,10 @@ pub struct ListenerStats {
     latency_buckets: [AtomicU64; LATENCY_BOUNDS_NS.len()],
     latency_count: AtomicU64,
     latency_sum_ns: AtomicU64,
-    /// Unix time in seconds of the last notification; 0 before the first.
-    last_notification: AtomicU64,
+    /// Nanoseconds after `epoch()` of the last notification, plus one; 0 before the first.
+    last_received: AtomicU64,
+    /// 1 between RECV and SEND: a listener stuck here shows up on /metrics.
+    deciding: AtomicU64,
 }
 
 impl ListenerStats {
@@ -76,8 +90,24 @@ impl ListenerStats {
             latency_buckets: Default::default(),
             latency_count: AtomicU64::new(0),
             latency_sum_ns: AtomicU64::new(0),
-            last_notification: AtomicU64::new(0),
+            last_received: AtomicU64::new(0),
+            deciding: AtomicU64::new(0),
         }
+    }
+
+    /// Notes that a notification arrived at `received`; `record` closes it.
+    #[inline]
+    pub fn begin(&self, received: Instant) {
+        let since = received.saturating_duration_since(epoch().0).as_nanos() as u64;
+        self.last_received.store(since + 1, Ordering::Relaxed);
+        self.deciding.store(1, Ordering::Relaxed);
+    }
+
+    /// Unix time in seconds of the last notification, if any came.
+    pub fn last_notification(&self) -> Option<f64> {
+        let since = self.last_received.load(Ordering::Relaxed).checked_sub(1)?;
+        let at = epoch().1 + Duration::from_nanos(since);
+        Some(at.duration_since(UNIX_EPOCH).ok()?.as_secs_f64())
     }
 
     /// Counts one decision. Only the listener's own worker may call this.
@@ -115,13 +145,7 @@ impl ListenerStats {
         }
         bump(&self.latency_count, 1);
         bump(&self.latency_sum_ns, ns);
-    }
-
-    /// Notes the wall-clock second of the latest notification.
-    #[inline]
-    pub fn touch(&self, unix_seconds: u64) {
-        self.last_notification
-            .store(unix_seconds, Ordering::Relaxed);
+        self.deciding.store(0, Ordering::Relaxed);
     }
 
     /// (syscall name, action, count) for every non-zero count.
@@ -174,11 +198,57 @@ struct Listeners {
     retired_latency: LatencyTotals,
 }
 
+/// Which label sets have a series of their own; the rest fold into the overflow series.
+#[derive(Default)]
+struct SeriesBudget {
+    admitted: HashSet<SeriesKey>,
+    folded: HashSet<SeriesKey>,
+}
+
 /// The collector for per-listener series.
 struct ListenerCollector {
     listeners: Arc<Mutex<Listeners>>,
     descs: Vec<Desc>,
     series_ttl: Duration,
+    max_series: usize,
+    budget: Mutex<SeriesBudget>,
+    series_overflow: IntCounter,
+}
+
+impl ListenerCollector {
+    /// Keeps at most `max_series` label sets, first come first served; folds the rest.
+    fn apply_budget(&self, counts: BTreeMap<SeriesKey, u64>) -> BTreeMap<SeriesKey, u64> {
+        let mut budget = self.budget.lock().unwrap_or_else(|e| e.into_inner());
+        budget.admitted.retain(|key| counts.contains_key(key));
+        budget.folded.retain(|key| counts.contains_key(key));
+        let mut kept = BTreeMap::new();
+        for (key, n) in counts {
+            let admit = budget.admitted.contains(&key)
+                || (budget.admitted.len() < self.max_series && !budget.folded.contains(&key));
+            if admit {
+                budget.admitted.insert(key.clone());
+                kept.insert(key, n);
+            } else {
+                if budget.folded.insert(key.clone()) {
+                    self.series_overflow.inc();
+                }
+                let overflow = std::array::from_fn(|_| OVERFLOW_LABEL.to_string());
+                *kept.entry(overflow).or_default() += n;
+            }
+        }
+        kept
+    }
+}
+
+fn gauge_family(name: &str, help: &str, value: f64) -> MetricFamily {
+    let mut family = MetricFamily::default();
+    family.set_name(name.into());
+    family.set_help(help.into());
+    family.set_field_type(MetricType::GAUGE);
+    let mut gauge = proto::Gauge::default();
+    gauge.set_value(value);
+    family.set_metric(vec![proto::Metric::from_gauge(gauge)]);
+    family
 }
 
 fn label(name: &str, value: &str) -> LabelPair {
@@ -209,7 +279,7 @@ impl Collector for ListenerCollector {
         let mut listeners = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
         let ttl = self.series_ttl;
         listeners.retired.retain(|(gone, _)| gone.elapsed() < ttl);
-        let mut counts: BTreeMap<[String; 5], u64> = BTreeMap::new();
+        let mut counts: BTreeMap<SeriesKey, u64> = BTreeMap::new();
         let mut latency = listeners.retired_latency.clone();
         let all = listeners
             .live
@@ -228,10 +298,17 @@ impl Collector for ListenerCollector {
                 *counts.entry(key).or_default() += n;
             }
         }
+        let mut deciding = 0;
+        let mut last_notification: Option<f64> = None;
         for stats in &listeners.live {
             stats.latency_into(&mut latency);
+            deciding += stats.deciding.load(Ordering::Relaxed);
+            if let Some(at) = stats.last_notification() {
+                last_notification = Some(last_notification.map_or(at, |seen| seen.max(at)));
+            }
         }
         drop(listeners);
+        let counts = self.apply_budget(counts);
 
         let mut syscalls_family = MetricFamily::default();
         syscalls_family.set_name("switchboard_syscalls_total".into());
@@ -277,7 +354,21 @@ impl Collector for ListenerCollector {
         metric.set_histogram(histogram);
         latency_family.set_metric(vec![metric]);
 
-        let mut families = vec![latency_family];
+        let mut families = vec![
+            latency_family,
+            gauge_family(
+                "switchboard_decisions_in_progress",
+                "Notifications received and not yet answered; stuck above 0 means a stuck listener.",
+                deciding as f64,
+            ),
+        ];
+        if let Some(at) = last_notification {
+            families.push(gauge_family(
+                "switchboard_last_notification_timestamp_seconds",
+                "Unix time of the latest notification on any live listener.",
+                at,
+            ));
+        }
         if !syscalls_family.get_metric().is_empty() {
             families.push(syscalls_family);
         }
@@ -298,7 +389,7 @@ pub struct Metrics {
 
 impl Metrics {
     /// Registers every metric; `series_ttl` is how long a gone container's series stay.
-    pub fn new(series_ttl: Duration) -> Metrics {
+    pub fn new(series_ttl: Duration, max_series: usize) -> Metrics {
         let registry = Registry::new();
         let listeners = Arc::new(Mutex::new(Listeners::default()));
         let listeners_open =
@@ -337,6 +428,11 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        let series_overflow = IntCounter::new(
+            "switchboard_series_overflow_total",
+            "Label sets of switchboard_syscalls_total folded into the overflow series past the cap.",
+        )
+        .unwrap();
         for result in ["success", "failure"] {
             policy_reloads.with_label_values(&[result]);
         }
@@ -357,8 +453,25 @@ impl Metrics {
                     Default::default(),
                 )
                 .unwrap(),
+                Desc::new(
+                    "switchboard_decisions_in_progress".into(),
+                    "Notifications being decided.".into(),
+                    vec![],
+                    Default::default(),
+                )
+                .unwrap(),
+                Desc::new(
+                    "switchboard_last_notification_timestamp_seconds".into(),
+                    "Latest notification.".into(),
+                    vec![],
+                    Default::default(),
+                )
+                .unwrap(),
             ],
             series_ttl,
+            max_series,
+            budget: Mutex::default(),
+            series_overflow: series_overflow.clone(),
         };
         for metric in [
             Box::new(listeners_open.clone()) as Box<dyn Collector>,
@@ -367,6 +480,7 @@ impl Metrics {
             Box::new(events_dropped.clone()),
             Box::new(policy_reloads.clone()),
             Box::new(build_info),
+            Box::new(series_overflow),
             Box::new(collector),
         ] {
             registry.register(metric).expect("metric names are unique");
@@ -459,7 +573,7 @@ mod tests {
 
     #[test]
     fn exposition_is_escaped_capped_and_survives_retirement() {
-        let metrics = Metrics::new(Duration::from_millis(50));
+        let metrics = Metrics::new(Duration::from_millis(50), 100);
         let s = stats();
         metrics.add_listener(s.clone());
         s.record(Some((0, 83)), Action::Deny, Duration::from_micros(3));
@@ -482,5 +596,29 @@ mod tests {
         let page = metrics.render();
         assert!(!page.contains("switchboard_syscalls_total{"), "{page}");
         assert!(page.contains("switchboard_decision_duration_seconds_count 1"));
+    }
+
+    #[test]
+    fn series_past_the_cap_fold_into_overflow() {
+        let metrics = Metrics::new(Duration::from_secs(60), 2);
+        for pod in ["a", "b", "c", "d"] {
+            let s = Arc::new(ListenerStats::new(Arc::new(Container {
+                pod: pod.into(),
+                ..Default::default()
+            })));
+            metrics.add_listener(s.clone());
+            s.record(Some((0, 83)), Action::Deny, Duration::from_micros(3));
+            // Scrape between arrivals so admission is first come, first served.
+            metrics.render();
+        }
+        let page = metrics.render();
+        let series: Vec<&str> = page
+            .lines()
+            .filter(|l| l.starts_with("switchboard_syscalls_total{"))
+            .collect();
+        assert_eq!(series.len(), 3, "{page}");
+        assert!(page.contains(r#"pod="a""#) && page.contains(r#"pod="b""#));
+        assert!(page.contains(r#"action="_overflow",container="_overflow",namespace="_overflow",pod="_overflow",syscall="_overflow"} 2"#), "{page}");
+        assert!(page.contains("switchboard_series_overflow_total 2"));
     }
 }

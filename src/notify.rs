@@ -189,6 +189,7 @@ impl Worker {
                 }
             }
             let received = Instant::now();
+            self.stats.begin(received);
             if self.control.dirty.load(Ordering::Acquire) {
                 self.take_new_table();
             }

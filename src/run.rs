@@ -221,7 +221,7 @@ fn serve_here(
     container: Container,
     child: Pid,
 ) -> anyhow::Result<i32> {
-    let metrics = Arc::new(Metrics::new(Duration::from_secs(3600)));
+    let metrics = Arc::new(Metrics::new(Duration::from_secs(3600), usize::MAX));
     let (events, writer) = EventWriter::spawn(
         config.log_format,
         Box::new(std::io::stderr()),
