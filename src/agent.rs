@@ -9,10 +9,11 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::events::{EventWriter, LogFormat};
+use crate::events::{EventWriter, LogFormat, RecentDenials};
 use crate::metrics::Metrics;
 use crate::notify::Engine;
 use crate::policy::Policy;
+use crate::status::Status;
 use crate::{http, intake, sys};
 
 /// Default path of the agent socket.
@@ -53,12 +54,13 @@ pub fn run(config: AgentConfig) -> anyhow::Result<()> {
         EVENT_QUEUE,
         metrics.events_dropped.clone(),
     );
+    let recent = writer.recent_denials();
     let engine = Engine::new(policy, metrics.clone(), events, config.sync_wakeup);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the control-plane runtime")?;
-    let result = runtime.block_on(control_plane(&config, engine));
+    let result = runtime.block_on(control_plane(&config, engine, recent));
     runtime.shutdown_timeout(Duration::from_millis(100));
     if config.socket.exists() {
         let _ = std::fs::remove_file(&config.socket);
@@ -67,7 +69,11 @@ pub fn run(config: AgentConfig) -> anyhow::Result<()> {
     result
 }
 
-async fn control_plane(config: &AgentConfig, engine: Arc<Engine>) -> anyhow::Result<()> {
+async fn control_plane(
+    config: &AgentConfig,
+    engine: Arc<Engine>,
+    recent: RecentDenials,
+) -> anyhow::Result<()> {
     let socket = bind_socket(&config.socket)?;
     tracing::info!(socket = %config.socket.display(), "agent socket listening");
     let http_listener = tokio::net::TcpListener::bind(config.metrics_addr)
@@ -83,6 +89,10 @@ async fn control_plane(config: &AgentConfig, engine: Arc<Engine>) -> anyhow::Res
     let metrics = engine.metrics().clone();
     let handler: http::Handler = Arc::new(move |path| match path {
         "/metrics" => Some((prometheus::TEXT_FORMAT, metrics.render())),
+        "/status" => Some((
+            "application/json",
+            serde_json::to_string(&Status::collect(&metrics, &recent)).unwrap_or_default(),
+        )),
         "/healthz" => Some(("text/plain", "ok\n".to_string())),
         _ => None,
     });

@@ -1,9 +1,10 @@
 //! Decision and lifecycle events: a bounded queue off the notification path, drained by a writer thread.
 
+use std::collections::VecDeque;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
@@ -17,6 +18,33 @@ use crate::syscalls;
 /// How the writer waits for more when the queue is empty. Polling keeps wake-ups
 /// off the notification path: a sender never has to wake a sleeping writer.
 const IDLE_POLL: Duration = Duration::from_millis(10);
+
+/// How many recent denials and kills `switchboard status` can show.
+const RECENT_DENIALS: usize = 50;
+
+/// The latest deny and kill events as JSON, newest last; kept by the writer, read by `/status`.
+#[derive(Clone, Default)]
+pub struct RecentDenials(Arc<Mutex<VecDeque<Value>>>);
+
+impl RecentDenials {
+    fn push(&self, event: Value) {
+        let mut recent = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if recent.len() == RECENT_DENIALS {
+            recent.pop_front();
+        }
+        recent.push_back(event);
+    }
+
+    /// A copy of the events, oldest first.
+    pub fn snapshot(&self) -> Vec<Value> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+}
 
 /// Output format of events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -204,6 +232,7 @@ impl EventSink {
 pub struct EventWriter {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    recent: RecentDenials,
 }
 
 impl EventWriter {
@@ -216,11 +245,13 @@ impl EventWriter {
     ) -> (EventSink, EventWriter) {
         let (queue, receiver) = sync_channel(capacity);
         let stop = Arc::new(AtomicBool::new(false));
+        let recent = RecentDenials::default();
         let thread = std::thread::Builder::new()
             .name("events".into())
             .spawn({
                 let stop = stop.clone();
-                move || write_events(format, out, receiver, &stop)
+                let recent = recent.clone();
+                move || write_events(format, out, receiver, &stop, &recent)
             })
             .expect("spawning the event writer");
         (
@@ -228,8 +259,14 @@ impl EventWriter {
             EventWriter {
                 stop,
                 thread: Some(thread),
+                recent,
             },
         )
+    }
+
+    /// The latest denials and kills this writer has written.
+    pub fn recent_denials(&self) -> RecentDenials {
+        self.recent.clone()
     }
 
     /// Writes out every queued event, then ends the thread.
@@ -246,6 +283,7 @@ fn write_events(
     out: Box<dyn Write + Send>,
     receiver: Receiver<Event>,
     stop: &AtomicBool,
+    recent: &RecentDenials,
 ) {
     let mut out = std::io::BufWriter::new(out);
     loop {
@@ -253,10 +291,14 @@ fn write_events(
         let stopping = stop.load(Ordering::Acquire);
         let mut wrote = false;
         while let Ok(event) = receiver.try_recv() {
+            let json = event.to_json();
             let line = match format {
-                LogFormat::Json => event.to_json().to_string(),
+                LogFormat::Json => json.to_string(),
                 LogFormat::Text => event.to_text(),
             };
+            if matches!(&event, Event::Syscall(e) if !e.action.lets_through()) {
+                recent.push(json);
+            }
             if writeln!(out, "{line}").is_err() {
                 return;
             }

@@ -11,5 +11,6 @@ pub mod notify;
 pub mod policy;
 pub mod record;
 pub mod run;
+pub mod status;
 pub mod sys;
 pub mod syscalls;

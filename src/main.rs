@@ -12,6 +12,7 @@ use switchboard::agent::{self, AgentConfig};
 use switchboard::events::LogFormat;
 use switchboard::policy::Policy;
 use switchboard::run::{self, RunConfig};
+use switchboard::status::Status;
 
 #[derive(Parser)]
 #[command(
@@ -68,6 +69,15 @@ enum Command {
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<OsString>,
     },
+    /// Show what a running agent serves: listeners, counts, top syscalls, recent denials.
+    Status {
+        /// The agent's metrics address.
+        #[arg(long, default_value = agent::DEFAULT_METRICS_ADDR)]
+        metrics_addr: SocketAddr,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate a policy file; errors name the file, line and column.
     Check {
         /// The policy file.
@@ -113,6 +123,17 @@ fn main() -> ExitCode {
             agent,
             log_format,
             command,
+        }),
+        Command::Status { metrics_addr, json } => Status::fetch(metrics_addr).map(|status| {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&status).unwrap_or_default()
+                );
+            } else {
+                print!("{}", status.to_text());
+            }
+            0
         }),
         Command::Check { file } => Policy::load(&file)
             .map(|policy| {

@@ -1,0 +1,187 @@
+//! The status report behind `switchboard status`: served by the agent at `/status`, printed by the client.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::events::RecentDenials;
+use crate::metrics::Metrics;
+use crate::policy::Action;
+
+/// How many syscalls the report ranks.
+const TOP_SYSCALLS: usize = 10;
+
+/// One served container.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ListenerStatus {
+    pub container_id: String,
+    pub namespace: String,
+    pub pod: String,
+    pub container: String,
+    pub init_pid: i32,
+    /// Decisions by action name.
+    pub counts: BTreeMap<String, u64>,
+    /// Unix time of the latest notification.
+    pub last_notification: Option<f64>,
+}
+
+/// One row of the syscall ranking.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SyscallCount {
+    pub syscall: String,
+    pub action: String,
+    pub count: u64,
+}
+
+/// Everything `switchboard status` shows.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Status {
+    pub version: String,
+    pub listeners: Vec<ListenerStatus>,
+    pub top_syscalls: Vec<SyscallCount>,
+    /// Latest deny and kill events, oldest first, as the JSON event log prints them.
+    pub recent_denials: Vec<Value>,
+}
+
+impl Status {
+    /// The report as of now.
+    pub fn collect(metrics: &Metrics, recent: &RecentDenials) -> Status {
+        let mut totals: BTreeMap<(&'static str, Action), u64> = BTreeMap::new();
+        let mut listeners = Vec::new();
+        for stats in metrics.live_listeners() {
+            let mut counts = BTreeMap::new();
+            for (syscall, action, n) in stats.counts() {
+                *counts.entry(action.as_str().to_string()).or_default() += n;
+                *totals.entry((syscall, action)).or_default() += n;
+            }
+            let c = &stats.container;
+            listeners.push(ListenerStatus {
+                container_id: c.container_id.clone(),
+                namespace: c.namespace.clone(),
+                pod: c.pod.clone(),
+                container: c.container.clone(),
+                init_pid: c.init_pid,
+                counts,
+                last_notification: stats.last_notification(),
+            });
+        }
+        listeners.sort_by(|a, b| a.container_id.cmp(&b.container_id));
+        let mut top_syscalls: Vec<SyscallCount> = totals
+            .into_iter()
+            .map(|((syscall, action), count)| SyscallCount {
+                syscall: syscall.to_string(),
+                action: action.as_str().to_string(),
+                count,
+            })
+            .collect();
+        top_syscalls.sort_by(|a, b| b.count.cmp(&a.count));
+        top_syscalls.truncate(TOP_SYSCALLS);
+        Status {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            listeners,
+            top_syscalls,
+            recent_denials: recent.snapshot(),
+        }
+    }
+
+    /// Asks the agent whose metrics server listens on `addr`.
+    pub fn fetch(addr: SocketAddr) -> anyhow::Result<Status> {
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+            .with_context(|| format!("connecting to the agent's metrics server at {addr}"))?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write!(stream, "GET /status HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response)?;
+        let text = String::from_utf8_lossy(&response);
+        let Some((head, body)) = text.split_once("\r\n\r\n") else {
+            bail!("the agent at {addr} sent no HTTP response");
+        };
+        if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+            bail!(
+                "the agent at {addr} answered {}",
+                head.lines().next().unwrap_or("")
+            );
+        }
+        serde_json::from_str(body).context("reading the agent's status")
+    }
+
+    /// The report for people.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "switchboard {}: {} listener(s)\n",
+            self.version,
+            self.listeners.len()
+        );
+        let _ = writeln!(
+            out,
+            "{:<28} {:<36} {:>8} {:>8} {:>8} {:>8}",
+            "CONTAINER", "NAMESPACE/POD/NAME", "ALLOW", "LOG", "DENY", "KILL"
+        );
+        for l in &self.listeners {
+            let count = |a: &str| l.counts.get(a).copied().unwrap_or(0);
+            let k8s = if l.namespace.is_empty() && l.pod.is_empty() {
+                "-".to_string()
+            } else {
+                format!("{}/{}/{}", l.namespace, l.pod, l.container)
+            };
+            let _ = writeln!(
+                out,
+                "{:<28} {:<36} {:>8} {:>8} {:>8} {:>8}",
+                truncate(&l.container_id, 28),
+                truncate(&k8s, 36),
+                count("allow"),
+                count("log"),
+                count("deny"),
+                count("kill")
+            );
+        }
+        let _ = writeln!(out, "\nTOP SYSCALLS");
+        for row in &self.top_syscalls {
+            let _ = writeln!(
+                out,
+                "  {:<24} {:<6} {:>10}",
+                row.syscall, row.action, row.count
+            );
+        }
+        let _ = writeln!(out, "\nRECENT DENIALS AND KILLS");
+        if self.recent_denials.is_empty() {
+            let _ = writeln!(out, "  (none)");
+        }
+        for event in self.recent_denials.iter().rev() {
+            let field = |k: &str| match &event[k] {
+                Value::String(s) => s.clone(),
+                Value::Null => "-".to_string(),
+                other => other.to_string(),
+            };
+            let _ = writeln!(
+                out,
+                "  {} {:<5} {:<16} container={} pid={} rule={} errno={}",
+                field("time"),
+                field("action"),
+                field("syscall"),
+                field("container_id"),
+                field("pid"),
+                field("rule"),
+                field("errno")
+            );
+        }
+        out
+    }
+}
+
+fn truncate(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        text.to_string()
+    } else {
+        let kept: String = text.chars().take(width - 1).collect();
+        format!("{kept}…")
+    }
+}
