@@ -80,7 +80,7 @@ impl Status {
                 count,
             })
             .collect();
-        top_syscalls.sort_by(|a, b| b.count.cmp(&a.count));
+        top_syscalls.sort_by_key(|row| std::cmp::Reverse(row.count));
         top_syscalls.truncate(TOP_SYSCALLS);
         Status {
             version: env!("CARGO_PKG_VERSION").to_string(),
