@@ -45,6 +45,7 @@ pub fn run(config: AgentConfig) -> anyhow::Result<()> {
     {
         bail!("this kernel's seccomp notification structs are larger than this build knows");
     }
+    raise_fd_limit();
     let policy = Policy::load_or_default(config.policy.as_deref())?;
     tracing::info!(source = %policy.source, rules = policy.rules.len(), "policy loaded");
     let metrics = Arc::new(Metrics::new(config.series_ttl, config.max_series));
@@ -129,6 +130,20 @@ fn reload(config: &AgentConfig, engine: &Engine) {
             tracing::error!(error = %e, "policy reload refused; the previous policy stays in force");
             reloads.with_label_values(&["failure"]).inc();
         }
+    }
+}
+
+/// Each served container holds one fd; lift the soft limit to the hard one.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(errno) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(%errno, soft, "cannot raise the open-file limit; fewer containers can be served");
+            }
+        }
+        Ok(_) => {}
+        Err(errno) => tracing::warn!(%errno, "cannot read the open-file limit"),
     }
 }
 
