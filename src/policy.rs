@@ -550,6 +550,20 @@ mod tests {
     }
 
     #[test]
+    fn every_example_is_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "yaml") {
+                Policy::load(&path).unwrap_or_else(|e| panic!("{e}"));
+                checked += 1;
+            }
+        }
+        assert!(checked >= 4, "only {checked} examples");
+    }
+
+    #[test]
     fn embedded_default_is_valid() {
         let policy = Policy::load_or_default(None).unwrap();
         assert_eq!(policy.default, Action::Log);

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Quick start: installs what Switchboard needs, builds it, and runs a real runc
+# container whose flagged syscalls the agent decides with its embedded default policy.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" != 0 ]; then
+  echo "quickstart: run as root (it installs packages and starts a container)" >&2
+  exit 1
+fi
+bash scripts/install.sh
+cargo build --release --workspace
+bin=$PWD/target/release
+
+work=$(mktemp -d /tmp/switchboard-quickstart.XXXXXX)
+agent_pid=""
+cleanup() {
+  [ -n "$agent_pid" ] && kill "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null
+  runc delete -f quickstart-$$ >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# A busybox container; the OCI hook adds the notify rules and listenerPath from the policy.
+mkdir -p "$work/bundle/rootfs/bin" "$work/bundle/rootfs/tmp"
+cp /bin/busybox "$work/bundle/rootfs/bin/busybox"
+for tool in sh mkdir rmdir uname echo; do ln -s busybox "$work/bundle/rootfs/bin/$tool"; done
+(cd "$work/bundle" && runc spec)
+python3 - "$work/bundle/config.json" <<'PY'
+import json, sys
+path = sys.argv[1]
+config = json.load(open(path))
+config["process"]["terminal"] = False
+config["process"]["args"] = ["sh", "-c", "mkdir /tmp/demo && rmdir /tmp/demo; uname -sr; echo container done"]
+config["root"]["readonly"] = False
+json.dump(config, open(path, "w"), indent=2)
+PY
+"$bin/switchboard-oci-hook" inject --bundle "$work/bundle" --socket "$work/agent.sock"
+
+echo "== starting the agent (embedded default policy: log every flagged syscall, deny nothing)"
+"$bin/switchboard" agent --socket "$work/agent.sock" --metrics-addr 127.0.0.1:0 \
+  --log-format text >"$work/events.log" 2>"$work/agent.log" &
+agent_pid=$!
+for _ in $(seq 100); do [ -S "$work/agent.sock" ] && grep -q "metrics server listening" "$work/agent.log" && break; sleep 0.05; done
+addr=$(grep -o 'addr=[0-9.:]*' "$work/agent.log" | head -1 | cut -d= -f2)
+
+echo "== running a busybox container under runc"
+(cd "$work/bundle" && runc run quickstart-$$ </dev/null)
+sleep 0.1
+
+echo "== events the agent logged"
+cat "$work/events.log"
+echo "== from the agent's /metrics (http://$addr/metrics)"
+"$bin/switchboard" status --metrics-addr "$addr"
