@@ -40,6 +40,12 @@ struct Worker {
     sync_wakeup: bool,
 }
 
+/// A listener being served: its thread and its statistics.
+pub struct Attached {
+    pub thread: JoinHandle<()>,
+    pub stats: Arc<ListenerStats>,
+}
+
 /// Serves listeners with the current policy and swaps in new ones.
 pub struct Engine {
     /// Whether to ask for SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP (off only to measure without it).
@@ -83,7 +89,7 @@ impl Engine {
         listener: Listener,
         container: Container,
         init: Option<PidFd>,
-    ) -> std::io::Result<JoinHandle<()>> {
+    ) -> std::io::Result<Attached> {
         let container = Arc::new(container);
         let policy = self
             .policy
@@ -130,7 +136,8 @@ impl Engine {
             sync_wakeup,
         };
         let engine = self.clone();
-        std::thread::Builder::new()
+        let stats = worker.stats.clone();
+        let thread = std::thread::Builder::new()
             .name(format!("listener-{id}"))
             .stack_size(WORKER_STACK)
             .spawn(move || {
@@ -147,7 +154,8 @@ impl Engine {
                     container,
                     reason,
                 });
-            })
+            })?;
+        Ok(Attached { thread, stats })
     }
 
     /// Makes `policy` current and hands every live listener its recompiled table.

@@ -230,21 +230,17 @@ fn serve_here(
     );
     let init = PidFd::open(child.as_raw()).ok();
     let engine = Engine::new(policy, metrics.clone(), events, true);
-    let thread = engine
+    let attached = engine
         .attach(listener, container, init)
         .context("starting the listener thread")?;
-    let stats = metrics
-        .live_listeners()
-        .pop()
-        .context("the listener was not registered")?;
     let status = wait_status(child);
     // Descendants that outlive the command keep the filter alive; don't wait for them.
     let deadline = Instant::now() + Duration::from_secs(1);
-    while !thread.is_finished() && Instant::now() < deadline {
+    while !attached.thread.is_finished() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
     }
     writer.flush_and_stop();
-    print_summary(&stats);
+    print_summary(&attached.stats);
     status
 }
 
