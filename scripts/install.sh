@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs what Switchboard's build and end-to-end tests need on Debian 12, as root.
+# Idempotent: when every package is already installed, apt is not touched at all.
+# Downloads nothing except through apt (and cargo, for cargo-nextest if it is missing).
+set -euo pipefail
+
+PACKAGES=(
+  # OCI runtimes and podman, with what `podman --runtime runc run --rootfs DIR` needs
+  runc crun podman conmon catatonit fuse-overlayfs uidmap containerd
+  # the container image of the tests: a static busybox copied into a bundle rootfs
+  busybox-static
+  # libseccomp-sys links libseccomp via pkg-config
+  libseccomp-dev pkg-config gcc libc6-dev
+  # promtool lints the agent's /metrics; setpriv/unshare come from util-linux
+  prometheus util-linux
+  ca-certificates python3
+)
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+  status=$(dpkg-query -W -f='${db:Status-Abbrev}' "$pkg" 2>/dev/null || true)
+  [[ $status == ii* ]] || missing+=("$pkg")
+done
+
+if ((${#missing[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "install.sh: missing packages (${missing[*]}) and not root: cannot install" >&2
+    exit 1
+  fi
+  echo "install.sh: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  # A registry hiccup should not fail a CI run: three tries each.
+  retry() { "$@" || { sleep 5; "$@"; } || { sleep 15; "$@"; }; }
+  retry apt-get update -q
+  retry apt-get install -y -q --no-install-recommends "${PACKAGES[@]}"
+else
+  echo "install.sh: all ${#PACKAGES[@]} packages already installed"
+fi
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "install.sh: installing cargo-nextest from crates.io"
+  cargo install --locked cargo-nextest
+fi
