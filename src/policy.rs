@@ -63,7 +63,8 @@ impl fmt::Display for Action {
 }
 
 /// How an argument is compared with a rule's value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ArgOp {
     Eq,
     Ne,

@@ -35,23 +35,10 @@ pub enum Outcome {
 pub struct RecordArg {
     pub index: usize,
     /// eq, ne, lt, le, gt, ge or masked_eq.
-    pub op: RecordOp,
+    pub op: ArgOp,
     pub value: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mask: Option<u64>,
-}
-
-/// A comparison operator, named as in the policy file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RecordOp {
-    Eq,
-    Ne,
-    Lt,
-    Le,
-    Gt,
-    Ge,
-    MaskedEq,
 }
 
 impl RecordArg {
@@ -60,18 +47,9 @@ impl RecordArg {
         if self.index > 5 {
             return None;
         }
-        let op = match self.op {
-            RecordOp::Eq => ArgOp::Eq,
-            RecordOp::Ne => ArgOp::Ne,
-            RecordOp::Lt => ArgOp::Lt,
-            RecordOp::Le => ArgOp::Le,
-            RecordOp::Gt => ArgOp::Gt,
-            RecordOp::Ge => ArgOp::Ge,
-            RecordOp::MaskedEq => ArgOp::MaskedEq,
-        };
         Some(ArgCondition {
             index: self.index,
-            op,
+            op: self.op,
             value: self.value,
             mask: self.mask.unwrap_or(u64::MAX),
         })
