@@ -1,0 +1,205 @@
+//! Architectures of a seccomp profile and libseccomp's syscall tables for them.
+
+use std::str::FromStr;
+
+use libseccomp::{ScmpArch, ScmpSyscall};
+use serde_json::Value;
+use switchboard::syscalls;
+
+/// The kernel marks x32 syscalls with this bit in their numbers.
+const X32_SYSCALL_BIT: i32 = 0x4000_0000;
+
+/// One architecture a profile filters, as libseccomp knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Arch {
+    pub scmp: ScmpArch,
+    /// The profile's spelling, e.g. "SCMP_ARCH_X86_64".
+    pub name: &'static str,
+}
+
+const NAMES: [(&str, ScmpArch); 24] = [
+    ("SCMP_ARCH_X86_64", ScmpArch::X8664),
+    ("SCMP_ARCH_X86", ScmpArch::X86),
+    ("SCMP_ARCH_X32", ScmpArch::X32),
+    ("SCMP_ARCH_AARCH64", ScmpArch::Aarch64),
+    ("SCMP_ARCH_ARM", ScmpArch::Arm),
+    ("SCMP_ARCH_LOONGARCH64", ScmpArch::Loongarch64),
+    ("SCMP_ARCH_M68K", ScmpArch::M68k),
+    ("SCMP_ARCH_MIPS", ScmpArch::Mips),
+    ("SCMP_ARCH_MIPS64", ScmpArch::Mips64),
+    ("SCMP_ARCH_MIPS64N32", ScmpArch::Mips64N32),
+    ("SCMP_ARCH_MIPSEL", ScmpArch::Mipsel),
+    ("SCMP_ARCH_MIPSEL64", ScmpArch::Mipsel64),
+    ("SCMP_ARCH_MIPSEL64N32", ScmpArch::Mipsel64N32),
+    ("SCMP_ARCH_PPC", ScmpArch::Ppc),
+    ("SCMP_ARCH_PPC64", ScmpArch::Ppc64),
+    ("SCMP_ARCH_PPC64LE", ScmpArch::Ppc64Le),
+    ("SCMP_ARCH_S390", ScmpArch::S390),
+    ("SCMP_ARCH_S390X", ScmpArch::S390X),
+    ("SCMP_ARCH_PARISC", ScmpArch::Parisc),
+    ("SCMP_ARCH_PARISC64", ScmpArch::Parisc64),
+    ("SCMP_ARCH_RISCV64", ScmpArch::Riscv64),
+    ("SCMP_ARCH_SHEB", ScmpArch::Sheb),
+    ("SCMP_ARCH_SH", ScmpArch::Sh),
+    ("SCMP_ARCH_NATIVE", ScmpArch::Native),
+];
+
+impl Arch {
+    /// Looks up a profile's architecture name ("SCMP_ARCH_X86_64").
+    pub fn parse(name: &str) -> Option<Arch> {
+        let scmp = ScmpArch::from_str(name).ok()?;
+        let scmp = if scmp == ScmpArch::Native {
+            ScmpArch::native()
+        } else {
+            scmp
+        };
+        NAMES
+            .iter()
+            .find(|(_, a)| *a == scmp)
+            .map(|(name, scmp)| Arch { scmp: *scmp, name })
+    }
+
+    fn nr_bit(self) -> i32 {
+        if self.scmp == ScmpArch::X32 {
+            X32_SYSCALL_BIT
+        } else {
+            0
+        }
+    }
+
+    /// Whether libseccomp has a syscall of this name on this arch (a pseudo-syscall
+    /// number, which libseccomp gives names the arch lacks, does not count).
+    pub fn knows(self, syscall: &str) -> bool {
+        ScmpSyscall::from_name_by_arch(syscall, self.scmp).is_ok_and(|nr| nr.as_raw_syscall() >= 0)
+    }
+
+    /// Every syscall name in libseccomp's table for this arch (numbers 0 to 1023).
+    pub fn syscall_names(self) -> Vec<String> {
+        (0..syscalls::MAX_NR as i32)
+            .filter_map(|nr| {
+                ScmpSyscall::from_raw_syscall(nr | self.nr_bit())
+                    .get_name_by_arch(self.scmp)
+                    .ok()
+            })
+            .collect()
+    }
+}
+
+/// The host's architecture family as a profile spells it, native first
+/// (what a profile written from scratch lists in `architectures`).
+pub fn native_family() -> Vec<Arch> {
+    syscalls::arches()
+        .iter()
+        .filter_map(|a| NAMES.iter().find(|(_, s)| *s == a.scmp))
+        .map(|(name, scmp)| Arch { scmp: *scmp, name })
+        .collect()
+}
+
+/// The native architecture as Go spells it (`includes.arches` in Docker-format profiles).
+pub fn native_go_arch() -> &'static str {
+    if cfg!(target_arch = "x86_64") {
+        "amd64"
+    } else if cfg!(target_arch = "aarch64") {
+        "arm64"
+    } else if cfg!(target_arch = "x86") {
+        "386"
+    } else if cfg!(target_arch = "arm") {
+        "arm"
+    } else if cfg!(target_arch = "s390x") {
+        "s390x"
+    } else if cfg!(target_arch = "powerpc64") {
+        if cfg!(target_endian = "little") {
+            "ppc64le"
+        } else {
+            "ppc64"
+        }
+    } else if cfg!(target_arch = "riscv64") {
+        "riscv64"
+    } else if cfg!(target_arch = "loongarch64") {
+        "loong64"
+    } else {
+        std::env::consts::ARCH
+    }
+}
+
+/// The architectures a profile's filter covers on this host.
+///
+/// `architectures` lists them outright. A Docker-format `archMap` is read the way
+/// the engines read it: only the entry for the native arch counts, with its
+/// `subArchitectures`. Without either, the filter has the native arch only.
+/// Names libseccomp does not know go to `unknown`.
+pub fn profile_arches(profile: &Value, unknown: &mut Vec<String>) -> Vec<Arch> {
+    let mut arches = Vec::new();
+    let mut push = |name: &str, arches: &mut Vec<Arch>| match Arch::parse(name) {
+        Some(arch) if !arches.contains(&arch) => arches.push(arch),
+        Some(_) => {}
+        None => unknown.push(name.to_string()),
+    };
+    let native = Arch::parse("SCMP_ARCH_NATIVE");
+    if let Some(list) = profile.get("architectures").and_then(Value::as_array) {
+        for name in list.iter().filter_map(Value::as_str) {
+            push(name, &mut arches);
+        }
+    } else if let Some(map) = profile.get("archMap").and_then(Value::as_array) {
+        for entry in map {
+            let Some(main) = entry.get("architecture").and_then(Value::as_str) else {
+                continue;
+            };
+            if Arch::parse(main) != native {
+                continue;
+            }
+            push(main, &mut arches);
+            let subs = entry.get("subArchitectures").and_then(Value::as_array);
+            for sub in subs.into_iter().flatten().filter_map(Value::as_str) {
+                push(sub, &mut arches);
+            }
+        }
+    }
+    if let Some(native) = native {
+        if !arches.contains(&native) {
+            arches.insert(0, native);
+        }
+    }
+    arches
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn arch_map_keeps_only_the_native_entry() {
+        let profile = json!({"archMap": [
+            {"architecture": "SCMP_ARCH_X86_64", "subArchitectures": ["SCMP_ARCH_X86", "SCMP_ARCH_X32"]},
+            {"architecture": "SCMP_ARCH_AARCH64", "subArchitectures": ["SCMP_ARCH_ARM"]}
+        ]});
+        let mut unknown = Vec::new();
+        let names: Vec<&str> = profile_arches(&profile, &mut unknown)
+            .iter()
+            .map(|a| a.name)
+            .collect();
+        if cfg!(target_arch = "x86_64") {
+            assert_eq!(
+                names,
+                ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]
+            );
+        }
+        assert!(unknown.is_empty());
+    }
+
+    #[test]
+    fn tables_hold_names_per_arch() {
+        if !cfg!(target_arch = "x86_64") {
+            return;
+        }
+        let x86 = Arch::parse("SCMP_ARCH_X86").unwrap();
+        let x32 = Arch::parse("SCMP_ARCH_X32").unwrap();
+        let names = x86.syscall_names();
+        assert!(names.iter().any(|n| n == "mkdir"));
+        assert!(x32.syscall_names().iter().any(|n| n == "mkdirat"));
+        let aarch64 = Arch::parse("SCMP_ARCH_AARCH64").unwrap();
+        assert!(!aarch64.knows("mkdir"));
+        assert!(aarch64.knows("mkdirat"));
+    }
+}

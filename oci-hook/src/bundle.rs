@@ -1,0 +1,158 @@
+//! `inject`: merging the policy into an OCI bundle's config.json in place, with the record as an annotation.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+use switchboard::record::{OriginalProfile, RECORD_ANNOTATION};
+
+use crate::atomic::{self, WriteError};
+use crate::profile::{self, MergeError, MergeOptions};
+
+/// Why a bundle could not be injected; the config is then left as it was.
+#[derive(Debug, thiserror::Error)]
+pub enum InjectError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not valid JSON: {source}")]
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("{path}: {message}")]
+    Shape { path: PathBuf, message: String },
+    #[error("{path}: linux.seccomp: {source}")]
+    Merge { path: PathBuf, source: MergeError },
+    #[error("cannot update the bundle's config: {0}")]
+    Write(#[from] WriteError),
+}
+
+/// What an injection did.
+#[derive(Debug)]
+pub struct Injected {
+    pub config: PathBuf,
+    /// False when the config already had everything (a repeated injection) and was not written.
+    pub changed: bool,
+    /// Syscalls now NOTIFY.
+    pub notify: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+/// Merges the policy into `bundle/config.json`, rewriting it atomically.
+pub fn inject(bundle: &Path, options: &MergeOptions) -> Result<Injected, InjectError> {
+    let path = bundle.join("config.json");
+    let bytes = std::fs::read(&path).map_err(|source| InjectError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let original: Value = serde_json::from_slice(&bytes).map_err(|source| InjectError::Parse {
+        path: path.clone(),
+        source,
+    })?;
+    let shape = |message: &str| InjectError::Shape {
+        path: path.clone(),
+        message: message.to_string(),
+    };
+    if !original.is_object() {
+        return Err(shape("the config is not a JSON object"));
+    }
+    let mut config = original.clone();
+
+    let prior = match config
+        .get("annotations")
+        .and_then(|a| a.get(RECORD_ANNOTATION))
+    {
+        None => None,
+        Some(Value::String(text)) => {
+            Some(serde_json::from_str::<OriginalProfile>(text).map_err(|e| {
+                shape(&format!(
+                    "annotation {RECORD_ANNOTATION} is not a readable record: {e}"
+                ))
+            })?)
+        }
+        Some(_) => {
+            return Err(shape(&format!(
+                "annotation {RECORD_ANNOTATION} is not a string"
+            )))
+        }
+    };
+
+    let linux =
+        object_field(&mut config, "linux").ok_or_else(|| shape("linux is not an object"))?;
+    let mut seccomp = match linux.get("seccomp") {
+        None | Some(Value::Null) => profile::empty_profile(),
+        Some(seccomp) => seccomp.clone(),
+    };
+    // A profile merged in profile mode carries its record in listenerMetadata; without
+    // it, its NOTIFY rules would read as the original's and lose what it denied.
+    let prior = match prior {
+        Some(record) => Some(record),
+        None => {
+            profile::split_listener_metadata(&seccomp)
+                .map_err(|source| InjectError::Merge {
+                    path: path.clone(),
+                    source,
+                })?
+                .1
+        }
+    };
+    let merged =
+        profile::merge(&mut seccomp, prior, options).map_err(|source| InjectError::Merge {
+            path: path.clone(),
+            source,
+        })?;
+    let notify: Vec<String> = merged.record.syscalls.keys().cloned().collect();
+    if notify.is_empty() {
+        return Ok(Injected {
+            config: path,
+            changed: false,
+            notify,
+            warnings: merged.warnings,
+        });
+    }
+    linux.insert("seccomp".into(), seccomp);
+    let record = serde_json::to_string(&merged.record).expect("a record is plain data");
+    object_field(&mut config, "annotations")
+        .ok_or_else(|| shape("annotations is not an object"))?
+        .insert(RECORD_ANNOTATION.into(), Value::String(record));
+
+    let changed = config != original;
+    if changed {
+        atomic::replace(&path, &render(&config, &bytes))?;
+    }
+    Ok(Injected {
+        config: path,
+        changed,
+        notify,
+        warnings: merged.warnings,
+    })
+}
+
+/// The object at `config[key]`, created when absent; None when it is something else.
+fn object_field<'a>(config: &'a mut Value, key: &str) -> Option<&'a mut Map<String, Value>> {
+    let object = config.as_object_mut()?;
+    let field = object
+        .entry(key)
+        .or_insert_with(|| Value::Object(Map::new()));
+    if field.is_null() {
+        *field = Value::Object(Map::new());
+    }
+    field.as_object_mut()
+}
+
+/// Serializes like the original looked: indented if it had line breaks, compact if not.
+pub fn render(value: &Value, original: &[u8]) -> Vec<u8> {
+    let trimmed = original.trim_ascii_end();
+    let mut out = if trimmed.contains(&b'\n') {
+        serde_json::to_vec_pretty(value)
+    } else {
+        serde_json::to_vec(value)
+    }
+    .expect("a JSON value serializes");
+    if trimmed.len() != original.len() {
+        out.push(b'\n');
+    }
+    out
+}

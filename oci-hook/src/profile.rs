@@ -1,0 +1,838 @@
+//! Merging the policy's NOTIFY rules into a seccomp profile, recording what the original did with each flagged syscall.
+//!
+//! Works on both shapes of profile: the OCI `linux.seccomp` object and the
+//! Docker-format profile file (podman, CRI-O, containerd, Kubernetes `Localhost`),
+//! which adds `archMap`, legacy `name`, and `includes`/`excludes`. The profile is a
+//! `serde_json::Value`; every field the merge does not change passes through.
+//!
+//! How the original's answer is recorded for a flagged syscall, to match what the
+//! runtime's filter would have done:
+//! - Rules whose action and errno equal the default are left out: runc drops them
+//!   (`matchCall`: "This rule is redundant, silently skip it") and libseccomp
+//!   refuses them.
+//! - Rules without argument conditions come first, then conditional ones, each in
+//!   profile order: in libseccomp an unconditional rule replaces a syscall's
+//!   conditional ones and a later one is ignored (`db.c`, `_db_col_rule_add`), so
+//!   for a container with given capabilities the first unconditional rule that
+//!   applies decides. Overlapping conditional rules with different actions are
+//!   taken in profile order.
+//! - A rule naming one argument index twice becomes one record rule per
+//!   condition (they are alternatives), as runc adds them.
+//! - `includes.caps` / `excludes.caps` become the record's `caps` / `not_caps`;
+//!   the agent checks them against the container's bounding set.
+//! - `includes.arches` / `excludes.arches`: a rule is recorded only if it applies
+//!   on this host's native architecture (as the engines apply it: only Go's
+//!   `runtime.GOARCH` is compared). A profile merged here is for hosts of this
+//!   architecture.
+//! - `minKernel`: treated as applicable. The profile may be merged on another host
+//!   than the one that runs it, and the kernels that run containers with a
+//!   seccomp listener (5.0+) meet every `minKernel` in the engines' defaults.
+//! - A rule whose action is already SCMP_ACT_NOTIFY (a listener replaced with
+//!   `--force`, or our own socket set by hand) counts as allow: the policy now
+//!   decides in the old listener's place.
+
+use std::collections::BTreeSet;
+
+use serde_json::{json, Map, Value};
+use switchboard::policy::errno_from_name;
+use switchboard::policy::ArgOp;
+use switchboard::record::{OriginalProfile, OriginalRule, Outcome, RecordArg};
+
+use crate::arch::{self, Arch};
+use crate::handover;
+
+/// The action the merge writes.
+pub const NOTIFY: &str = "SCMP_ACT_NOTIFY";
+
+const EPERM: i32 = 1;
+const ENOSYS: i32 = 38;
+
+/// Why a profile could not be merged.
+#[derive(Debug, thiserror::Error)]
+pub enum MergeError {
+    #[error("the seccomp profile is not a JSON object")]
+    NotAnObject,
+    #[error("the seccomp profile has no defaultAction")]
+    NoDefaultAction,
+    #[error("defaultAction SCMP_ACT_NOTIFY is refused: every syscall would wait for the agent, including the write(2) with which the runtime hands the listener over, so the container would hang")]
+    NotifyDefault,
+    #[error("{0}")]
+    Handover(String),
+    #[error("listenerPath is already set to {existing:?}, not to the agent's socket {ours:?}; pass --force to replace it")]
+    OtherListener { existing: String, ours: String },
+    #[error("{at}: {message}")]
+    BadField { at: String, message: String },
+}
+
+fn bad(at: impl Into<String>, message: impl Into<String>) -> MergeError {
+    MergeError::BadField {
+        at: at.into(),
+        message: message.into(),
+    }
+}
+
+/// What the merge is asked to do.
+#[derive(Debug, Clone)]
+pub struct MergeOptions {
+    /// Every syscall the policy names.
+    pub flagged: Vec<String>,
+    /// The agent's socket, written to `listenerPath`.
+    pub socket: String,
+    /// Replace a `listenerPath` that names another socket.
+    pub force: bool,
+    /// For allowlist profiles, also flag every syscall the default denies.
+    pub log_default_denied: bool,
+}
+
+/// The merge's result besides the rewritten profile.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Merged {
+    /// What the original profile did with every NOTIFY syscall (earlier merges included).
+    pub record: OriginalProfile,
+    /// Things the user should know; printed to stderr.
+    pub warnings: Vec<String>,
+}
+
+/// One rule of the profile, as far as the record needs it.
+struct ParsedRule {
+    names: Vec<String>,
+    outcome: Outcome,
+    /// Action and errno as the runtime compares them with the default's.
+    action_key: (String, i32),
+    /// Alternatives (any may hold); each a list of conditions that must all hold.
+    alternatives: Vec<Vec<RecordArg>>,
+    caps: Vec<String>,
+    not_caps: Vec<String>,
+    /// Whether the rule exists on this host's native architecture.
+    native: bool,
+}
+
+/// Maps an action and its errno to what the original answers and to the key the runtime compares.
+fn outcome_of(
+    action: &str,
+    errno: Option<i32>,
+    at: &str,
+) -> Result<(Outcome, (String, i32)), MergeError> {
+    let (outcome, key_action) = match action {
+        "SCMP_ACT_ALLOW" | "SCMP_ACT_LOG" => (Outcome::Allow, action),
+        "SCMP_ACT_ERRNO" => (
+            Outcome::Errno {
+                errno: errno.unwrap_or(EPERM),
+            },
+            action,
+        ),
+        // Without a tracer the kernel fails a traced syscall with ENOSYS.
+        "SCMP_ACT_TRACE" => (Outcome::Errno { errno: ENOSYS }, action),
+        "SCMP_ACT_KILL" | "SCMP_ACT_KILL_THREAD" => (Outcome::Kill, "SCMP_ACT_KILL_THREAD"),
+        "SCMP_ACT_KILL_PROCESS" | "SCMP_ACT_TRAP" => (Outcome::Kill, action),
+        NOTIFY => (Outcome::Allow, action),
+        other => return Err(bad(at, format!("unknown action {other:?}"))),
+    };
+    let key_errno = match outcome {
+        Outcome::Errno { errno } => errno,
+        _ => 0,
+    };
+    Ok((outcome, (key_action.to_string(), key_errno)))
+}
+
+/// The errno of a rule or of the default: the numeric field, else the symbolic one, else none.
+fn errno_field(
+    object: &Value,
+    number_key: &str,
+    name_key: &str,
+    at: &str,
+) -> Result<Option<i32>, MergeError> {
+    if let Some(value) = object.get(number_key).filter(|v| !v.is_null()) {
+        let errno = value
+            .as_u64()
+            .and_then(|n| i32::try_from(n).ok())
+            .ok_or_else(|| {
+                bad(
+                    format!("{at}.{number_key}"),
+                    format!("expected an errno number, found {value}"),
+                )
+            })?;
+        return Ok(Some(errno));
+    }
+    match object.get(name_key).and_then(Value::as_str) {
+        Some(name) if !name.is_empty() => errno_from_name(name).map(Some).ok_or_else(|| {
+            bad(
+                format!("{at}.{name_key}"),
+                format!("unknown errno {name:?}"),
+            )
+        }),
+        _ => Ok(None),
+    }
+}
+
+fn strings(value: Option<&Value>) -> Vec<String> {
+    value
+        .and_then(Value::as_array)
+        .map(|list| {
+            list.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The names a rule lists (`names`, plus the legacy single `name`).
+fn rule_names(rule: &Value) -> Vec<String> {
+    let mut names = strings(rule.get("names"));
+    if let Some(name) = rule.get("name").and_then(Value::as_str) {
+        if !names.iter().any(|n| n == name) {
+            names.push(name.to_string());
+        }
+    }
+    names
+}
+
+fn parse_arg(arg: &Value, at: &str) -> Result<RecordArg, MergeError> {
+    let number = |key: &str| -> Result<u64, MergeError> {
+        match arg.get(key) {
+            None | Some(Value::Null) => Ok(0),
+            Some(v) => v.as_u64().ok_or_else(|| {
+                bad(
+                    format!("{at}.{key}"),
+                    format!("expected an unsigned number, found {v}"),
+                )
+            }),
+        }
+    };
+    let index = number("index")?;
+    if index > 5 {
+        return Err(bad(
+            format!("{at}.index"),
+            format!("argument index {index} is out of range 0 to 5"),
+        ));
+    }
+    let value = number("value")?;
+    let value_two = number("valueTwo")?;
+    let op = arg.get("op").and_then(Value::as_str).unwrap_or_default();
+    let (op, value, mask) = match op {
+        "SCMP_CMP_EQ" => (ArgOp::Eq, value, None),
+        "SCMP_CMP_NE" => (ArgOp::Ne, value, None),
+        "SCMP_CMP_LT" => (ArgOp::Lt, value, None),
+        "SCMP_CMP_LE" => (ArgOp::Le, value, None),
+        "SCMP_CMP_GT" => (ArgOp::Gt, value, None),
+        "SCMP_CMP_GE" => (ArgOp::Ge, value, None),
+        // libseccomp: the first value is the mask, the second the datum.
+        "SCMP_CMP_MASKED_EQ" => (ArgOp::MaskedEq, value_two, Some(value)),
+        other => {
+            return Err(bad(
+                format!("{at}.op"),
+                format!(
+                    "unknown op {other:?}, expected SCMP_CMP_EQ, NE, LT, LE, GT, GE or MASKED_EQ"
+                ),
+            ))
+        }
+    };
+    Ok(RecordArg {
+        index: index as usize,
+        op,
+        value,
+        mask,
+    })
+}
+
+/// Argument alternatives of a rule: one list normally; one per condition when an
+/// index repeats (runc then adds each condition as its own rule).
+fn parse_args(rule: &Value, at: &str) -> Result<Vec<Vec<RecordArg>>, MergeError> {
+    let args = match rule.get("args") {
+        None | Some(Value::Null) => return Ok(vec![Vec::new()]),
+        Some(Value::Array(args)) => args,
+        Some(other) => {
+            return Err(bad(
+                format!("{at}.args"),
+                format!("expected a list, found {other}"),
+            ))
+        }
+    };
+    let args = args
+        .iter()
+        .enumerate()
+        .map(|(i, a)| parse_arg(a, &format!("{at}.args[{i}]")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut seen = BTreeSet::new();
+    let repeated = args.iter().any(|a| !seen.insert(a.index));
+    Ok(if repeated {
+        args.into_iter().map(|a| vec![a]).collect()
+    } else {
+        vec![args]
+    })
+}
+
+fn parse_rule(rule: &Value, at: &str) -> Result<ParsedRule, MergeError> {
+    if !rule.is_object() {
+        return Err(bad(at, "a rule must be a JSON object"));
+    }
+    let action = rule
+        .get("action")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad(at, "the rule has no action"))?;
+    let errno = errno_field(rule, "errnoRet", "errno", at)?;
+    let (outcome, action_key) = outcome_of(action, errno, &format!("{at}.action"))?;
+    let includes = rule.get("includes");
+    let excludes = rule.get("excludes");
+    let go_arch = arch::native_go_arch();
+    let included_arches = strings(includes.and_then(|i| i.get("arches")));
+    let excluded_arches = strings(excludes.and_then(|e| e.get("arches")));
+    let native = (included_arches.is_empty() || included_arches.iter().any(|a| a == go_arch))
+        && !excluded_arches.iter().any(|a| a == go_arch);
+    Ok(ParsedRule {
+        names: rule_names(rule),
+        outcome,
+        action_key,
+        alternatives: parse_args(rule, at)?,
+        caps: strings(includes.and_then(|i| i.get("caps"))),
+        not_caps: strings(excludes.and_then(|e| e.get("caps"))),
+        native,
+    })
+}
+
+/// The record's rules for `name`: what the original would answer, in the order the filter decides.
+fn original_rules(
+    name: &str,
+    rules: &[ParsedRule],
+    default_key: &(String, i32),
+) -> Vec<OriginalRule> {
+    let mut unconditional = Vec::new();
+    let mut conditional = Vec::new();
+    for rule in rules {
+        if !rule.native || rule.action_key == *default_key || !rule.names.iter().any(|n| n == name)
+        {
+            continue;
+        }
+        for args in &rule.alternatives {
+            let recorded = OriginalRule {
+                args: args.clone(),
+                caps: rule.caps.clone(),
+                not_caps: rule.not_caps.clone(),
+                outcome: rule.outcome,
+            };
+            if args.is_empty() {
+                unconditional.push(recorded);
+            } else {
+                conditional.push(recorded);
+            }
+        }
+    }
+    unconditional.extend(conditional);
+    unconditional
+}
+
+/// Whether `profile` is what an earlier merge that left `record` wrote: a listener is
+/// set and every recorded syscall is NOTIFY. Only then is the record trusted; a record
+/// that came without that (an annotation a user passed to the engine, say) could claim
+/// the original allowed what the profile at hand denies.
+fn continues(profile: &Value, record: &OriginalProfile) -> bool {
+    let listener = profile
+        .get("listenerPath")
+        .and_then(Value::as_str)
+        .is_some_and(|p| !p.is_empty());
+    let notified: BTreeSet<String> = profile
+        .get("syscalls")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|r| r.get("action").and_then(Value::as_str) == Some(NOTIFY))
+        .flat_map(rule_names)
+        .collect();
+    listener && record.syscalls.keys().all(|name| notified.contains(name))
+}
+
+/// Whether a rule is the NOTIFY rule an earlier merge wrote.
+fn is_our_notify_rule(rule: &Value, record: &OriginalProfile) -> bool {
+    let Some(object) = rule.as_object() else {
+        return false;
+    };
+    object.get("action").and_then(Value::as_str) == Some(NOTIFY)
+        && object.keys().all(|k| k == "names" || k == "action")
+        && rule_names(rule)
+            .iter()
+            .all(|n| record.syscalls.contains_key(n))
+}
+
+/// Merges the policy's NOTIFY rules into `profile` (the seccomp object).
+///
+/// `prior` is the record an earlier merge left; with it, syscalls already NOTIFY
+/// keep their record and a repeated merge changes nothing.
+pub fn merge(
+    profile: &mut Value,
+    prior: Option<OriginalProfile>,
+    options: &MergeOptions,
+) -> Result<Merged, MergeError> {
+    let mut warnings = Vec::new();
+    if !profile.is_object() {
+        return Err(MergeError::NotAnObject);
+    }
+
+    let refused: Vec<String> = options
+        .flagged
+        .iter()
+        .filter_map(|name| handover::reason(name).map(|why| format!("{name} ({why})")))
+        .collect();
+    if !refused.is_empty() {
+        return Err(MergeError::Handover(format!(
+            "the policy names {}; a syscall the runtime makes before it hands the listener to the agent cannot be NOTIFY, or the container would hang at start. Remove it from the policy",
+            refused.join("; ")
+        )));
+    }
+
+    let default_action = profile
+        .get("defaultAction")
+        .and_then(Value::as_str)
+        .ok_or(MergeError::NoDefaultAction)?
+        .to_string();
+    if default_action == NOTIFY {
+        return Err(MergeError::NotifyDefault);
+    }
+    let default_errno = errno_field(
+        profile,
+        "defaultErrnoRet",
+        "defaultErrno",
+        "defaultErrnoRet",
+    )?;
+    let (default, default_key) = outcome_of(&default_action, default_errno, "defaultAction")?;
+
+    match profile.get("listenerPath") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(existing)) if existing.is_empty() || *existing == options.socket => {}
+        Some(Value::String(existing)) if options.force => warnings.push(format!(
+            "replacing listenerPath {existing:?} with {:?} (--force)",
+            options.socket
+        )),
+        Some(Value::String(existing)) => {
+            return Err(MergeError::OtherListener {
+                existing: existing.clone(),
+                ours: options.socket.clone(),
+            })
+        }
+        Some(other) => {
+            return Err(bad(
+                "listenerPath",
+                format!("expected a string, found {other}"),
+            ))
+        }
+    }
+
+    let rules: Vec<Value> = match profile.get("syscalls") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(rules)) => rules.clone(),
+        Some(other) => return Err(bad("syscalls", format!("expected a list, found {other}"))),
+    };
+    let parsed = rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| parse_rule(r, &format!("syscalls[{i}]")))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let mut unknown_arches = Vec::new();
+    let arches = arch::profile_arches(profile, &mut unknown_arches);
+    for name in unknown_arches {
+        warnings.push(format!(
+            "architecture {name:?} is unknown to libseccomp; ignored"
+        ));
+    }
+
+    let mut wanted = BTreeSet::new();
+    for name in &options.flagged {
+        let missing: Vec<&str> = arches
+            .iter()
+            .filter(|a| !a.knows(name))
+            .map(|a| a.name)
+            .collect();
+        if missing.len() == arches.len() {
+            warnings.push(format!(
+                "syscall {name:?} is unknown to libseccomp on every architecture of the profile ({}); skipped",
+                arches.iter().map(|a| a.name).collect::<Vec<_>>().join(", ")
+            ));
+            continue;
+        }
+        if !missing.is_empty() {
+            warnings.push(format!(
+                "syscall {name:?} is unknown to libseccomp on {}; flagged on the other architectures only",
+                missing.join(", ")
+            ));
+        }
+        wanted.insert(name.clone());
+    }
+
+    if options.log_default_denied {
+        if matches!(default, Outcome::Allow) {
+            warnings.push(format!(
+                "--log-default-denied has no effect: defaultAction {default_action} denies nothing"
+            ));
+        } else {
+            wanted.extend(default_denied(&parsed, &default_key, &arches));
+        }
+    }
+
+    let prior = match prior {
+        Some(record) if !continues(profile, &record) => {
+            warnings.push(
+                "ignoring a recorded original profile that this profile does not carry out (no listenerPath, or recorded syscalls not NOTIFY); recording the profile as it is"
+                    .into(),
+            );
+            None
+        }
+        prior => prior,
+    };
+    let mut record = prior.unwrap_or(OriginalProfile {
+        default,
+        syscalls: Default::default(),
+    });
+    for name in &wanted {
+        if !record.syscalls.contains_key(name) {
+            record
+                .syscalls
+                .insert(name.clone(), original_rules(name, &parsed, &default_key));
+        }
+    }
+    if record.syscalls.is_empty() {
+        warnings.push(
+            "the policy names no syscall this profile can flag; the profile is left as it was"
+                .into(),
+        );
+        return Ok(Merged { record, warnings });
+    }
+
+    let notify: Vec<String> = record.syscalls.keys().cloned().collect();
+    let mut ours = None;
+    let mut out_rules = Vec::with_capacity(rules.len() + 1);
+    for rule in rules {
+        if ours.is_none() && is_our_notify_rule(&rule, &record) {
+            ours = Some(out_rules.len());
+            out_rules.push(rule);
+            continue;
+        }
+        if let Some(rule) = without_names(rule, &record) {
+            out_rules.push(rule);
+        }
+    }
+    match ours {
+        Some(index) => out_rules[index]["names"] = json!(notify),
+        None => out_rules.push(json!({"names": notify, "action": NOTIFY})),
+    }
+
+    let object = profile.as_object_mut().ok_or(MergeError::NotAnObject)?;
+    object.insert("syscalls".into(), Value::Array(out_rules));
+    object.insert("listenerPath".into(), Value::String(options.socket.clone()));
+    Ok(Merged { record, warnings })
+}
+
+/// The rule without the NOTIFY syscalls; None when it names nothing else.
+fn without_names(mut rule: Value, record: &OriginalProfile) -> Option<Value> {
+    let Some(object) = rule.as_object_mut() else {
+        return Some(rule);
+    };
+    let flagged = |n: &Value| n.as_str().is_some_and(|n| record.syscalls.contains_key(n));
+    let legacy_flagged = object.get("name").is_some_and(flagged);
+    if legacy_flagged {
+        object.remove("name");
+    }
+    let had_names = match object.get_mut("names") {
+        Some(Value::Array(names)) => {
+            names.retain(|n| !flagged(n));
+            true
+        }
+        _ => false,
+    };
+    let names_left = object
+        .get("names")
+        .and_then(Value::as_array)
+        .is_some_and(|n| !n.is_empty());
+    let name_left = object.contains_key("name");
+    if (had_names || legacy_flagged) && !names_left && !name_left {
+        return None;
+    }
+    Some(rule)
+}
+
+/// Every syscall of the profile's arches that only the (denying) default decides.
+///
+/// A syscall some native rule names with another action than the default is left
+/// out, also when that rule has argument or capability conditions: its calls that
+/// match no rule keep the default's denial in the filter and are not seen.
+fn default_denied(
+    rules: &[ParsedRule],
+    default_key: &(String, i32),
+    arches: &[Arch],
+) -> BTreeSet<String> {
+    let decided: BTreeSet<&str> = rules
+        .iter()
+        .filter(|r| r.native && r.action_key != *default_key)
+        .flat_map(|r| r.names.iter().map(String::as_str))
+        .collect();
+    arches
+        .iter()
+        .flat_map(|a| a.syscall_names())
+        .filter(|name| !decided.contains(name.as_str()) && handover::reason(name).is_none())
+        .collect()
+}
+
+/// A profile for a container that had none: allow everything, on the host's arch family.
+pub fn empty_profile() -> Value {
+    let arches: Vec<&str> = arch::native_family().iter().map(|a| a.name).collect();
+    json!({"defaultAction": "SCMP_ACT_ALLOW", "architectures": arches})
+}
+
+/// Reads the record a profile-mode merge left in `listenerMetadata`, and the user's own metadata.
+///
+/// Returns (user metadata, record). A `listenerMetadata` that is not our JSON is the user's.
+pub fn split_listener_metadata(
+    profile: &Value,
+) -> Result<(Option<String>, Option<OriginalProfile>), MergeError> {
+    let raw = match profile.get("listenerMetadata") {
+        None | Some(Value::Null) => return Ok((None, None)),
+        Some(Value::String(raw)) => raw,
+        Some(other) => {
+            return Err(bad(
+                "listenerMetadata",
+                format!("expected a string, found {other}"),
+            ))
+        }
+    };
+    let Ok(Value::Object(mut object)) = serde_json::from_str::<Value>(raw) else {
+        return Ok((Some(raw.clone()), None));
+    };
+    let Some(record) = object.remove(switchboard::record::METADATA_RECORD_KEY) else {
+        return Ok((Some(raw.clone()), None));
+    };
+    let record = serde_json::from_value(record).map_err(|e| {
+        bad(
+            "listenerMetadata",
+            format!(
+                "holds an unreadable {} record: {e}",
+                switchboard::record::METADATA_RECORD_KEY
+            ),
+        )
+    })?;
+    let user = match object.remove(switchboard::record::METADATA_USER_KEY) {
+        Some(Value::String(user)) => Some(user),
+        _ => None,
+    };
+    Ok((user, Some(record)))
+}
+
+/// The `listenerMetadata` string carrying the user's metadata and the record.
+pub fn listener_metadata(user: Option<String>, record: &OriginalProfile) -> String {
+    let mut object = Map::new();
+    if let Some(user) = user {
+        object.insert(
+            switchboard::record::METADATA_USER_KEY.into(),
+            Value::String(user),
+        );
+    }
+    object.insert(
+        switchboard::record::METADATA_RECORD_KEY.into(),
+        serde_json::to_value(record).expect("a record is plain data"),
+    );
+    Value::Object(object).to_string()
+}
+
+/// Profile mode: merges a Docker-format profile, carrying the record in `listenerMetadata`.
+pub fn merge_profile(profile: &mut Value, options: &MergeOptions) -> Result<Merged, MergeError> {
+    let (user, prior) = split_listener_metadata(profile)?;
+    let merged = merge(profile, prior, options)?;
+    if !merged.record.syscalls.is_empty() {
+        let metadata = listener_metadata(user, &merged.record);
+        profile
+            .as_object_mut()
+            .ok_or(MergeError::NotAnObject)?
+            .insert("listenerMetadata".into(), Value::String(metadata));
+    }
+    Ok(merged)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(flagged: &[&str]) -> MergeOptions {
+        MergeOptions {
+            flagged: flagged.iter().map(|s| s.to_string()).collect(),
+            socket: "/run/sb.sock".into(),
+            force: false,
+            log_default_denied: false,
+        }
+    }
+
+    #[test]
+    fn splits_rules_and_records_outcomes() {
+        let mut profile = json!({
+            "defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 38,
+            "syscalls": [
+                {"names": ["mkdir", "read"], "action": "SCMP_ACT_ALLOW"},
+                {"name": "rmdir", "action": "SCMP_ACT_ERRNO", "errnoRet": 13}
+            ]
+        });
+        let merged = merge(&mut profile, None, &options(&["mkdir", "rmdir", "chmod"])).unwrap();
+        assert_eq!(
+            profile["syscalls"],
+            json!([
+                {"names": ["read"], "action": "SCMP_ACT_ALLOW"},
+                {"names": ["chmod", "mkdir", "rmdir"], "action": "SCMP_ACT_NOTIFY"}
+            ])
+        );
+        let r = &merged.record;
+        assert_eq!(r.default, Outcome::Errno { errno: 38 });
+        assert_eq!(r.syscalls["mkdir"][0].outcome, Outcome::Allow);
+        assert_eq!(r.syscalls["rmdir"][0].outcome, Outcome::Errno { errno: 13 });
+        assert!(r.syscalls["chmod"].is_empty());
+    }
+
+    #[test]
+    fn unconditional_rules_decide_before_conditional_ones() {
+        let mut profile = json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [
+                {"names": ["personality"], "action": "SCMP_ACT_ERRNO",
+                 "args": [{"index": 0, "value": 8, "op": "SCMP_CMP_EQ"}]},
+                {"names": ["personality"], "action": "SCMP_ACT_ALLOW"},
+                {"names": ["personality"], "action": "SCMP_ACT_KILL",
+                 "args": [{"index": 0, "value": 255, "valueTwo": 7, "op": "SCMP_CMP_MASKED_EQ"},
+                          {"index": 0, "value": 1, "op": "SCMP_CMP_GT"}]}
+            ]
+        });
+        let merged = merge(&mut profile, None, &options(&["personality"])).unwrap();
+        let rules = &merged.record.syscalls["personality"];
+        // The ALLOW rule equals the default and is dropped, as runc does.
+        assert_eq!(rules.len(), 3, "{rules:?}");
+        assert_eq!(rules[0].args[0].op, ArgOp::Eq);
+        assert_eq!(
+            rules[1].args,
+            vec![RecordArg {
+                index: 0,
+                op: ArgOp::MaskedEq,
+                value: 7,
+                mask: Some(255)
+            }]
+        );
+        assert_eq!(rules[2].args[0].op, ArgOp::Gt);
+    }
+
+    #[test]
+    fn arch_restricted_rules_count_only_on_the_native_arch() {
+        let other = if arch::native_go_arch() == "amd64" {
+            "arm64"
+        } else {
+            "amd64"
+        };
+        let mut profile = json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [
+                {"names": ["chmod"], "action": "SCMP_ACT_ERRNO", "includes": {"arches": [other]}},
+                {"names": ["chmod"], "action": "SCMP_ACT_KILL", "excludes": {"arches": [other]}, "includes": {"minKernel": "9.9"}}
+            ]
+        });
+        let merged = merge(&mut profile, None, &options(&["chmod"])).unwrap();
+        assert_eq!(merged.record.syscalls["chmod"].len(), 1);
+        assert_eq!(merged.record.syscalls["chmod"][0].outcome, Outcome::Kill);
+    }
+
+    #[test]
+    fn second_merge_changes_nothing() {
+        let mut profile = json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "listenerMetadata": "team-a",
+            "syscalls": [{"names": ["mkdir", "uname"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]
+        });
+        merge_profile(&mut profile, &options(&["mkdir"])).unwrap();
+        let once = profile.clone();
+        merge_profile(&mut profile, &options(&["mkdir"])).unwrap();
+        assert_eq!(profile, once);
+        let (user, record) = split_listener_metadata(&profile).unwrap();
+        assert_eq!(user.as_deref(), Some("team-a"));
+        assert_eq!(
+            record.unwrap().syscalls["mkdir"][0].outcome,
+            Outcome::Errno { errno: 13 }
+        );
+        // A policy that names more later adds to the same NOTIFY rule and keeps the old record.
+        merge_profile(&mut profile, &options(&["uname"])).unwrap();
+        let (_, record) = split_listener_metadata(&profile).unwrap();
+        let record = record.unwrap();
+        assert_eq!(
+            record.syscalls["mkdir"][0].outcome,
+            Outcome::Errno { errno: 13 }
+        );
+        assert_eq!(
+            record.syscalls["uname"][0].outcome,
+            Outcome::Errno { errno: 13 }
+        );
+        assert_eq!(
+            profile["syscalls"],
+            json!([{"names": ["mkdir", "uname"], "action": "SCMP_ACT_NOTIFY"}])
+        );
+    }
+
+    #[test]
+    fn a_record_the_profile_does_not_carry_out_is_not_trusted() {
+        let mut profile = json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["kexec_load"], "action": "SCMP_ACT_ERRNO"}]
+        });
+        let forged: OriginalProfile = serde_json::from_value(json!({
+            "default": {"action": "allow"}, "syscalls": {"kexec_load": []}
+        }))
+        .unwrap();
+        let merged = merge(&mut profile, Some(forged), &options(&["kexec_load"])).unwrap();
+        assert_eq!(
+            merged.record.syscalls["kexec_load"][0].outcome,
+            Outcome::Errno { errno: EPERM }
+        );
+        assert!(merged
+            .warnings
+            .iter()
+            .any(|w| w.contains("ignoring a recorded")));
+    }
+
+    #[test]
+    fn refusals() {
+        let mut profile = json!({"defaultAction": "SCMP_ACT_NOTIFY"});
+        assert!(matches!(
+            merge(&mut profile, None, &options(&["mkdir"])),
+            Err(MergeError::NotifyDefault)
+        ));
+        let mut profile = json!({"defaultAction": "SCMP_ACT_ALLOW"});
+        let e = merge(&mut profile, None, &options(&["mkdir", "write"]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("write (runc writes"), "{e}");
+        let mut profile = json!({"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/other.sock"});
+        let e = merge(&mut profile, None, &options(&["mkdir"]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/other.sock") && e.contains("--force"), "{e}");
+        let mut force = options(&["mkdir"]);
+        force.force = true;
+        merge(&mut profile, None, &force).unwrap();
+        assert_eq!(profile["listenerPath"], "/run/sb.sock");
+    }
+
+    #[test]
+    fn default_denied_complement_skips_conditional_and_handover() {
+        let mut profile = json!({
+            "defaultAction": "SCMP_ACT_ERRNO",
+            "architectures": ["SCMP_ARCH_X86_64"],
+            "syscalls": [
+                {"names": ["read", "write", "exit_group", "mkdir"], "action": "SCMP_ACT_ALLOW"},
+                {"names": ["personality"], "action": "SCMP_ACT_ALLOW", "args": [{"index": 0, "value": 0, "op": "SCMP_CMP_EQ"}]}
+            ]
+        });
+        let mut opts = options(&["mkdir"]);
+        opts.log_default_denied = true;
+        let merged = merge(&mut profile, None, &opts).unwrap();
+        let names = &merged.record.syscalls;
+        assert!(
+            names.contains_key("mkdir")
+                && names.contains_key("rmdir")
+                && names.contains_key("reboot")
+        );
+        assert!(!names.contains_key("personality") && !names.contains_key("read"));
+        assert!(!names.contains_key("sendmsg") && !names.contains_key("futex"));
+        assert!(names["reboot"].is_empty());
+        assert_eq!(merged.record.default, Outcome::Errno { errno: EPERM });
+    }
+}

@@ -1,0 +1,117 @@
+//! End-to-end under runc: a bundle merged by `inject` runs a busybox container whose flagged syscalls the real agent answers.
+//!
+//! Needs root (prints SKIP otherwise) and the `switchboard` binary beside the hook's
+//! (`cargo build --workspace`). Under CI=true a missing runc fails the test.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use std::fs;
+use std::time::Duration;
+
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The agent's policy: log mkdir (which the original profile denies), deny rmdir (which it allows).
+const POLICY: &str = "default: log
+rules:
+  - name: log-mkdir
+    syscalls: [mkdir, mkdirat]
+    action: log
+  - name: no-rmdir
+    syscalls: [rmdir]
+    action: deny
+    errno: EPERM
+";
+
+#[test]
+fn runc_original_denial_survives_a_log_policy_and_policy_deny_works() {
+    let test = "runc_original_denial_survives_a_log_policy_and_policy_deny_works";
+    if !require_root(test) {
+        return;
+    }
+    let Some(runc) = require_tool(test, "runc") else {
+        return;
+    };
+    let Some(agent_bin) = agent_bin(test) else {
+        return;
+    };
+    let agent = Agent::start(&agent_bin, POLICY);
+    let mut bundle = Bundle::new(&[
+        "sh",
+        "-c",
+        "mkdir /tmp/x; echo mkdir=$?; rmdir /tmp/d; echo rmdir=$?; echo done",
+    ]);
+    fs::create_dir(bundle.rootfs().join("tmp/d")).unwrap();
+    bundle.set_seccomp(json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]
+    }));
+
+    let injected = hook(&[
+        "inject",
+        "--bundle",
+        bundle.path().to_str().unwrap(),
+        "--policy",
+        agent.policy_str(),
+        "--socket",
+        agent.socket_str(),
+    ]);
+    assert!(injected.status.success(), "{injected:?}");
+    let config = read_json(&bundle.config_path());
+    assert_eq!(
+        config["linux"]["seccomp"]["syscalls"],
+        json!([{"names": ["mkdir", "mkdirat", "rmdir"], "action": "SCMP_ACT_NOTIFY"}])
+    );
+
+    let id = unique_id("runc");
+    let out = runc_run(&runc, bundle.path(), &id, TIMEOUT);
+    assert!(!out.timed_out, "{out:?}\n{}", agent.output());
+    assert!(out.stdout.contains("done"), "{out:?}\n{}", agent.output());
+    assert!(!bundle.rootfs().join("tmp/x").exists(), "mkdir ran");
+    assert!(bundle.rootfs().join("tmp/d").exists(), "rmdir ran");
+    assert!(out.stdout.contains("rmdir=1"), "{out:?}");
+    assert!(
+        out.stderr.contains("Operation not permitted"),
+        "the policy's EPERM for rmdir: {out:?}"
+    );
+
+    let rmdir = agent.syscall_event(&["rmdir"]);
+    assert_eq!(rmdir["action"], "deny", "{rmdir}");
+    assert_eq!(rmdir["errno"], 1, "{rmdir}");
+    assert_eq!(rmdir["rule"], "no-rmdir", "{rmdir}");
+
+    // The policy only logs mkdir, but the original profile denied it with EACCES:
+    // the agent must answer as the original did (the record in the annotation).
+    let mkdir = agent.syscall_event(&["mkdir", "mkdirat"]);
+    assert!(out.stdout.contains("mkdir=1"), "{out:?}\n{mkdir}");
+    assert!(
+        out.stderr.contains("Permission denied"),
+        "the original profile's EACCES for mkdir: {out:?}\nevent: {mkdir}"
+    );
+    assert_eq!(mkdir["errno"], 13, "{mkdir}");
+    assert_eq!(mkdir["action"], "deny", "{mkdir}");
+}
+
+#[test]
+fn runc_inject_on_a_broken_config_fails_and_leaves_it_untouched() {
+    let test = "runc_inject_on_a_broken_config_fails_and_leaves_it_untouched";
+    if !require_root(test) {
+        return;
+    }
+    let Some(runc) = require_tool(test, "runc") else {
+        return;
+    };
+    let bundle = Bundle::new(&["true"]);
+    let mut bytes = fs::read(bundle.config_path()).unwrap();
+    bytes.truncate(bytes.len() / 2);
+    fs::write(bundle.config_path(), &bytes).unwrap();
+    let out = hook(&["inject", "--bundle", bundle.path().to_str().unwrap()]);
+    assert_eq!(out.code(), 1, "{out:?}");
+    assert!(out.stderr.contains("is not valid JSON"), "{out:?}");
+    assert_eq!(fs::read(bundle.config_path()).unwrap(), bytes, "untouched");
+    // runc refuses the same file on its own: nothing half-written was left for it.
+    let run = runc_run(&runc, bundle.path(), &unique_id("broken"), TIMEOUT);
+    assert_ne!(run.code(), 0, "{run:?}");
+}
