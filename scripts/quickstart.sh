@@ -50,4 +50,6 @@ sleep 0.1
 echo "== events the agent logged"
 cat "$work/events.log"
 echo "== from the agent's /metrics (http://$addr/metrics)"
-"$bin/switchboard" status --metrics-addr "$addr"
+python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1]).read().decode())' \
+  "http://$addr/metrics" | grep -E '^switchboard_(syscalls_total|listeners|decision_duration_seconds_count)'
+echo "== next: 'switchboard status --metrics-addr ADDR' shows a running agent's containers; see README.md"
