@@ -4,6 +4,7 @@ pub mod agent;
 pub mod container;
 pub mod decision;
 pub mod events;
+pub mod handover;
 pub mod http;
 pub mod intake;
 pub mod metrics;

@@ -19,14 +19,11 @@ use nix::unistd::{ForkResult, Pid};
 
 use crate::container::Container;
 use crate::events::{EventWriter, LogFormat};
+use crate::handover;
 use crate::metrics::{ListenerStats, Metrics};
 use crate::notify::Engine;
 use crate::policy::Policy;
 use crate::sys::{self, Listener, PidFd};
-
-/// Syscalls the child makes between installing the filter and handing the listener
-/// over; flagging them would leave it waiting on an agent that cannot answer yet.
-pub const HANDOVER_SYSCALLS: [&str; 1] = ["sendmsg"];
 
 /// How `run` was asked to run.
 #[derive(Debug, Clone)]
@@ -41,12 +38,13 @@ pub struct RunConfig {
 pub fn run(config: RunConfig) -> anyhow::Result<i32> {
     let policy = Policy::load_or_default(config.policy.as_deref())?;
     let names = policy.named_syscalls();
-    if let Some(name) = names
+    // Flagging these would leave the child waiting on an answer nobody can give yet.
+    if let Some((name, why)) = names
         .iter()
-        .find(|n| HANDOVER_SYSCALLS.contains(&n.as_str()))
+        .find_map(|n| handover::reason(n).map(|why| (n, why)))
     {
         bail!(
-            "{}: the policy names {name:?}, which hands the listener over and cannot be flagged",
+            "{}: the policy names {name:?}, which cannot be flagged: {why}",
             policy.source
         );
     }

@@ -4,7 +4,6 @@ mod arch;
 mod atomic;
 mod bundle;
 mod commands;
-mod handover;
 mod profile;
 mod runtime;
 mod settings;

@@ -39,7 +39,7 @@ use switchboard::policy::ArgOp;
 use switchboard::record::{OriginalProfile, OriginalRule, Outcome, RecordArg};
 
 use crate::arch::{self, Arch};
-use crate::handover;
+use switchboard::handover;
 
 /// The action the merge writes.
 pub const NOTIFY: &str = "SCMP_ACT_NOTIFY";
