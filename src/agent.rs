@@ -47,6 +47,8 @@ pub fn run(config: AgentConfig) -> anyhow::Result<()> {
     }
     raise_fd_limit();
     let policy = Policy::load_or_default(config.policy.as_deref())?;
+    // Bound before anything can fail and remove it: a refused bind must leave a live agent's socket alone.
+    let socket = bind_socket(&config.socket)?;
     tracing::info!(source = %policy.source, rules = policy.rules.len(), "policy loaded");
     let metrics = Arc::new(Metrics::new(config.series_ttl, config.max_series));
     let (events, writer) = EventWriter::spawn(
@@ -61,21 +63,20 @@ pub fn run(config: AgentConfig) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the control-plane runtime")?;
-    let result = runtime.block_on(control_plane(&config, engine, recent));
+    let result = runtime.block_on(control_plane(&config, socket, engine, recent));
     runtime.shutdown_timeout(Duration::from_millis(100));
-    if config.socket.exists() {
-        let _ = std::fs::remove_file(&config.socket);
-    }
+    let _ = std::fs::remove_file(&config.socket);
     writer.flush_and_stop();
     result
 }
 
 async fn control_plane(
     config: &AgentConfig,
+    socket: std::os::unix::net::UnixListener,
     engine: Arc<Engine>,
     recent: RecentDenials,
 ) -> anyhow::Result<()> {
-    let socket = bind_socket(&config.socket)?;
+    let socket = tokio::net::UnixListener::from_std(socket)?;
     tracing::info!(socket = %config.socket.display(), "agent socket listening");
     let http_listener = tokio::net::TcpListener::bind(config.metrics_addr)
         .await
@@ -148,7 +149,7 @@ fn raise_fd_limit() {
 }
 
 /// Binds the socket with mode 0600, replacing a stale socket file but never a live agent's.
-fn bind_socket(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
+fn bind_socket(path: &Path) -> anyhow::Result<std::os::unix::net::UnixListener> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -174,5 +175,5 @@ fn bind_socket(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("setting the mode of {}", path.display()))?;
     listener.set_nonblocking(true)?;
-    Ok(tokio::net::UnixListener::from_std(listener)?)
+    Ok(listener)
 }

@@ -765,3 +765,67 @@ fn agent_refuses_listener_from_uid_not_allowed() {
         agent.stdout_text()
     );
 }
+
+// ---------------------------------------------------------------------------
+// the agent socket
+// ---------------------------------------------------------------------------
+
+#[test]
+fn second_agent_is_refused_and_the_first_keeps_serving() {
+    if !require_root("second_agent_is_refused_and_the_first_keeps_serving")
+        || !Runtime::Runc.require()
+    {
+        return;
+    }
+    let agent = Agent::with_policy(&deny_mkdir_policy("EPERM"), &[]);
+    let mode = fs::metadata(agent.socket()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "socket mode {mode:o}");
+
+    let second = command_output(
+        Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .arg("agent")
+            .arg("--socket")
+            .arg(agent.socket())
+            .args(["--metrics-addr", "127.0.0.1:0"]),
+        TIMEOUT,
+    );
+    assert_ne!(second.code(), 0, "{second:?}");
+    assert!(second.stderr.contains("already listening"), "{second:?}");
+    assert!(
+        agent.socket().exists(),
+        "the refused agent removed the live socket"
+    );
+
+    let mut bundle = Bundle::new(&["sh", "-c", "mkdir /tmp/x; echo mkdir=$?"]);
+    bundle.set_seccomp(notify_profile(agent.socket(), MKDIRS, None));
+    let out = run_runc(&bundle, &unique_id("first-serves"), TIMEOUT);
+    assert!(out.stdout.contains("mkdir=1"), "{out:?}");
+}
+
+#[test]
+fn stale_socket_file_is_replaced() {
+    if !require_root("stale_socket_file_is_replaced") {
+        return;
+    }
+    let dir = tmpdir();
+    let socket = dir.path().join("run/agent.sock");
+    fs::create_dir_all(socket.parent().unwrap()).unwrap();
+    // A socket nobody listens on any more, as a crashed agent leaves it.
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    assert!(socket.exists());
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .arg("agent")
+        .arg("--socket")
+        .arg(&socket)
+        .args(["--metrics-addr", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let served = eventually(Duration::from_secs(10), || {
+        UnixStream::connect(&socket).is_ok()
+    });
+    let _ = agent.kill();
+    let _ = agent.wait();
+    assert!(served, "the agent did not take over the stale socket");
+}
