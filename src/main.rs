@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use switchboard::agent::{self, AgentConfig};
+use switchboard::bench::{self, BenchConfig, Rows};
 use switchboard::events::LogFormat;
 use switchboard::policy::Policy;
 use switchboard::run::{self, RunConfig};
@@ -78,6 +79,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Measure the round trip of a notified syscall, from no filter to a separate agent.
+    Bench {
+        /// Timed getppid calls per workload process and run.
+        #[arg(long, default_value_t = 20_000)]
+        calls: u64,
+        /// Runs per measurement; tables show the median.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Which tables to measure.
+        #[arg(long, value_enum, default_value_t = Rows::All)]
+        rows: Rows,
+        /// Print JSON instead of Markdown.
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate a policy file; errors name the file, line and column.
     Check {
         /// The policy file.
@@ -135,6 +151,18 @@ fn main() -> ExitCode {
             }
             0
         }),
+        Command::Bench {
+            calls,
+            runs,
+            rows,
+            json,
+        } => bench::run(BenchConfig {
+            calls,
+            runs,
+            rows,
+            json,
+        })
+        .map(|()| 0),
         Command::Check { file } => Policy::load(&file)
             .map(|policy| {
                 println!("{}: ok, {} rules", file.display(), policy.rules.len());
