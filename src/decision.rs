@@ -170,6 +170,20 @@ impl DecisionTable {
         }
     }
 
+    /// What a table compiled for `container` depends on besides the policy: the rules whose
+    /// selectors match it. `None` when it has an original profile, which makes its table its own.
+    pub fn share_key(policy: &Policy, container: &Container) -> Option<Vec<usize>> {
+        if container.original.is_some() {
+            return None;
+        }
+        let who = container.selector_input();
+        Some(
+            (0..policy.rules.len())
+                .filter(|i| policy.rules[*i].selector.matches(who))
+                .collect(),
+        )
+    }
+
     /// The verdict for a syscall at `location` (arch table, number) with `args`.
     #[inline]
     pub fn decide(&self, location: Option<(usize, usize)>, args: &[u64; 6]) -> &Verdict {

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex, Once, Weak};
 use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime};
 
@@ -46,11 +46,39 @@ pub struct Attached {
     pub stats: Arc<ListenerStats>,
 }
 
+/// Tables compiled from one policy, shared by the containers the same rules apply to:
+/// a 200-rule table is tens of KiB, and a node runs hundreds of containers.
+#[derive(Default)]
+struct TableCache {
+    policy: Option<Arc<Policy>>,
+    tables: HashMap<Vec<usize>, Weak<DecisionTable>>,
+}
+
+impl TableCache {
+    fn table(&mut self, policy: &Arc<Policy>, container: &Container) -> Arc<DecisionTable> {
+        if !self.policy.as_ref().is_some_and(|p| Arc::ptr_eq(p, policy)) {
+            self.policy = Some(policy.clone());
+            self.tables.clear();
+        }
+        let Some(key) = DecisionTable::share_key(policy, container) else {
+            return Arc::new(DecisionTable::compile(policy, container));
+        };
+        if let Some(table) = self.tables.get(&key).and_then(Weak::upgrade) {
+            return table;
+        }
+        let table = Arc::new(DecisionTable::compile(policy, container));
+        self.tables.retain(|_, table| table.strong_count() > 0);
+        self.tables.insert(key, Arc::downgrade(&table));
+        table
+    }
+}
+
 /// Serves listeners with the current policy and swaps in new ones.
 pub struct Engine {
     /// Whether to ask for SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP (off only to measure without it).
     sync_wakeup: bool,
     policy: Mutex<Arc<Policy>>,
+    tables: Mutex<TableCache>,
     metrics: Arc<Metrics>,
     events: EventSink,
     live: Mutex<HashMap<u64, Arc<ListenerControl>>>,
@@ -67,6 +95,7 @@ impl Engine {
         Arc::new(Engine {
             sync_wakeup,
             policy: Mutex::new(Arc::new(policy)),
+            tables: Mutex::default(),
             metrics,
             events,
             live: Mutex::new(HashMap::new()),
@@ -96,7 +125,11 @@ impl Engine {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let table = Arc::new(DecisionTable::compile(&policy, &container));
+        let table = self
+            .tables
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .table(&policy, &container);
         let sync_wakeup = match self.sync_wakeup.then(|| listener.enable_sync_wakeup()) {
             None => false,
             Some(Ok(())) => true,
@@ -162,10 +195,11 @@ impl Engine {
     pub fn replace_policy(&self, policy: Policy) {
         let policy = Arc::new(policy);
         *self.policy.lock().unwrap_or_else(|e| e.into_inner()) = policy.clone();
+        let mut tables = self.tables.lock().unwrap_or_else(|e| e.into_inner());
         let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
         for control in live.values() {
-            let table = DecisionTable::compile(&policy, &control.container);
-            *control.pending.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(table));
+            let table = tables.table(&policy, &control.container);
+            *control.pending.lock().unwrap_or_else(|e| e.into_inner()) = Some(table);
             control.dirty.store(true, Ordering::Release);
         }
     }
