@@ -1,6 +1,7 @@
 //! A policy compiled for one container: per arch, a table indexed by syscall number.
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::Mutex;
 
 use crate::container::Container;
 use crate::policy::{Action, ArgCondition, Policy};
@@ -16,14 +17,27 @@ pub struct Verdict {
     pub action: Action,
     /// Errno for deny and kill; 0 otherwise.
     pub errno: i32,
-    /// The rule that matched; `None` for the policy default.
-    pub rule: Option<Arc<str>>,
+    /// The rule that matched; `None` for the policy default. Interned, so events
+    /// carry it without touching a reference count shared with the writer's CPU.
+    pub rule: Option<&'static str>,
 }
 
 #[derive(Debug)]
 struct Candidate {
     conditions: Box<[ArgCondition]>,
     verdict: Verdict,
+}
+
+/// A `'static` copy of a rule name; each distinct name is stored once for the life of the process.
+fn intern(name: &str) -> &'static str {
+    static NAMES: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
+    let mut names = NAMES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(known) = names.get(name) {
+        return known;
+    }
+    let leaked: &'static str = Box::leak(name.into());
+    names.insert(leaked);
+    leaked
 }
 
 /// Candidates per arch, indexed by syscall number.
@@ -93,12 +107,12 @@ impl Ceiling {
             Outcome::Errno { errno } => Verdict {
                 action: Action::Deny,
                 errno,
-                rule: Some(Arc::from(ORIGINAL_PROFILE_RULE)),
+                rule: Some(ORIGINAL_PROFILE_RULE),
             },
             Outcome::Kill => Verdict {
                 action: Action::Kill,
                 errno: libc::EPERM,
-                rule: Some(Arc::from(ORIGINAL_PROFILE_RULE)),
+                rule: Some(ORIGINAL_PROFILE_RULE),
             },
         };
         let mut by_arch = empty_by_arch();
@@ -143,7 +157,7 @@ impl DecisionTable {
                 } else {
                     rule.errno
                 },
-                rule: Some(rule.name.clone()),
+                rule: Some(intern(&rule.name)),
             };
             for name in &rule.syscalls {
                 push(&mut by_arch, name, || Candidate {
@@ -202,6 +216,7 @@ impl DecisionTable {
 mod tests {
     use super::*;
     use crate::record::OriginalProfile;
+    use std::sync::Arc;
 
     fn nobody() -> Container {
         Container::default()
@@ -220,14 +235,11 @@ mod tests {
         let personality = syscalls::numbers("personality")[0];
         let big = t.decide(Some(personality), &[200, 0, 0, 0, 0, 0]);
         assert_eq!((big.action, big.errno), (Action::Deny, libc::EACCES));
-        assert_eq!(big.rule.as_deref(), Some("big"));
+        assert_eq!(big.rule, Some("big"));
         let small = t.decide(Some(personality), &[1, 0, 0, 0, 0, 0]);
         assert_eq!(small.action, Action::Log);
         let unknown = t.decide(Some((0, 1)), &[0; 6]);
-        assert_eq!(
-            (unknown.action, unknown.rule.clone()),
-            (Action::Allow, None)
-        );
+        assert_eq!((unknown.action, unknown.rule), (Action::Allow, None));
         assert_eq!(t.decide(None, &[0; 6]).action, Action::Allow);
     }
 
@@ -285,12 +297,9 @@ mod tests {
         let at = |name: &str| Some(syscalls::numbers(name)[0]);
         let mkdir = t.decide(at("mkdir"), &[0; 6]);
         assert_eq!((mkdir.action, mkdir.errno), (Action::Deny, libc::EACCES));
-        assert_eq!(mkdir.rule.as_deref(), Some(ORIGINAL_PROFILE_RULE));
+        assert_eq!(mkdir.rule, Some(ORIGINAL_PROFILE_RULE));
         let rmdir = t.decide(at("rmdir"), &[0; 6]);
-        assert_eq!(
-            (rmdir.action, rmdir.rule.as_deref()),
-            (Action::Deny, Some("no-rmdir"))
-        );
+        assert_eq!((rmdir.action, rmdir.rule), (Action::Deny, Some("no-rmdir")));
         assert_eq!(
             t.decide(at("personality"), &[8, 0, 0, 0, 0, 0]).action,
             Action::Log

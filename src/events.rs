@@ -65,7 +65,7 @@ pub struct SyscallEvent {
     pub nr: i32,
     pub location: Option<(usize, usize)>,
     pub args: [u64; 6],
-    pub rule: Option<Arc<str>>,
+    pub rule: Option<&'static str>,
     pub action: Action,
     pub errno: i32,
 }
@@ -127,7 +127,7 @@ impl SyscallEvent {
 /// What decides the constant parts of a syscall line.
 struct LineKey {
     container: Arc<Container>,
-    rule: Option<Arc<str>>,
+    rule: Option<&'static str>,
     action: Action,
     location: Option<(usize, usize)>,
     audit_arch: u32,
@@ -138,11 +138,7 @@ struct LineKey {
 impl LineKey {
     fn matches(&self, e: &SyscallEvent) -> bool {
         Arc::ptr_eq(&self.container, &e.container)
-            && match (&self.rule, &e.rule) {
-                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-                (None, None) => true,
-                _ => false,
-            }
+            && self.rule == e.rule
             && (
                 self.action,
                 self.location,
@@ -197,13 +193,13 @@ impl LineCache {
         self.tail.extend_from_slice(b",\"pod\":");
         string(&mut self.tail, &c.pod);
         self.tail.extend_from_slice(b",\"rule\":");
-        let _ = serde_json::to_writer(&mut self.tail, &e.rule.as_deref());
+        let _ = serde_json::to_writer(&mut self.tail, &e.rule);
         self.tail.extend_from_slice(b",\"syscall\":");
         string(&mut self.tail, e.syscall_name());
         self.tail.extend_from_slice(b",\"time\":\"");
         self.key = Some(LineKey {
             container: c.clone(),
-            rule: e.rule.clone(),
+            rule: e.rule,
             action: e.action,
             location: e.location,
             audit_arch: e.audit_arch,
@@ -259,7 +255,7 @@ impl Event {
                 "nr": e.nr,
                 "arch": e.arch_name(),
                 "args": e.args,
-                "rule": e.rule.as_deref(),
+                "rule": e.rule,
                 "action": e.action.as_str(),
                 "errno": e.errno,
             }),
@@ -308,7 +304,7 @@ impl Event {
                     e.pid,
                     c.container_id,
                     k8s_suffix(c),
-                    e.rule.as_deref().unwrap_or("(default)"),
+                    e.rule.unwrap_or("(default)"),
                 )
             }
             Event::ListenerAdded {
@@ -476,7 +472,7 @@ mod tests {
             nr: 83,
             location: Some((0, 83)),
             args: [1, 2, 3, 4, 5, 6],
-            rule: Some(Arc::from("no-mkdir")),
+            rule: Some("no-mkdir"),
             action,
             errno,
         })

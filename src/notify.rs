@@ -262,7 +262,7 @@ impl Worker {
                     nr: data.nr,
                     location,
                     args: data.args,
-                    rule: verdict.rule.clone(),
+                    rule: verdict.rule,
                     action,
                     errno: verdict.errno,
                 }));
