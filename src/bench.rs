@@ -1457,7 +1457,7 @@ mod tests {
         let table = crate::decision::DecisionTable::compile(&policy, &Container::default());
         let getppid = crate::syscalls::numbers("getppid")[0];
         let verdict = table.decide(Some(getppid), &[0; 6]);
-        assert_eq!(verdict.rule.as_deref(), Some("getppid"));
+        assert_eq!(verdict.rule, Some("getppid"));
     }
 
     #[test]
