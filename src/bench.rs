@@ -1036,35 +1036,15 @@ fn hand_to_agent(socket: &Path, pid: i32, listener: Listener) -> anyhow::Result<
             Err(e) => return Err(e).with_context(|| format!("connecting to {}", socket.display())),
         }
     };
-    let state = json!({
-        "ociVersion": "1.0.2",
-        "fds": ["seccompFd"],
-        "pid": pid,
-        "state": {
-            "ociVersion": "1.0.2",
-            "id": format!("bench-{pid}"),
-            "status": "running",
-            "pid": pid,
-            "bundle": "/",
-        }
-    })
-    .to_string();
-    let fd: OwnedFd = listener.into();
-    let sent = sendmsg::<()>(
-        stream.as_raw_fd(),
-        &[IoSlice::new(state.as_bytes())],
-        &[ControlMessage::ScmRights(&[fd.as_raw_fd()])],
-        MsgFlags::empty(),
-        None,
-    )
-    .context("sending the listener to the agent")?;
-    if sent != state.len() {
-        bail!("the agent took {sent} of {} bytes", state.len());
-    }
-    Ok(())
+    let container = Container {
+        container_id: format!("bench-{pid}"),
+        init_pid: pid,
+        bundle: "/".into(),
+        ..Container::default()
+    };
+    crate::run::send_listener(&stream, &container, listener)
 }
 
-/// A numeric field of /proc/PID/status, without its unit (kB for memory).
 fn proc_status_field(pid: u32, field: &str) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("reading /proc/{pid}/status"))?;

@@ -184,6 +184,16 @@ fn hand_to_agent(
 ) -> anyhow::Result<()> {
     let stream = std::os::unix::net::UnixStream::connect(socket)
         .with_context(|| format!("connecting to the agent at {}", socket.display()))?;
+    send_listener(&stream, container, listener)
+}
+
+/// Sends `listener` over a connected agent socket as a runtime does: a
+/// ContainerProcessState naming it "seccompFd", with the fd as SCM_RIGHTS.
+pub fn send_listener(
+    stream: &std::os::unix::net::UnixStream,
+    container: &Container,
+    listener: Listener,
+) -> anyhow::Result<()> {
     let state = serde_json::json!({
         "ociVersion": "1.0.2",
         "fds": ["seccompFd"],
