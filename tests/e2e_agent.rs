@@ -569,7 +569,7 @@ fn check_accepts_valid_policy() {
     let dir = tmpdir();
     let file = dir.path().join("policy.yaml");
     fs::write(&file, deny_mkdir_policy("EPERM")).unwrap();
-    let out = command_output(Command::new(BIN).arg("check").arg(&file), TIMEOUT);
+    let out = run_cmd(Command::new(BIN).arg("check").arg(&file), TIMEOUT);
     assert_eq!(out.code(), 0, "{out:?}");
 }
 
@@ -579,7 +579,7 @@ fn check_reports_file_line_of_unknown_action() {
     let file = dir.path().join("policy.yaml");
     let policy = "default: log\nrules:\n  - name: no-mkdir\n    syscalls: [mkdir, mkdirat]\n    action: denyy\n    errno: EPERM\n";
     fs::write(&file, policy).unwrap();
-    let out = command_output(Command::new(BIN).arg("check").arg(&file), TIMEOUT);
+    let out = run_cmd(Command::new(BIN).arg("check").arg(&file), TIMEOUT);
     assert!(!out.timed_out && out.code() != 0, "{out:?}");
     assert!(out.stderr.contains("policy.yaml:5:"), "{out:?}");
     assert!(out.stderr.contains("denyy"), "{out:?}");
@@ -632,7 +632,7 @@ fn run_denies_mkdir_as_nobody_and_keeps_exit_status() {
     let Some((mut cmd, _bin)) = unprivileged(&args) else {
         return;
     };
-    let out = command_output(&mut cmd, TIMEOUT);
+    let out = run_cmd(&mut cmd, TIMEOUT);
     assert!(!out.timed_out, "{out:?}");
     assert_eq!(out.code(), 7, "{out:?}");
     assert!(!dir.path().join("made").exists(), "mkdir ran");
@@ -659,7 +659,7 @@ fn run_exits_128_plus_signal() {
     let Some((mut cmd, _bin)) = unprivileged(&args) else {
         return;
     };
-    let out = command_output(&mut cmd, TIMEOUT);
+    let out = run_cmd(&mut cmd, TIMEOUT);
     assert!(!out.timed_out, "{out:?}");
     assert_eq!(out.code(), 143, "{out:?}");
 }
@@ -682,7 +682,7 @@ fn run_json_log_format_emits_syscall_events() {
     let Some((mut cmd, _bin)) = unprivileged(&args) else {
         return;
     };
-    let out = command_output(&mut cmd, TIMEOUT);
+    let out = run_cmd(&mut cmd, TIMEOUT);
     assert!(!out.timed_out, "{out:?}");
     let event = out
         .stderr
@@ -723,7 +723,7 @@ fn run_with_agent_hands_listener_to_allowed_uid() {
     let Some((mut cmd, _bin)) = unprivileged(&args) else {
         return;
     };
-    let out = command_output(&mut cmd, TIMEOUT);
+    let out = run_cmd(&mut cmd, TIMEOUT);
     assert!(!out.timed_out, "{out:?}");
     assert_eq!(out.code(), 0, "{out:?}");
     assert_eq!(out.stdout.lines().last(), Some("1"), "{out:?}");
@@ -752,7 +752,7 @@ fn agent_refuses_listener_from_uid_not_allowed() {
     let Some((mut cmd, _bin)) = unprivileged(&args) else {
         return;
     };
-    let out = command_output(&mut cmd, TIMEOUT);
+    let out = run_cmd(&mut cmd, TIMEOUT);
     assert!(!out.timed_out, "{out:?}");
     assert!(!dir.path().join("made").exists(), "mkdir ran: {out:?}");
     wait_reason(&agent, "peer_refused");
@@ -781,7 +781,7 @@ fn second_agent_is_refused_and_the_first_keeps_serving() {
     let mode = fs::metadata(agent.socket()).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "socket mode {mode:o}");
 
-    let second = command_output(
+    let second = run_cmd(
         Command::new(env!("CARGO_BIN_EXE_switchboard"))
             .arg("agent")
             .arg("--socket")

@@ -468,7 +468,7 @@ fn prometheus_sees_denial_and_fires_alert() {
     let rules_file = rules_dir.path().join("alerts.yaml");
     fs::write(&rules_file, &rules).unwrap();
     if tool_path("promtool").is_some() {
-        let out = command_output(
+        let out = run_cmd(
             Command::new(tool("promtool"))
                 .args(["check", "rules"])
                 .arg(&rules_file),

@@ -128,7 +128,7 @@ fn containerd_with_the_hook_as_runc_binary() {
         return;
     };
     let agent = Agent::start(&agent_bin, POLICY);
-    let dir = agent.dir.path();
+    let dir = agent.dir();
     let config = dir.join("oci-hook.toml");
     fs::write(
         &config,

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 const TIMEOUT: Duration = Duration::from_secs(25);
+const EVENT_WAIT: Duration = Duration::from_secs(5);
 
 /// podman's default profile on Debian (containers-common).
 const PODMAN_DEFAULT_PROFILE: &str = "/usr/share/containers/seccomp.json";
@@ -50,9 +51,14 @@ fn tools(test: &str) -> Option<Tools> {
 
 fn chroot_event(agent: &Agent, container_id: &str) -> serde_json::Value {
     agent
-        .wait_event(|e| {
-            e["event"] == "syscall" && e["syscall"] == "chroot" && e["container_id"] == container_id
-        })
+        .wait_event(
+            |e| {
+                e["event"] == "syscall"
+                    && e["syscall"] == "chroot"
+                    && e["container_id"] == container_id
+            },
+            EVENT_WAIT,
+        )
         .unwrap_or_else(|| panic!("no chroot event for {container_id}\n{}", agent.output()))
 }
 
@@ -113,11 +119,14 @@ fn assert_mkdir_denied_by_policy(out: &RunOutput, agent: &Agent, container_id: &
         "the policy's EMLINK: {out:?}"
     );
     let e = agent
-        .wait_event(|e| {
-            e["event"] == "syscall"
-                && matches!(e["syscall"].as_str(), Some("mkdir" | "mkdirat"))
-                && e["container_id"] == container_id
-        })
+        .wait_event(
+            |e| {
+                e["event"] == "syscall"
+                    && matches!(e["syscall"].as_str(), Some("mkdir" | "mkdirat"))
+                    && e["container_id"] == container_id
+            },
+            EVENT_WAIT,
+        )
         .unwrap_or_else(|| panic!("no mkdir event\n{}", agent.output()));
     assert_eq!(
         (
@@ -155,7 +164,7 @@ fn podman_profile_mode_on_the_default_profile() {
         return;
     }
     let agent = Agent::start(&tools.agent, POLICY);
-    let merged = agent.dir.path().join("merged.json");
+    let merged = agent.dir().join("merged.json");
     let out = hook(&[
         "profile",
         PODMAN_DEFAULT_PROFILE,
@@ -200,7 +209,7 @@ fn podman_with_the_hook_as_runtime() {
     let agent = Agent::start(&tools.agent, POLICY);
     // podman passes no environment to the runtime: a wrapper points the hook at a
     // test config instead of /etc/switchboard/oci-hook.toml.
-    let dir = agent.dir.path();
+    let dir = agent.dir();
     let config = dir.join("oci-hook.toml");
     fs::write(
         &config,
