@@ -829,3 +829,44 @@ fn stale_socket_file_is_replaced() {
     let _ = agent.wait();
     assert!(served, "the agent did not take over the stale socket");
 }
+
+// ---------------------------------------------------------------------------
+// arch-aware names
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_32_bit_call_is_named_for_its_own_arch() {
+    if !require_root("a_32_bit_call_is_named_for_its_own_arch")
+        || !Runtime::Runc.require()
+        || !require_tool("gcc")
+    {
+        return;
+    }
+    let agent = Agent::with_policy(&deny_mkdir_policy("EPERM"), &[]);
+    let mut bundle = Bundle::new(&["/bin/i386-mkdir", "/tmp/x86dir"]);
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/i386_mkdir.c");
+    let built = run_cmd(
+        Command::new("gcc")
+            .args(["-O2", "-static", "-no-pie", "-o"])
+            .arg(bundle.rootfs().join("bin/i386-mkdir"))
+            .arg(&source),
+        TIMEOUT,
+    );
+    assert_eq!(built.code(), 0, "{built:?}");
+    bundle.set_seccomp(notify_profile(agent.socket(), MKDIRS, None));
+
+    let out = run_runc(&bundle, &unique_id("x86"), TIMEOUT);
+    // The raw syscall returns -errno: -1 is EPERM from the policy.
+    assert!(out.stdout.contains("i386-mkdir=-1"), "{out:?}");
+    assert!(!bundle.rootfs().join("tmp/x86dir").exists());
+    let event = agent
+        .wait_event(
+            |e| e["event"] == "syscall" && e["arch"] == "x86",
+            EVENT_WAIT,
+        )
+        .unwrap_or_else(|| panic!("no x86 event: {:?}", agent.events()));
+    assert_eq!(event["syscall"], "mkdir", "{event}");
+    assert_eq!(event["nr"], 39, "{event}");
+    assert_eq!(event["action"], "deny", "{event}");
+    assert_eq!(event["rule"], "no-mkdir", "{event}");
+}
