@@ -1145,6 +1145,14 @@ impl IdleResult {
     }
 }
 
+/// Ends a table, saying how many events a full queue dropped during it, if any.
+fn dropped_footer(out: &mut String, dropped: u64) {
+    if dropped > 0 {
+        let _ = writeln!(out, "\nEvents dropped (queue full): {dropped}.");
+    }
+    let _ = writeln!(out);
+}
+
 fn median(samples: &[f64]) -> f64 {
     let mut sorted = samples.to_vec();
     sorted.sort_by(f64::total_cmp);
@@ -1263,11 +1271,7 @@ impl Report {
             }
             let _ = writeln!(out);
         }
-        let dropped: u64 = self.latency.iter().map(|c| c.events_dropped).sum();
-        if dropped > 0 {
-            let _ = writeln!(out, "\nEvents dropped (queue full): {dropped}.");
-        }
-        let _ = writeln!(out);
+        dropped_footer(out, self.latency.iter().map(|c| c.events_dropped).sum());
     }
 
     fn scaling_markdown(&self, out: &mut String) {
@@ -1301,11 +1305,7 @@ impl Report {
             }
             let _ = writeln!(out);
         }
-        let dropped: u64 = self.scaling.iter().map(|c| c.events_dropped).sum();
-        if dropped > 0 {
-            let _ = writeln!(out, "\nEvents dropped (queue full): {dropped}.");
-        }
-        let _ = writeln!(out);
+        dropped_footer(out, self.scaling.iter().map(|c| c.events_dropped).sum());
     }
 
     fn idle_markdown(&self, out: &mut String) {
