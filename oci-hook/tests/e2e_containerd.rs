@@ -9,24 +9,12 @@ mod common;
 
 use common::*;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 const TIMEOUT: Duration = Duration::from_secs(20);
-
-const POLICY: &str = "default: log
-rules:
-  - name: no-mkdir
-    syscalls: [mkdir, mkdirat]
-    action: deny
-    errno: EMLINK
-  - name: watch-chroot
-    syscalls: [chroot]
-    action: log
-";
 
 /// A private containerd; its containers are removed and the daemon stopped on drop.
 struct Containerd {
@@ -127,29 +115,8 @@ fn containerd_with_the_hook_as_runc_binary() {
     ) else {
         return;
     };
-    let agent = Agent::start(&agent_bin, POLICY);
-    let dir = agent.dir();
-    let config = dir.join("oci-hook.toml");
-    fs::write(
-        &config,
-        format!(
-            "runtime = {:?}\npolicy = {:?}\nsocket = {:?}\n",
-            runc.display().to_string(),
-            agent.policy_str(),
-            agent.socket_str()
-        ),
-    )
-    .unwrap();
-    let wrapper = dir.join("sb-runc");
-    fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\nSWITCHBOARD_OCI_HOOK_CONFIG='{}' exec '{HOOK}' \"$@\"\n",
-            config.display()
-        ),
-    )
-    .unwrap();
-    fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
+    let agent = Agent::start(&agent_bin, MKDIR_EMLINK_POLICY);
+    let wrapper = hook_as_runtime(&agent, &runc, "sb-runc");
 
     let mut containerd = Containerd::start(&containerd_bin, &ctr);
     let bundle = Bundle::new(&["true"]);

@@ -6,8 +6,6 @@
 mod common;
 
 use common::*;
-use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -16,19 +14,6 @@ const EVENT_WAIT: Duration = Duration::from_secs(5);
 
 /// podman's default profile on Debian (containers-common).
 const PODMAN_DEFAULT_PROFILE: &str = "/usr/share/containers/seccomp.json";
-
-/// Deny mkdir with an errno no kernel path gives it (EMLINK, "Too many links");
-/// only log chroot, which the default profile allows only with CAP_SYS_CHROOT.
-const POLICY: &str = "default: log
-rules:
-  - name: no-mkdir
-    syscalls: [mkdir, mkdirat]
-    action: deny
-    errno: EMLINK
-  - name: watch-chroot
-    syscalls: [chroot]
-    action: log
-";
 
 const SCRIPT: &str = "mkdir /tmp/x; echo mkdir=$?; chroot / true; echo chroot=$?";
 
@@ -163,7 +148,7 @@ fn podman_profile_mode_on_the_default_profile() {
         eprintln!("SKIP {test}: {PODMAN_DEFAULT_PROFILE} is missing");
         return;
     }
-    let agent = Agent::start(&tools.agent, POLICY);
+    let agent = Agent::start(&tools.agent, MKDIR_EMLINK_POLICY);
     let merged = agent.dir().join("merged.json");
     let out = hook(&[
         "profile",
@@ -206,31 +191,10 @@ fn podman_with_the_hook_as_runtime() {
     let Some(tools) = tools(test) else {
         return;
     };
-    let agent = Agent::start(&tools.agent, POLICY);
+    let agent = Agent::start(&tools.agent, MKDIR_EMLINK_POLICY);
     // podman passes no environment to the runtime: a wrapper points the hook at a
     // test config instead of /etc/switchboard/oci-hook.toml.
-    let dir = agent.dir();
-    let config = dir.join("oci-hook.toml");
-    fs::write(
-        &config,
-        format!(
-            "runtime = {:?}\npolicy = {:?}\nsocket = {:?}\n",
-            tools.runc.display().to_string(),
-            agent.policy_str(),
-            agent.socket_str()
-        ),
-    )
-    .unwrap();
-    let wrapper = dir.join("sb-runtime");
-    fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\nSWITCHBOARD_OCI_HOOK_CONFIG='{}' exec '{HOOK}' \"$@\"\n",
-            config.display()
-        ),
-    )
-    .unwrap();
-    fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
+    let wrapper = hook_as_runtime(&agent, &tools.runc, "sb-runtime");
 
     // No --security-opt: podman puts in its default profile and the hook merges into it.
     let (out, container) = run_script(&tools, &agent, &wrapper, &["--cap-drop", "SYS_CHROOT"]);

@@ -17,6 +17,48 @@ use std::time::Duration;
 /// The binary under test.
 pub const HOOK: &str = env!("CARGO_BIN_EXE_switchboard-oci-hook");
 
+/// The policy of the podman and containerd tests: deny mkdir with an errno no kernel
+/// path gives it (EMLINK, "Too many links"); only log chroot, which default profiles
+/// allow only with CAP_SYS_CHROOT.
+pub const MKDIR_EMLINK_POLICY: &str = "default: log
+rules:
+  - name: no-mkdir
+    syscalls: [mkdir, mkdirat]
+    action: deny
+    errno: EMLINK
+  - name: watch-chroot
+    syscalls: [chroot]
+    action: log
+";
+
+/// Writes the hook's configuration (real runtime, the agent's policy and socket) and a
+/// wrapper script that runs the hook with it, for engines that take a runtime path
+/// and pass no environment (podman, containerd's `--runc-binary`).
+pub fn hook_as_runtime(agent: &Agent, real_runtime: &Path, name: &str) -> PathBuf {
+    let config = agent.dir().join("oci-hook.toml");
+    fs::write(
+        &config,
+        format!(
+            "runtime = {:?}\npolicy = {:?}\nsocket = {:?}\n",
+            real_runtime.display().to_string(),
+            agent.policy_str(),
+            agent.socket_str()
+        ),
+    )
+    .unwrap();
+    let wrapper = agent.dir().join(name);
+    fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nSWITCHBOARD_OCI_HOOK_CONFIG='{}' exec '{HOOK}' \"$@\"\n",
+            config.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
+    wrapper
+}
+
 /// The fixture directory.
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
