@@ -711,20 +711,27 @@ fn unprivileged_uid() -> u32 {
     }
 }
 
-#[test]
-fn run_with_agent_hands_listener_to_allowed_uid() {
-    let uid = unprivileged_uid().to_string();
-    let agent = Agent::with_policy(&deny_mkdir_policy("EPERM"), &["--allow-uid", &uid]);
-    open_socket_to_all(&agent);
+/// `switchboard run --agent` as the unprivileged uid, trying a mkdir in a fresh
+/// directory; `None` when no unprivileged user can run the binary here.
+fn unprivileged_run_with_agent(agent: &Agent) -> Option<(RunOutput, tempfile::TempDir)> {
+    open_socket_to_all(agent);
     let (dir, _policy) = run_fixture();
     let script = mkdir_cmd(dir.path(), "echo $?");
     let sock = agent.socket().to_str().unwrap().to_string();
     let args = ["run", "--agent", &sock, "--", "sh", "-c", &script];
-    let Some((mut cmd, _bin)) = unprivileged(&args) else {
-        return;
-    };
+    let (mut cmd, _bin) = unprivileged(&args)?;
     let out = run_cmd(&mut cmd, TIMEOUT);
     assert!(!out.timed_out, "{out:?}");
+    Some((out, dir))
+}
+
+#[test]
+fn run_with_agent_hands_listener_to_allowed_uid() {
+    let uid = unprivileged_uid().to_string();
+    let agent = Agent::with_policy(&deny_mkdir_policy("EPERM"), &["--allow-uid", &uid]);
+    let Some((out, dir)) = unprivileged_run_with_agent(&agent) else {
+        return;
+    };
     assert_eq!(out.code(), 0, "{out:?}");
     assert_eq!(out.stdout.lines().last(), Some("1"), "{out:?}");
     assert!(!dir.path().join("made").exists(), "mkdir ran");
@@ -744,16 +751,9 @@ fn agent_refuses_listener_from_uid_not_allowed() {
         return;
     }
     let agent = Agent::with_policy(&deny_mkdir_policy("EPERM"), &[]);
-    open_socket_to_all(&agent);
-    let (dir, _policy) = run_fixture();
-    let script = mkdir_cmd(dir.path(), "echo $?");
-    let sock = agent.socket().to_str().unwrap().to_string();
-    let args = ["run", "--agent", &sock, "--", "sh", "-c", &script];
-    let Some((mut cmd, _bin)) = unprivileged(&args) else {
+    let Some((out, dir)) = unprivileged_run_with_agent(&agent) else {
         return;
     };
-    let out = run_cmd(&mut cmd, TIMEOUT);
-    assert!(!out.timed_out, "{out:?}");
     assert!(!dir.path().join("made").exists(), "mkdir ran: {out:?}");
     wait_reason(&agent, "peer_refused");
     assert!(
