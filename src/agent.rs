@@ -11,10 +11,10 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::events::{EventWriter, LogFormat, RecentDenials};
 use crate::metrics::Metrics;
-use crate::notify::Engine;
+use crate::notify::{self, Engine};
 use crate::policy::Policy;
 use crate::status::Status;
-use crate::{http, intake, sys};
+use crate::{http, intake};
 
 /// Default path of the agent socket.
 pub const DEFAULT_SOCKET: &str = "/run/switchboard/agent.sock";
@@ -40,11 +40,7 @@ pub struct AgentConfig {
 
 /// Runs the agent until SIGTERM or SIGINT.
 pub fn run(config: AgentConfig) -> anyhow::Result<()> {
-    if !sys::kernel_struct_sizes_fit()
-        .context("asking the kernel for seccomp notification sizes")?
-    {
-        bail!("this kernel's seccomp notification structs are larger than this build knows");
-    }
+    notify::ensure_kernel_structs_fit()?;
     raise_fd_limit();
     let policy = Policy::load_or_default(config.policy.as_deref())?;
     // Bound before anything can fail and remove it: a refused bind must leave a live agent's socket alone.

@@ -40,6 +40,19 @@ struct Worker {
     sync_wakeup: bool,
 }
 
+/// Refuses to serve when the kernel's notification structs are larger than this build's:
+/// RECV would write past the buffer. Every command that serves listeners calls it first.
+pub fn ensure_kernel_structs_fit() -> anyhow::Result<()> {
+    use anyhow::Context;
+    let fit = sys::kernel_struct_sizes_fit()
+        .context("asking the kernel for seccomp notification sizes")?;
+    anyhow::ensure!(
+        fit,
+        "this kernel's seccomp notification structs are larger than this build knows"
+    );
+    Ok(())
+}
+
 /// A listener being served: its thread and its statistics.
 pub struct Attached {
     pub thread: JoinHandle<()>,

@@ -78,28 +78,3 @@ pub struct OriginalProfile {
     /// Per syscall name, its original rules in profile order; the first that matches decides.
     pub syscalls: BTreeMap<String, Vec<OriginalRule>>,
 }
-
-impl OriginalProfile {
-    /// What the original profile did with `syscall` for a container with `caps` and these args.
-    pub fn outcome(
-        &self,
-        syscall: &str,
-        has_cap: impl Fn(&str) -> bool,
-        args: &[u64; 6],
-    ) -> Option<Outcome> {
-        let rules = self.syscalls.get(syscall)?;
-        Some(
-            rules
-                .iter()
-                .filter(|r| {
-                    r.caps.iter().all(|c| has_cap(c)) && !r.not_caps.iter().any(|c| has_cap(c))
-                })
-                .find(|r| {
-                    r.args
-                        .iter()
-                        .all(|a| a.condition().is_some_and(|c| c.holds(args)))
-                })
-                .map_or(self.default, |r| r.outcome),
-        )
-    }
-}

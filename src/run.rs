@@ -21,7 +21,7 @@ use crate::container::Container;
 use crate::events::{EventWriter, LogFormat};
 use crate::handover;
 use crate::metrics::{ListenerStats, Metrics};
-use crate::notify::Engine;
+use crate::notify::{self, Engine};
 use crate::policy::Policy;
 use crate::sys::{self, Listener, PidFd};
 
@@ -36,6 +36,7 @@ pub struct RunConfig {
 
 /// Runs the command under the policy; returns the exit status to leave with.
 pub fn run(config: RunConfig) -> anyhow::Result<i32> {
+    notify::ensure_kernel_structs_fit()?;
     let policy = Policy::load_or_default(config.policy.as_deref())?;
     let names = policy.named_syscalls();
     // Flagging these would leave the child waiting on an answer nobody can give yet.

@@ -77,7 +77,7 @@ impl Listener {
     pub fn receive(&self, notif: &mut Notification) -> Result<(), ListenerError> {
         *notif = empty_notification();
         // SAFETY: `notif` is a valid, zeroed seccomp_notif the kernel writes into;
-        // kernel_struct_sizes_fit() checked at startup that the kernel's struct is no larger.
+        // notify::ensure_kernel_structs_fit() checked at startup that the kernel's struct is no larger.
         let rc = unsafe {
             libc::ioctl(
                 self.fd.as_raw_fd(),
@@ -121,12 +121,6 @@ impl Listener {
             )
         };
         Errno::result(rc).map(drop).map_err(ListenerError::from)
-    }
-
-    /// True while notification `id` is still pending, so data read from the target
-    /// before this call belonged to the task that made the syscall.
-    pub fn is_pending(&self, id: u64) -> bool {
-        id_valid(self.fd.as_fd(), id).is_ok()
     }
 
     /// Waits for a notification or a hang-up; returns true on hang-up.
