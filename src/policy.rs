@@ -9,6 +9,7 @@ use nix::errno::Errno;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+use crate::handover;
 use crate::syscalls;
 
 /// The policy used when no `--policy` is given: log every flagged syscall, deny nothing.
@@ -345,6 +346,16 @@ impl Checker<'_> {
             if !syscalls::is_known(&name.value) {
                 return Err(self.error(name, format!("unknown syscall {:?}", name.value)));
             }
+            // Checked here so that `check`, `run`, the agent and the OCI hook refuse the same files.
+            if let Some(why) = handover::reason(&name.value) {
+                return Err(self.error(
+                    name,
+                    format!(
+                        "the policy names {}, which cannot be flagged: {why}; the container would hang at start",
+                        name.value
+                    ),
+                ));
+            }
         }
         let action = self.action(&rule.action)?;
         let errno = match (&rule.errno, action) {
@@ -506,6 +517,18 @@ mod tests {
         assert_eq!(
             error_of(text),
             "policy.yaml:3:23: unknown syscall \"mkdri\""
+        );
+    }
+
+    #[test]
+    fn handover_syscalls_are_refused_where_they_are_named() {
+        let text = "rules:\n  - name: a\n    syscalls: [mkdir, write]\n    action: log\n";
+        let message = error_of(text);
+        assert!(
+            message.starts_with(
+                "policy.yaml:3:23: the policy names write, which cannot be flagged: runc writes"
+            ),
+            "{message}"
         );
     }
 

@@ -585,6 +585,36 @@ fn check_reports_file_line_of_unknown_action() {
     assert!(out.stderr.contains("denyy"), "{out:?}");
 }
 
+/// `check`, `run` and `agent` share one validator: a policy naming a handover syscall is refused
+/// by all three with the same position and reason (the OCI hook's side is in oci-hook/tests/merge.rs).
+#[test]
+fn check_run_and_agent_refuse_a_handover_syscall_alike() {
+    let dir = tmpdir();
+    let file = dir.path().join("policy.yaml");
+    fs::write(
+        &file,
+        "rules:\n  - name: watch\n    syscalls: [mkdir, write]\n    action: log\n",
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    let expected = format!("{file}:3:23: the policy names write, which cannot be flagged");
+    for args in [
+        vec!["check", file],
+        vec!["run", "--policy", file, "--", "true"],
+        vec![
+            "agent",
+            "--policy",
+            file,
+            "--socket",
+            "/nonexistent/sb.sock",
+        ],
+    ] {
+        let out = run_cmd(Command::new(BIN).args(&args), TIMEOUT);
+        assert_eq!(out.code(), 2, "{args:?}: {out:?}");
+        assert!(out.stderr.contains(&expected), "{args:?}: {out:?}");
+    }
+}
+
 // ---------------------------------------------------------------------------
 // switchboard run
 // ---------------------------------------------------------------------------

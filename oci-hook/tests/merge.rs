@@ -349,7 +349,12 @@ fn policy_naming_write_is_refused() {
         &out,
         &["--policy", policy.to_str().unwrap()],
     );
-    assert_eq!(refused.code(), 1, "{refused:?}");
+    // The policy validator refuses it, as `switchboard check` and `run` do: exit 2, with the position.
+    assert_eq!(refused.code(), 2, "{refused:?}");
+    assert!(
+        refused.stderr.contains("policy-write.yaml:4:23:"),
+        "{refused:?}"
+    );
     assert!(refused.stderr.contains("names write"), "{refused:?}");
     assert!(refused.stderr.contains("hang"), "says why: {refused:?}");
     assert!(!out.exists());
@@ -363,7 +368,7 @@ fn policy_naming_write_is_refused() {
         "--policy",
         policy.to_str().unwrap(),
     ]);
-    assert_eq!(refused.code(), 1, "{refused:?}");
+    assert_eq!(refused.code(), 2, "{refused:?}");
     assert!(refused.stderr.contains("names write"), "{refused:?}");
     assert_eq!(
         fs::read(bundle.path().join("config.json")).unwrap(),
