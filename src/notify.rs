@@ -249,7 +249,7 @@ impl Worker {
                 self.take_new_table();
             }
             let data = &notif.data;
-            let location = syscalls::locate(data.arch, data.nr);
+            let location = syscalls::locate(data.arch, data.nr, data.args[0]);
             let verdict = self.table.decide(location, &data.args);
             let action = verdict.action;
             let answered = if action.lets_through() {
