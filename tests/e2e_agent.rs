@@ -844,15 +844,10 @@ fn a_32_bit_call_is_named_for_its_own_arch() {
     }
     let agent = Agent::with_policy(&deny_mkdir_policy("EPERM"), &[]);
     let mut bundle = Bundle::new(&["/bin/i386-mkdir", "/tmp/x86dir"]);
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/i386_mkdir.c");
-    let built = run_cmd(
-        Command::new("gcc")
-            .args(["-O2", "-static", "-no-pie", "-o"])
-            .arg(bundle.rootfs().join("bin/i386-mkdir"))
-            .arg(&source),
-        TIMEOUT,
+    compile_static(
+        &fixture("i386_mkdir.c"),
+        &bundle.rootfs().join("bin/i386-mkdir"),
     );
-    assert_eq!(built.code(), 0, "{built:?}");
     bundle.set_seccomp(notify_profile(agent.socket(), MKDIRS, None));
 
     let out = run_runc(&bundle, &unique_id("x86"), TIMEOUT);
@@ -869,4 +864,109 @@ fn a_32_bit_call_is_named_for_its_own_arch() {
     assert_eq!(event["nr"], 39, "{event}");
     assert_eq!(event["action"], "deny", "{event}");
     assert_eq!(event["rule"], "no-mkdir", "{event}");
+}
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// The `NAME=VALUE` line a fixture printed for `name`, as a number.
+fn printed(out: &RunOutput, name: &str) -> i64 {
+    let prefix = format!("{name}=");
+    out.stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name}= line: {out:?}"))
+}
+
+/// i386 socket and shmget, each by its direct number and through socketcall/ipc, under
+/// examples/arg-conditions.yaml (deny AF_PACKET sockets with EACCES) plus a rule denying
+/// shmget with EROFS, an errno neither call gives on its own.
+#[test]
+fn i386_socketcall_and_ipc_cannot_bypass_deny_rules() {
+    if !require_root("i386_socketcall_and_ipc_cannot_bypass_deny_rules")
+        || !Runtime::Runc.require()
+        || !require_tool("gcc")
+    {
+        return;
+    }
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/arg-conditions.yaml");
+    let mut policy = fs::read_to_string(example).unwrap();
+    policy
+        .push_str("  - name: no-shm\n    syscalls: [shmget]\n    action: deny\n    errno: EROFS\n");
+    let agent = Agent::with_policy(&policy, &[]);
+    let calls = [
+        "packet-direct",
+        "packet-socketcall",
+        "unix-direct",
+        "unix-socketcall",
+        "shmget-direct",
+        "shmget-ipc",
+    ];
+    let mut args = vec!["/bin/i386-multiplexed"];
+    args.extend(calls);
+    let mut bundle = Bundle::new(&args);
+    compile_static(
+        &fixture("i386_multiplexed.c"),
+        &bundle.rootfs().join("bin/i386-multiplexed"),
+    );
+    bundle.set_seccomp(notify_profile(agent.socket(), &["socket", "shmget"], None));
+
+    let out = run_runc(&bundle, &unique_id("x86mux"), TIMEOUT);
+    assert!(!out.timed_out, "{out:?}");
+    let failed = |name: &str, errno: i32| {
+        assert_eq!(
+            printed(&out, name),
+            -i64::from(errno),
+            "{name}: {out:?}\n{}",
+            agent.output()
+        );
+    };
+    failed("packet-direct", libc::EACCES);
+    failed("packet-socketcall", libc::EACCES);
+    // The direct call's arguments are in registers: the condition is evaluated.
+    assert!(printed(&out, "unix-direct") >= 0, "{out:?}");
+    // Through socketcall they are in the caller's memory: the strictest rule answers.
+    failed("unix-socketcall", libc::EACCES);
+    failed("shmget-direct", libc::EROFS);
+    failed("shmget-ipc", libc::EROFS);
+
+    let event = |syscall: &str, via: Option<&str>| {
+        agent
+            .wait_event(
+                |e| {
+                    e["event"] == "syscall"
+                        && e["syscall"] == syscall
+                        && e["arch"] == "x86"
+                        && e.get("via").and_then(Value::as_str) == via
+                },
+                EVENT_WAIT,
+            )
+            .unwrap_or_else(|| panic!("no x86 {syscall} event via {via:?}: {}", agent.output()))
+    };
+    let direct = event("socket", None);
+    assert_eq!(
+        (direct["nr"].as_i64(), direct["errno"].as_i64()),
+        (Some(359), Some(13)),
+        "{direct}"
+    );
+    assert_eq!(direct["rule"], "no-packet-sockets", "{direct}");
+    let muxed = event("socket", Some("socketcall"));
+    assert_eq!(
+        (muxed["nr"].as_i64(), muxed["action"].as_str()),
+        (Some(102), Some("deny")),
+        "{muxed}"
+    );
+    assert_eq!(muxed["rule"], "no-packet-sockets", "{muxed}");
+    let shm = event("shmget", Some("ipc"));
+    assert_eq!(
+        (shm["nr"].as_i64(), shm["errno"].as_i64()),
+        (Some(117), Some(30)),
+        "{shm}"
+    );
+    event("shmget", None);
+    let denied = agent.metric_value(SYSCALLS, &["syscall=\"socket\"", "action=\"deny\""]);
+    assert_eq!(denied, 3.0, "{}", agent.metrics());
 }
