@@ -115,3 +115,128 @@ fn runc_inject_on_a_broken_config_fails_and_leaves_it_untouched() {
     let run = runc_run(&runc, bundle.path(), &unique_id("broken"), TIMEOUT);
     assert_ne!(run.code(), 0, "{run:?}");
 }
+
+/// The calls `tests/fixtures/i386_multiplexed.c` makes: i386 `socket(AF_PACKET, SOCK_RAW, 0)`
+/// and `shmget`, each by its direct number and through its multiplexer (socketcall, ipc).
+const I386_CALLS: [&str; 4] = [
+    "packet-direct",
+    "packet-socketcall",
+    "shmget-direct",
+    "shmget-ipc",
+];
+
+/// A bundle running the i386 fixture over [`I386_CALLS`] under `profile`.
+fn i386_bundle(profile: serde_json::Value) -> Bundle {
+    let mut args = vec!["/bin/i386-multiplexed"];
+    args.extend(I386_CALLS);
+    let mut bundle = Bundle::new(&args);
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/i386_multiplexed.c");
+    compile_static(&source, &bundle.rootfs().join("bin/i386-multiplexed"));
+    bundle.set_seccomp(profile);
+    bundle
+}
+
+/// Merges the bundle with `inject` for `agent` (plus `extra` flags), runs it under runc and
+/// checks every call of [`I386_CALLS`] failed with `errno`, as under the original profile.
+fn assert_i386_calls_fail(
+    agent: &Agent,
+    runc: &std::path::Path,
+    bundle: &Bundle,
+    extra: &[&str],
+    errno: i64,
+) {
+    let mut args = vec![
+        "inject",
+        "--bundle",
+        bundle.path().to_str().unwrap(),
+        "--policy",
+        agent.policy_str(),
+        "--socket",
+        agent.socket_str(),
+    ];
+    args.extend(extra);
+    let injected = hook(&args);
+    assert!(injected.status.success(), "{injected:?}");
+    let out = runc_run(runc, bundle.path(), &unique_id("x86mux"), TIMEOUT);
+    assert!(!out.timed_out, "{out:?}\n{}", agent.output());
+    for call in I386_CALLS {
+        assert!(
+            out.stdout.lines().any(|l| l == format!("{call}=-{errno}")),
+            "{call} did not fail with errno {errno}: {out:?}\n{}",
+            agent.output()
+        );
+    }
+    let muxed = agent
+        .wait_event(
+            |e| e["event"] == "syscall" && e["syscall"] == "socket" && e["via"] == "socketcall",
+            Duration::from_secs(5),
+        )
+        .unwrap_or_else(|| panic!("no socket event via socketcall: {}", agent.output()));
+    assert_eq!(muxed["arch"], "x86", "{muxed}");
+    assert_eq!(muxed["errno"], errno, "{muxed}");
+}
+
+/// A profile that denies socket and shmget (EACCES), merged with a policy that only logs
+/// them: every i386 way to reach them still fails as the original profile said.
+#[test]
+fn runc_i386_multiplexed_calls_keep_the_original_denial() {
+    let test = "runc_i386_multiplexed_calls_keep_the_original_denial";
+    if !require_root(test) || require_tool(test, "gcc").is_none() {
+        return;
+    }
+    let Some(runc) = require_tool(test, "runc") else {
+        return;
+    };
+    let Some(agent_bin) = agent_bin(test) else {
+        return;
+    };
+    let agent = Agent::start(
+        &agent_bin,
+        "default: log\nrules:\n  - name: watch\n    syscalls: [socket, shmget]\n    action: log\n",
+    );
+    let bundle = i386_bundle(json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "syscalls": [{"names": ["socket", "shmget"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]
+    }));
+    assert_i386_calls_fail(&agent, &runc, &bundle, &[], 13);
+}
+
+/// An allowlist profile whose default (EROFS) denies socket, shmget and their multiplexers,
+/// merged with `--log-default-denied` and a policy whose default logs.
+#[test]
+fn runc_i386_multiplexed_calls_keep_the_default_denial_with_log_default_denied() {
+    let test = "runc_i386_multiplexed_calls_keep_the_default_denial_with_log_default_denied";
+    if !require_root(test) || require_tool(test, "gcc").is_none() {
+        return;
+    }
+    let Some(runc) = require_tool(test, "runc") else {
+        return;
+    };
+    let Some(agent_bin) = agent_bin(test) else {
+        return;
+    };
+    let agent = Agent::start(
+        &agent_bin,
+        "default: log\nrules:\n  - name: watch\n    syscalls: [mkdir]\n    action: log\n",
+    );
+    let denied = ["socket", "socketcall", "shmget", "ipc"];
+    let mut allowed = std::collections::BTreeSet::new();
+    for arch in [libseccomp::ScmpArch::X8664, libseccomp::ScmpArch::X86] {
+        for nr in 0..1024 {
+            if let Ok(name) = libseccomp::ScmpSyscall::from_raw_syscall(nr).get_name_by_arch(arch) {
+                if !denied.contains(&name.as_str()) {
+                    allowed.insert(name);
+                }
+            }
+        }
+    }
+    let bundle = i386_bundle(json!({
+        "defaultAction": "SCMP_ACT_ERRNO",
+        "defaultErrnoRet": 30,
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "syscalls": [{"names": allowed, "action": "SCMP_ACT_ALLOW"}]
+    }));
+    assert_i386_calls_fail(&agent, &runc, &bundle, &["--log-default-denied"], 30);
+}
