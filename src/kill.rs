@@ -166,8 +166,7 @@ impl Hierarchy {
             let wanted = match self {
                 Hierarchy::Unified => fs.first() == Some(&"cgroup2"),
                 Hierarchy::Freezer => {
-                    fs.first() == Some(&"cgroup")
-                        && fs.get(2).is_some_and(|opts| self.is(opts))
+                    fs.first() == Some(&"cgroup") && fs.get(2).is_some_and(|opts| self.is(opts))
                 }
             };
             if !wanted {
@@ -228,7 +227,13 @@ fn own_cgroup(init: &PidFd) -> Option<(Hierarchy, OwnedFd)> {
             };
             let dir = mount_point.join(relative.trim_start_matches('/'));
             let dir = open_dir(&dir)?;
-            openat(&dir, hierarchy.control_file(), OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()).ok()?;
+            openat(
+                &dir,
+                hierarchy.control_file(),
+                OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .ok()?;
             Some((hierarchy, dir))
         });
     // Reaped during the reads, `pid` may have named another process by then.
@@ -236,7 +241,10 @@ fn own_cgroup(init: &PidFd) -> Option<(Hierarchy, OwnedFd)> {
         return None;
     }
     if found.is_none() {
-        tracing::info!(pid, "no cgroup of the container's own; a kill ends its init");
+        tracing::info!(
+            pid,
+            "no cgroup of the container's own; a kill ends its init"
+        );
     }
     found
 }
@@ -253,7 +261,12 @@ fn open_dir(path: &Path) -> Option<OwnedFd> {
 /// Writes `bytes` to the file `name` in `dir`. Through the directory's fd, a cgroup removed
 /// since (the container ended) fails with ENOENT instead of reaching a new one at its path.
 fn write_at(dir: &OwnedFd, name: &str, bytes: &[u8]) -> Result<(), Errno> {
-    let fd = openat(dir.as_fd(), name, OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::empty())?;
+    let fd = openat(
+        dir.as_fd(),
+        name,
+        OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
     std::fs::File::from(fd)
         .write_all(bytes)
         .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
@@ -261,7 +274,12 @@ fn write_at(dir: &OwnedFd, name: &str, bytes: &[u8]) -> Result<(), Errno> {
 
 fn read_at(dir: &OwnedFd, name: &str) -> Result<String, Errno> {
     use std::io::Read;
-    let fd = openat(dir.as_fd(), name, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())?;
+    let fd = openat(
+        dir.as_fd(),
+        name,
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
     let mut text = String::new();
     std::fs::File::from(fd)
         .read_to_string(&mut text)

@@ -11,9 +11,9 @@ use nix::poll::PollTimeout;
 use crate::container::Container;
 use crate::decision::{DecisionTable, ORIGINAL_PROFILE_RULE};
 use crate::events::{Event, EventSink, SyscallEvent};
+use crate::kill::{self, Scope};
 use crate::metrics::{ListenerStats, Metrics};
 use crate::policy::{Action, Policy};
-use crate::kill::{self, Scope};
 use crate::sys::{self, Listener, ListenerError, Notification, PidFd};
 use crate::syscalls;
 

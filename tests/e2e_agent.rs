@@ -24,7 +24,7 @@ const EVENT_WAIT: Duration = Duration::from_secs(5);
 const SYSCALLS: &str = "switchboard_syscalls_total";
 const LISTENERS: &str = "switchboard_listeners";
 const INTAKE_ERRORS: &str = "switchboard_intake_errors_total";
-const KILLED: &str = "switchboard_containers_killed_total";
+const KILLED_TOTAL: &str = "switchboard_containers_killed_total";
 const RELOADS: &str = "switchboard_policy_reloads_total";
 
 const MKDIRS: &[&str] = &["mkdir", "mkdirat"];
@@ -250,10 +250,86 @@ fn kill_rule_ends_container() {
     let e = mkdir_event(&agent, Some(&id));
     assert_eq!(e["action"], "kill", "{e}");
     assert_eq!(e["rule"], "kill-mkdir", "{e}");
-    let killed = agent.wait_metric(KILLED, &[], |v| v >= 1.0, EVENT_WAIT);
+    let killed = agent.wait_metric(KILLED_TOTAL, &[], |v| v >= 1.0, EVENT_WAIT);
     assert_eq!(killed, 1.0, "{}", agent.metrics());
     assert!(mkdir_count(&agent, "kill") >= 1.0, "{}", agent.metrics());
     assert_listeners_back_to_zero(&agent);
+}
+
+/// Flagged syscalls of the kill tests: mkdir runs in a child of busybox sh, cd in the shell.
+const KILLED: &[&str] = &["mkdir", "mkdirat", "chdir"];
+
+/// Scripts whose flagged call is killed, each naming the files it would write after it:
+/// the caller is the shell itself (`cd`), or a child of a subshell (busybox forks `mkdir`
+/// and the subshell waits for it), whose parent is not the container's init.
+const KILL_SCRIPTS: [(&str, &str, &[&str]); 2] = [
+    (
+        "shell",
+        "cd /tmp; echo hi > /tmp/after; sleep 30",
+        &["tmp/after"],
+    ),
+    (
+        "child",
+        "(mkdir /tmp/x; echo hi > /tmp/after); echo hi > /tmp/after-init; sleep 30",
+        &["tmp/after", "tmp/after-init", "tmp/x"],
+    ),
+];
+
+/// Runs each of [`KILL_SCRIPTS`] in a runc container (in a pid namespace or not) under a
+/// policy that kills its flagged call: nothing the script would do afterwards happens,
+/// and the container ends at once.
+fn kill_stops_everything(test: &str, pid_namespace: bool) {
+    if !require_root(test) || !Runtime::Runc.require() {
+        return;
+    }
+    let agent = Agent::with_policy(&policy_yaml("log", "kill-it", KILLED, "kill", None), &[]);
+    for (caller, script, files) in KILL_SCRIPTS {
+        let mut bundle = Bundle::new(&["sh", "-c", script]);
+        if !pid_namespace {
+            bundle.without_namespace("pid");
+        }
+        bundle.set_seccomp(notify_profile(agent.socket(), KILLED, None));
+        let id = unique_id(&format!("kill-{caller}"));
+        let out = run_runc(&bundle, &id, TIMEOUT);
+        assert!(!out.timed_out, "{caller}: {out:?}");
+        assert!(
+            out.elapsed < Duration::from_secs(5),
+            "{caller}: lived {:?}",
+            out.elapsed
+        );
+        assert_eq!(out.code(), 137, "{caller}: {out:?}\n{}", agent.output());
+        for file in files {
+            assert!(
+                !bundle.rootfs().join(file).exists(),
+                "{caller}: {file} was written after the killed call; {out:?}"
+            );
+        }
+        let e = agent
+            .wait_event(|e| is_syscall_event(e, Some(&id)), EVENT_WAIT)
+            .unwrap_or_else(|| panic!("{caller}: no event: {}", agent.output()));
+        assert_eq!(
+            (e["action"].as_str(), e["rule"].as_str()),
+            (Some("kill"), Some("kill-it")),
+            "{e}"
+        );
+    }
+    let killed = agent.wait_metric(KILLED_TOTAL, &[], |v| v >= 2.0, EVENT_WAIT);
+    assert_eq!(killed, 2.0, "{}", agent.metrics());
+    assert_listeners_back_to_zero(&agent);
+}
+
+#[test]
+fn kill_stops_caller_and_container_in_a_pid_namespace() {
+    kill_stops_everything("kill_stops_caller_and_container_in_a_pid_namespace", true);
+}
+
+/// Without a pid namespace (hostPID, shared-pid pods), the init's death takes nobody with it.
+#[test]
+fn kill_stops_caller_and_container_without_a_pid_namespace() {
+    kill_stops_everything(
+        "kill_stops_caller_and_container_without_a_pid_namespace",
+        false,
+    );
 }
 
 // ---------------------------------------------------------------------------

@@ -404,6 +404,14 @@ impl Bundle {
         self.save();
     }
 
+    /// Drops `linux.namespaces` entries of `kind` ("pid", ...): the container shares the host's.
+    pub fn without_namespace(&mut self, kind: &str) {
+        if let Some(list) = self.config["linux"]["namespaces"].as_array_mut() {
+            list.retain(|ns| ns["type"] != kind);
+        }
+        self.save();
+    }
+
     pub fn set_annotation(&mut self, key: &str, value: &str) {
         if !self.config["annotations"].is_object() {
             self.config["annotations"] = json!({});
