@@ -771,6 +771,55 @@ fn run_json_log_format_emits_syscall_events() {
     assert_eq!(event["rule"], "no-mkdir", "{event}");
 }
 
+/// `switchboard run` has no container: a killed call ends the caller and the command's
+/// whole process group, before the shell (or the caller's parent subshell) runs on.
+#[test]
+fn run_kill_stops_caller_and_command() {
+    let (dir, _) = run_fixture();
+    let policy = dir.path().join("kill.yaml");
+    fs::write(&policy, policy_yaml("log", "kill-it", KILLED, "kill", None)).unwrap();
+    fs::set_permissions(&policy, fs::Permissions::from_mode(0o644)).unwrap();
+    let d = dir.path().display();
+    for (caller, script, files) in KILL_SCRIPTS {
+        // The container scripts' paths, under the fixture dir.
+        let script = script.replace("/tmp", &d.to_string());
+        let args = [
+            "run",
+            "--policy",
+            policy.to_str().unwrap(),
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ];
+        let Some((mut cmd, _bin)) = unprivileged(&args) else {
+            return;
+        };
+        let out = run_cmd(&mut cmd, TIMEOUT);
+        assert!(!out.timed_out, "{caller}: {out:?}");
+        assert!(
+            out.elapsed < Duration::from_secs(5),
+            "{caller}: lived {:?}",
+            out.elapsed
+        );
+        assert_eq!(out.code(), 137, "{caller}: {out:?}");
+        for file in files {
+            let file = dir.path().join(file.trim_start_matches("tmp/"));
+            assert!(
+                !file.exists(),
+                "{caller}: {} was written; {out:?}",
+                file.display()
+            );
+        }
+        assert!(
+            out.stderr
+                .lines()
+                .any(|l| l.contains("kill") && l.contains("rule=kill-it")),
+            "{caller}: no kill event: {out:?}"
+        );
+    }
+}
+
 /// Opens the agent's socket (bound 0600) to every user through the file system, as an
 /// operator would for `--allow-uid`; the agent still checks the peer's uid.
 fn open_socket_to_all(agent: &Agent) {
