@@ -310,6 +310,60 @@ fn freeze_and_kill(dir: &OwnedFd) -> Result<(), Errno> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::process::{Child, Command};
+    use switchboard_test_support::require_root;
+
+    /// A fresh cgroup directory under `hierarchy`'s mount, removed on drop.
+    struct TestCgroup(PathBuf);
+
+    impl TestCgroup {
+        fn new(hierarchy: Hierarchy) -> Option<TestCgroup> {
+            let (root, mount_point) = hierarchy.mount()?;
+            let own = cgroup_of("self", hierarchy)?;
+            let own = own.strip_prefix(root.trim_end_matches('/')).unwrap_or(&own);
+            let path = mount_point
+                .join(own.trim_start_matches('/'))
+                .join(format!("sb-kill-test-{}", std::process::id()));
+            std::fs::create_dir(&path).ok()?;
+            Some(TestCgroup(path))
+        }
+
+        /// A shell moved into the cgroup that starts a `sleep` of its own once it is in,
+        /// and reports it: a process tree whose parent (this test) is outside the cgroup.
+        fn spawn_tree(&self) -> (Child, i32) {
+            let marker = tempfile::NamedTempFile::new().unwrap();
+            let script = format!(
+                "echo $$ > {}/cgroup.procs || exit 1; sleep 60 & echo $! > {}; wait",
+                self.0.display(),
+                marker.path().display()
+            );
+            let mut shell = Command::new("sh").args(["-c", &script]).spawn().unwrap();
+            let found = (0..500).find_map(|_| {
+                std::thread::sleep(Duration::from_millis(10));
+                std::fs::read_to_string(marker.path())
+                    .ok()?
+                    .trim()
+                    .parse()
+                    .ok()
+            });
+            let Some(grandchild) = found else {
+                let _ = shell.kill();
+                panic!("the shell did not start its sleep in {}", self.0.display());
+            };
+            (shell, grandchild)
+        }
+    }
+
+    impl Drop for TestCgroup {
+        fn drop(&mut self) {
+            for _ in 0..100 {
+                if std::fs::remove_dir(&self.0).is_ok() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
 
     #[test]
     fn within_means_equal_or_below() {
@@ -318,5 +372,86 @@ mod tests {
         assert!(is_within("/a/b", "/"));
         assert!(!is_within("/ab", "/a"));
         assert!(!is_within("/", "/a"));
+    }
+
+    fn assert_tree_ends(scope: &Scope, mut shell: Child, grandchild: i32) {
+        assert!(scope.end(), "{scope:?}");
+        use std::os::unix::process::ExitStatusExt;
+        let status = shell.wait().unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+        let gone = (0..500).any(|_| {
+            std::thread::sleep(Duration::from_millis(10));
+            // A zombie still has /proc/PID but no cgroup line; a recycled pid is a new process.
+            std::fs::read_to_string(format!("/proc/{grandchild}/stat"))
+                .map_or(true, |stat| stat.contains(") Z "))
+        });
+        assert!(gone, "the grandchild {grandchild} outlived the kill");
+    }
+
+    #[test]
+    fn a_container_cgroup_is_ended_as_a_whole() {
+        if !require_root("a_container_cgroup_is_ended_as_a_whole") {
+            return;
+        }
+        let Some(cgroup) = TestCgroup::new(Hierarchy::Unified) else {
+            eprintln!("SKIP a_container_cgroup_is_ended_as_a_whole: no writable cgroup v2");
+            return;
+        };
+        let (shell, grandchild) = cgroup.spawn_tree();
+        let scope = Scope::for_container(Some(PidFd::open(shell.id() as i32).unwrap()));
+        assert!(matches!(scope, Scope::Cgroup2 { .. }), "{scope:?}");
+        assert_tree_ends(&scope, shell, grandchild);
+    }
+
+    /// cgroup v1 has no cgroup.kill: the freezer path, on a v1 freezer cgroup of its own.
+    #[test]
+    fn a_v1_freezer_cgroup_is_frozen_killed_and_thawed() {
+        if !require_root("a_v1_freezer_cgroup_is_frozen_killed_and_thawed") {
+            return;
+        }
+        let Some(cgroup) = TestCgroup::new(Hierarchy::Freezer) else {
+            eprintln!("SKIP a_v1_freezer_cgroup_is_frozen_killed_and_thawed: no v1 freezer");
+            return;
+        };
+        let (shell, grandchild) = cgroup.spawn_tree();
+        let init = PidFd::open(shell.id() as i32).unwrap();
+        let scope = Scope::Freezer {
+            dir: open_dir(&cgroup.0).unwrap(),
+            init,
+        };
+        assert_tree_ends(&scope, shell, grandchild);
+        assert_eq!(
+            std::fs::read_to_string(cgroup.0.join("freezer.state"))
+                .unwrap()
+                .trim(),
+            "THAWED"
+        );
+    }
+
+    #[test]
+    fn a_process_in_its_parents_cgroup_is_no_container() {
+        let mut child = Command::new("sleep").arg("60").spawn().unwrap();
+        let scope = Scope::for_container(Some(PidFd::open(child.id() as i32).unwrap()));
+        assert!(matches!(scope, Scope::Init(_)), "{scope:?}");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    #[test]
+    fn a_thread_gets_a_pidfd_too() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            tx.send(nix::unistd::gettid().as_raw()).unwrap();
+            let _ = done_rx.recv();
+        });
+        let tid = rx.recv().unwrap();
+        // Not a process: refused (EINVAL before Linux 6.9, ENOENT since).
+        assert!(PidFd::open(tid).is_err());
+        let pidfd = PidFd::open_task(tid).unwrap();
+        assert!(pidfd.is_alive());
+        assert_eq!(thread_group_of(tid), Some(std::process::id() as i32));
+        done_tx.send(()).unwrap();
+        thread.join().unwrap();
     }
 }

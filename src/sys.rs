@@ -216,7 +216,8 @@ impl PidFd {
     /// `tid` is a thread and the kernel predates PIDFD_THREAD.
     pub fn open_task(tid: i32) -> Result<Self, Errno> {
         match Self::open_with(tid, 0) {
-            Err(Errno::EINVAL) => Self::open_with(tid, PIDFD_THREAD),
+            // Kernels refuse a non-leader with EINVAL (before 6.9) or ENOENT.
+            Err(Errno::EINVAL | Errno::ENOENT) => Self::open_with(tid, PIDFD_THREAD),
             opened => opened,
         }
     }
