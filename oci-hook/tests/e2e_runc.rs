@@ -240,3 +240,70 @@ fn runc_i386_multiplexed_calls_keep_the_default_denial_with_log_default_denied()
     }));
     assert_i386_calls_fail(&agent, &runc, &bundle, &["--log-default-denied"], 30);
 }
+
+/// The original profile kills the process that calls mkdir (SCMP_ACT_KILL_PROCESS), and the
+/// policy only logs it: the agent kills that process and nothing else, as the kernel would
+/// have. The subshell that ran mkdir and the container's shell both go on.
+#[test]
+fn runc_original_profile_kill_ends_only_the_caller() {
+    let test = "runc_original_profile_kill_ends_only_the_caller";
+    if !require_root(test) {
+        return;
+    }
+    let Some(runc) = require_tool(test, "runc") else {
+        return;
+    };
+    let Some(agent_bin) = agent_bin(test) else {
+        return;
+    };
+    let agent = Agent::start(&agent_bin, POLICY);
+    let script = "(mkdir /tmp/x; echo hi > /tmp/sub-after); echo hi > /tmp/after; echo done";
+    let profile = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_KILL_PROCESS"}]
+    });
+    let outcome = |merged: bool| {
+        let mut bundle = Bundle::new(&["sh", "-c", script]);
+        bundle.set_seccomp(profile.clone());
+        if merged {
+            let injected = hook(&[
+                "inject",
+                "--bundle",
+                bundle.path().to_str().unwrap(),
+                "--policy",
+                agent.policy_str(),
+                "--socket",
+                agent.socket_str(),
+            ]);
+            assert!(injected.status.success(), "{injected:?}");
+        }
+        let out = runc_run(&runc, bundle.path(), &unique_id("origkill"), TIMEOUT);
+        assert!(!out.timed_out, "{out:?}\n{}", agent.output());
+        let written =
+            ["tmp/x", "tmp/sub-after", "tmp/after"].map(|f| bundle.rootfs().join(f).exists());
+        (out.code(), out.stdout.contains("done"), written)
+    };
+    let original = outcome(false);
+    assert_eq!(
+        original,
+        (0, true, [false, true, true]),
+        "under the original profile alone"
+    );
+    assert_eq!(
+        outcome(true),
+        original,
+        "merged, with the agent\n{}",
+        agent.output()
+    );
+    let e = agent.syscall_event(&["mkdir", "mkdirat"]);
+    assert_eq!(
+        (e["action"].as_str(), e["rule"].as_str()),
+        (Some("kill"), Some("original-profile")),
+        "{e}"
+    );
+    assert_eq!(
+        agent.metric_value("switchboard_containers_killed_total", &[]),
+        0.0
+    );
+}
