@@ -321,53 +321,39 @@ mod tests {
             return;
         }
         let x86 = libseccomp_sys::SCMP_ARCH_X86;
-        let at = |nr, arg0| syscalls::locate(x86, nr, arg0);
+        // (action, errno, rule) of i386 syscall `nr` with `args`, located as the agent does.
+        let answer = |t: &DecisionTable, nr: i32, args: [u64; 6]| {
+            let v = t.decide(syscalls::locate(x86, nr, args[0]), &args);
+            (v.action, v.errno, v.rule)
+        };
+        let deny = |errno, rule| (Action::Deny, errno, rule);
         // Conditional deny, then an unconditional log: via socketcall both could answer.
         let t = table(
             "default: allow\nrules:\n  - name: no-packet\n    syscalls: [socket]\n    args: [{index: 0, op: eq, value: 17}]\n    action: deny\n    errno: EACCES\n  - name: watch-socket\n    syscalls: [socket]\n    action: log\n  - name: shm\n    syscalls: [shmget]\n    args: [{index: 0, op: eq, value: 5}]\n    action: log\n",
             nobody(),
         );
-        let direct = t.decide(at(359, 0), &[17, 3, 0, 0, 0, 0]);
-        assert_eq!(
-            (direct.action, direct.rule),
-            (Action::Deny, Some("no-packet"))
-        );
-        assert_eq!(
-            t.decide(at(359, 0), &[2, 1, 0, 0, 0, 0]).action,
-            Action::Log
-        );
-        let muxed = t.decide(at(102, 1), &[1, 0x1000, 0, 0, 0, 0]);
-        assert_eq!(
-            (muxed.action, muxed.errno, muxed.rule),
-            (Action::Deny, libc::EACCES, Some("no-packet"))
-        );
+        let no_packet = deny(libc::EACCES, Some("no-packet"));
+        assert_eq!(answer(&t, 359, [17, 3, 0, 0, 0, 0]), no_packet);
+        assert_eq!(answer(&t, 359, [2, 1, 0, 0, 0, 0]).0, Action::Log);
+        assert_eq!(answer(&t, 102, [1, 0x1000, 0, 0, 0, 0]), no_packet);
         // Only conditional rules: the default could answer too, but log is stricter.
-        let shm = t.decide(at(117, 23), &[23, 0, 0, 0, 0, 0]);
-        assert_eq!((shm.action, shm.rule), (Action::Log, Some("shm")));
+        let shm = answer(&t, 117, [23, 0, 0, 0, 0, 0]);
+        assert_eq!(shm, (Action::Log, 0, Some("shm")));
         // Sub-calls no rule names keep the default; so does an unknown sub-call.
-        assert_eq!(
-            t.decide(at(102, 3), &[3, 0, 0, 0, 0, 0]).action,
-            Action::Allow
-        );
-        assert_eq!(
-            t.decide(at(102, 99), &[99, 0, 0, 0, 0, 0]).action,
-            Action::Allow
-        );
+        for sub in [3, 99] {
+            assert_eq!(answer(&t, 102, [sub, 0, 0, 0, 0, 0]).0, Action::Allow);
+        }
 
-        // An unconditional allow ends the walk before a later deny; a conditional
+        // An unconditional allow ends the walk before a later kill; a conditional
         // allow under a deny default leaves the default possible.
         let t = table(
             "default: deny\nrules:\n  - name: ok\n    syscalls: [socket]\n    action: allow\n  - name: never\n    syscalls: [socket]\n    action: kill\n  - name: some-shm\n    syscalls: [shmget]\n    args: [{index: 2, op: eq, value: 0}]\n    action: allow\n",
             nobody(),
         );
+        assert_eq!(answer(&t, 102, [1, 0, 0, 0, 0, 0]).0, Action::Allow);
         assert_eq!(
-            t.decide(at(102, 1), &[1, 0, 0, 0, 0, 0]).action,
-            Action::Allow
-        );
-        let shm = t.decide(at(117, 23), &[23, 0, 0, 0, 0, 0]);
-        assert_eq!(
-            (shm.action, shm.errno, shm.rule),
-            (Action::Deny, libc::EPERM, None)
+            answer(&t, 117, [23, 0, 0, 0, 0, 0]),
+            deny(libc::EPERM, None)
         );
 
         // A rule on the multiplexer itself applies to every sub-call.
@@ -375,14 +361,9 @@ mod tests {
             "default: allow\nrules:\n  - name: no-socketcall\n    syscalls: [socketcall]\n    action: deny\n",
             nobody(),
         );
-        assert_eq!(
-            t.decide(at(102, 1), &[1, 0, 0, 0, 0, 0]).action,
-            Action::Deny
-        );
-        assert_eq!(
-            t.decide(at(359, 0), &[1, 0, 0, 0, 0, 0]).action,
-            Action::Allow
-        );
+        let no_socketcall = deny(libc::EPERM, Some("no-socketcall"));
+        assert_eq!(answer(&t, 102, [1, 0, 0, 0, 0, 0]), no_socketcall);
+        assert_eq!(answer(&t, 359, [1, 0, 0, 0, 0, 0]).0, Action::Allow);
     }
 
     #[test]

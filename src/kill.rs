@@ -317,6 +317,18 @@ mod tests {
     struct TestCgroup(PathBuf);
 
     impl TestCgroup {
+        /// A cgroup for `test`, or None (after a SKIP line) without root or `hierarchy`.
+        fn for_test(test: &str, hierarchy: Hierarchy) -> Option<TestCgroup> {
+            if !require_root(test) {
+                return None;
+            }
+            let cgroup = TestCgroup::new(hierarchy);
+            if cgroup.is_none() {
+                eprintln!("SKIP {test}: no writable {hierarchy:?} cgroup hierarchy");
+            }
+            cgroup
+        }
+
         fn new(hierarchy: Hierarchy) -> Option<TestCgroup> {
             let (root, mount_point) = hierarchy.mount()?;
             let own = cgroup_of("self", hierarchy)?;
@@ -390,11 +402,8 @@ mod tests {
 
     #[test]
     fn a_container_cgroup_is_ended_as_a_whole() {
-        if !require_root("a_container_cgroup_is_ended_as_a_whole") {
-            return;
-        }
-        let Some(cgroup) = TestCgroup::new(Hierarchy::Unified) else {
-            eprintln!("SKIP a_container_cgroup_is_ended_as_a_whole: no writable cgroup v2");
+        let test = "a_container_cgroup_is_ended_as_a_whole";
+        let Some(cgroup) = TestCgroup::for_test(test, Hierarchy::Unified) else {
             return;
         };
         let (shell, grandchild) = cgroup.spawn_tree();
@@ -406,11 +415,8 @@ mod tests {
     /// cgroup v1 has no cgroup.kill: the freezer path, on a v1 freezer cgroup of its own.
     #[test]
     fn a_v1_freezer_cgroup_is_frozen_killed_and_thawed() {
-        if !require_root("a_v1_freezer_cgroup_is_frozen_killed_and_thawed") {
-            return;
-        }
-        let Some(cgroup) = TestCgroup::new(Hierarchy::Freezer) else {
-            eprintln!("SKIP a_v1_freezer_cgroup_is_frozen_killed_and_thawed: no v1 freezer");
+        let test = "a_v1_freezer_cgroup_is_frozen_killed_and_thawed";
+        let Some(cgroup) = TestCgroup::for_test(test, Hierarchy::Freezer) else {
             return;
         };
         let (shell, grandchild) = cgroup.spawn_tree();

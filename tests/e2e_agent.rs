@@ -696,6 +696,14 @@ fn unprivileged(args: &[&str]) -> Option<(Command, Option<tempfile::TempDir>)> {
     Some((c, Some(dir)))
 }
 
+/// [`unprivileged`] `switchboard ARGS`, run to its end within [`TIMEOUT`].
+fn run_unprivileged(args: &[&str]) -> Option<RunOutput> {
+    let (mut cmd, _bin) = unprivileged(args)?;
+    let out = run_cmd(&mut cmd, TIMEOUT);
+    assert!(!out.timed_out, "{args:?}: {out:?}");
+    Some(out)
+}
+
 fn mkdir_cmd(dir: &Path, then: &str) -> String {
     format!("mkdir {}/made; {then}", dir.display())
 }
@@ -705,11 +713,9 @@ fn run_denies_mkdir_as_nobody_and_keeps_exit_status() {
     let (dir, policy) = run_fixture();
     let script = mkdir_cmd(dir.path(), "exit 7");
     let args = ["run", "--policy", &policy, "--", "sh", "-c", &script];
-    let Some((mut cmd, _bin)) = unprivileged(&args) else {
+    let Some(out) = run_unprivileged(&args) else {
         return;
     };
-    let out = run_cmd(&mut cmd, TIMEOUT);
-    assert!(!out.timed_out, "{out:?}");
     assert_eq!(out.code(), 7, "{out:?}");
     assert!(!dir.path().join("made").exists(), "mkdir ran");
     assert!(
@@ -732,11 +738,9 @@ fn run_exits_128_plus_signal() {
         "-c",
         "kill -TERM $$",
     ];
-    let Some((mut cmd, _bin)) = unprivileged(&args) else {
+    let Some(out) = run_unprivileged(&args) else {
         return;
     };
-    let out = run_cmd(&mut cmd, TIMEOUT);
-    assert!(!out.timed_out, "{out:?}");
     assert_eq!(out.code(), 143, "{out:?}");
 }
 
@@ -755,11 +759,9 @@ fn run_json_log_format_emits_syscall_events() {
         "-c",
         &script,
     ];
-    let Some((mut cmd, _bin)) = unprivileged(&args) else {
+    let Some(out) = run_unprivileged(&args) else {
         return;
     };
-    let out = run_cmd(&mut cmd, TIMEOUT);
-    assert!(!out.timed_out, "{out:?}");
     let event = out
         .stderr
         .lines()
@@ -779,24 +781,15 @@ fn run_kill_stops_caller_and_command() {
     let policy = dir.path().join("kill.yaml");
     fs::write(&policy, policy_yaml("log", "kill-it", KILLED, "kill", None)).unwrap();
     fs::set_permissions(&policy, fs::Permissions::from_mode(0o644)).unwrap();
+    let policy = policy.to_str().unwrap();
     let d = dir.path().display();
     for (caller, script, files) in KILL_SCRIPTS {
         // The container scripts' paths, under the fixture dir.
         let script = script.replace("/tmp", &d.to_string());
-        let args = [
-            "run",
-            "--policy",
-            policy.to_str().unwrap(),
-            "--",
-            "sh",
-            "-c",
-            &script,
-        ];
-        let Some((mut cmd, _bin)) = unprivileged(&args) else {
+        let args = ["run", "--policy", policy, "--", "sh", "-c", &script];
+        let Some(out) = run_unprivileged(&args) else {
             return;
         };
-        let out = run_cmd(&mut cmd, TIMEOUT);
-        assert!(!out.timed_out, "{caller}: {out:?}");
         assert!(
             out.elapsed < Duration::from_secs(5),
             "{caller}: lived {:?}",

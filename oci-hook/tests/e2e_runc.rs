@@ -24,19 +24,39 @@ rules:
     errno: EPERM
 ";
 
+/// An agent with `policy` and runc's path; None (after a SKIP line) without root, runc or
+/// the agent's binary.
+fn setup(test: &str, policy: &str) -> Option<(Agent, std::path::PathBuf)> {
+    if !require_root(test) {
+        return None;
+    }
+    let runc = require_tool(test, "runc")?;
+    let agent_bin = agent_bin(test)?;
+    Some((Agent::start(&agent_bin, policy), runc))
+}
+
+/// `switchboard-oci-hook inject` on the bundle with the agent's policy and socket, and `extra`.
+fn inject(agent: &Agent, bundle: &Bundle, extra: &[&str]) {
+    let mut args = vec![
+        "inject",
+        "--bundle",
+        bundle.path().to_str().unwrap(),
+        "--policy",
+        agent.policy_str(),
+        "--socket",
+        agent.socket_str(),
+    ];
+    args.extend(extra);
+    let injected = hook(&args);
+    assert!(injected.status.success(), "{injected:?}");
+}
+
 #[test]
 fn runc_original_denial_survives_a_log_policy_and_policy_deny_works() {
     let test = "runc_original_denial_survives_a_log_policy_and_policy_deny_works";
-    if !require_root(test) {
-        return;
-    }
-    let Some(runc) = require_tool(test, "runc") else {
+    let Some((agent, runc)) = setup(test, POLICY) else {
         return;
     };
-    let Some(agent_bin) = agent_bin(test) else {
-        return;
-    };
-    let agent = Agent::start(&agent_bin, POLICY);
     let mut bundle = Bundle::new(&[
         "sh",
         "-c",
@@ -49,16 +69,7 @@ fn runc_original_denial_survives_a_log_policy_and_policy_deny_works() {
         "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]
     }));
 
-    let injected = hook(&[
-        "inject",
-        "--bundle",
-        bundle.path().to_str().unwrap(),
-        "--policy",
-        agent.policy_str(),
-        "--socket",
-        agent.socket_str(),
-    ]);
-    assert!(injected.status.success(), "{injected:?}");
+    inject(&agent, &bundle, &[]);
     let config = read_json(&bundle.config_path());
     assert_eq!(
         config["linux"]["seccomp"]["syscalls"],
@@ -125,6 +136,15 @@ const I386_CALLS: [&str; 4] = [
     "shmget-ipc",
 ];
 
+/// [`setup`] for the i386 tests, which also need gcc.
+fn i386_setup(test: &str, policy: &str) -> Option<(Agent, std::path::PathBuf)> {
+    if !require_root(test) {
+        return None;
+    }
+    require_tool(test, "gcc")?;
+    setup(test, policy)
+}
+
 /// A bundle running the i386 fixture over [`I386_CALLS`] under `profile`.
 fn i386_bundle(profile: serde_json::Value) -> Bundle {
     let mut args = vec!["/bin/i386-multiplexed"];
@@ -146,18 +166,7 @@ fn assert_i386_calls_fail(
     extra: &[&str],
     errno: i64,
 ) {
-    let mut args = vec![
-        "inject",
-        "--bundle",
-        bundle.path().to_str().unwrap(),
-        "--policy",
-        agent.policy_str(),
-        "--socket",
-        agent.socket_str(),
-    ];
-    args.extend(extra);
-    let injected = hook(&args);
-    assert!(injected.status.success(), "{injected:?}");
+    inject(agent, bundle, extra);
     let out = runc_run(runc, bundle.path(), &unique_id("x86mux"), TIMEOUT);
     assert!(!out.timed_out, "{out:?}\n{}", agent.output());
     for call in I386_CALLS {
@@ -182,19 +191,12 @@ fn assert_i386_calls_fail(
 #[test]
 fn runc_i386_multiplexed_calls_keep_the_original_denial() {
     let test = "runc_i386_multiplexed_calls_keep_the_original_denial";
-    if !require_root(test) || require_tool(test, "gcc").is_none() {
-        return;
-    }
-    let Some(runc) = require_tool(test, "runc") else {
-        return;
-    };
-    let Some(agent_bin) = agent_bin(test) else {
-        return;
-    };
-    let agent = Agent::start(
-        &agent_bin,
+    let Some((agent, runc)) = i386_setup(
+        test,
         "default: log\nrules:\n  - name: watch\n    syscalls: [socket, shmget]\n    action: log\n",
-    );
+    ) else {
+        return;
+    };
     let bundle = i386_bundle(json!({
         "defaultAction": "SCMP_ACT_ALLOW",
         "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
@@ -208,19 +210,12 @@ fn runc_i386_multiplexed_calls_keep_the_original_denial() {
 #[test]
 fn runc_i386_multiplexed_calls_keep_the_default_denial_with_log_default_denied() {
     let test = "runc_i386_multiplexed_calls_keep_the_default_denial_with_log_default_denied";
-    if !require_root(test) || require_tool(test, "gcc").is_none() {
-        return;
-    }
-    let Some(runc) = require_tool(test, "runc") else {
-        return;
-    };
-    let Some(agent_bin) = agent_bin(test) else {
-        return;
-    };
-    let agent = Agent::start(
-        &agent_bin,
+    let Some((agent, runc)) = i386_setup(
+        test,
         "default: log\nrules:\n  - name: watch\n    syscalls: [mkdir]\n    action: log\n",
-    );
+    ) else {
+        return;
+    };
     let denied = ["socket", "socketcall", "shmget", "ipc"];
     let mut allowed = std::collections::BTreeSet::new();
     for arch in [libseccomp::ScmpArch::X8664, libseccomp::ScmpArch::X86] {
@@ -247,16 +242,9 @@ fn runc_i386_multiplexed_calls_keep_the_default_denial_with_log_default_denied()
 #[test]
 fn runc_original_profile_kill_ends_only_the_caller() {
     let test = "runc_original_profile_kill_ends_only_the_caller";
-    if !require_root(test) {
-        return;
-    }
-    let Some(runc) = require_tool(test, "runc") else {
+    let Some((agent, runc)) = setup(test, POLICY) else {
         return;
     };
-    let Some(agent_bin) = agent_bin(test) else {
-        return;
-    };
-    let agent = Agent::start(&agent_bin, POLICY);
     let script = "(mkdir /tmp/x; echo hi > /tmp/sub-after); echo hi > /tmp/after; echo done";
     let profile = json!({
         "defaultAction": "SCMP_ACT_ALLOW",
@@ -267,16 +255,7 @@ fn runc_original_profile_kill_ends_only_the_caller() {
         let mut bundle = Bundle::new(&["sh", "-c", script]);
         bundle.set_seccomp(profile.clone());
         if merged {
-            let injected = hook(&[
-                "inject",
-                "--bundle",
-                bundle.path().to_str().unwrap(),
-                "--policy",
-                agent.policy_str(),
-                "--socket",
-                agent.socket_str(),
-            ]);
-            assert!(injected.status.success(), "{injected:?}");
+            inject(&agent, &bundle, &[]);
         }
         let out = runc_run(&runc, bundle.path(), &unique_id("origkill"), TIMEOUT);
         assert!(!out.timed_out, "{out:?}\n{}", agent.output());
