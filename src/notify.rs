@@ -343,7 +343,12 @@ impl Worker {
                 tracing::error!(%container, "kill rule matched but the container could not be ended; only its caller is killed");
             }
         }
-        if let Some(Err(errno)) = caller.as_ref().map(PidFd::kill) {
+        // ESRCH: ending the container already took the caller, and it has been reaped.
+        if let Some(Err(errno)) = caller
+            .as_ref()
+            .map(PidFd::kill)
+            .filter(|r| *r != Err(nix::errno::Errno::ESRCH))
+        {
             tracing::error!(%errno, pid = notif.pid, %container, "killing the caller failed");
         }
         match self.listener.respond_errno(notif.id, errno) {
