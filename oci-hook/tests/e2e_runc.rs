@@ -236,45 +236,74 @@ fn runc_i386_multiplexed_calls_keep_the_default_denial_with_log_default_denied()
     assert_i386_calls_fail(&agent, &runc, &bundle, &["--log-default-denied"], 30);
 }
 
-/// The original profile kills the process that calls mkdir (SCMP_ACT_KILL_PROCESS), and the
-/// policy only logs it: the agent kills that process and nothing else, as the kernel would
-/// have. The subshell that ran mkdir and the container's shell both go on.
-#[test]
-fn runc_original_profile_kill_ends_only_the_caller() {
-    let test = "runc_original_profile_kill_ends_only_the_caller";
-    let Some((agent, runc)) = setup(test, POLICY) else {
-        return;
-    };
-    let script = "(mkdir /tmp/x; echo hi > /tmp/sub-after); echo hi > /tmp/after; echo done";
-    let profile = json!({
+/// How a bundle running `script` (with `/bin/thread-mkdir` from the fixture) ends under a
+/// profile that kills whoever calls mkdir (SCMP_ACT_KILL_PROCESS), alone or merged by
+/// `inject` for `agent`: exit code, whether it printed "done", which of `files` exist.
+fn original_kill_outcome(
+    agent: &Agent,
+    runc: &std::path::Path,
+    script: &str,
+    files: &[&str],
+    merged: bool,
+) -> (i32, bool, Vec<bool>) {
+    let mut bundle = Bundle::new(&["sh", "-c", script]);
+    let source =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/thread_mkdir.c");
+    compile_static(&source, &bundle.rootfs().join("bin/thread-mkdir"));
+    bundle.set_seccomp(json!({
         "defaultAction": "SCMP_ACT_ALLOW",
         "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
         "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_KILL_PROCESS"}]
-    });
-    let outcome = |merged: bool| {
-        let mut bundle = Bundle::new(&["sh", "-c", script]);
-        bundle.set_seccomp(profile.clone());
-        if merged {
-            inject(&agent, &bundle, &[]);
-        }
-        let out = runc_run(&runc, bundle.path(), &unique_id("origkill"), TIMEOUT);
-        assert!(!out.timed_out, "{out:?}\n{}", agent.output());
-        let written =
-            ["tmp/x", "tmp/sub-after", "tmp/after"].map(|f| bundle.rootfs().join(f).exists());
-        (out.code(), out.stdout.contains("done"), written)
+    }));
+    if merged {
+        inject(agent, &bundle, &[]);
+    }
+    let out = runc_run(runc, bundle.path(), &unique_id("origkill"), TIMEOUT);
+    assert!(!out.timed_out, "{out:?}\n{}", agent.output());
+    let written = files.iter().map(|f| bundle.rootfs().join(f).exists());
+    (out.code(), out.stdout.contains("done"), written.collect())
+}
+
+/// The original profile kills the process that calls mkdir (SCMP_ACT_KILL_PROCESS), and the
+/// policy only logs it: the agent kills that process and nothing else, as the kernel would
+/// have, whether the caller is a child of a subshell or a second thread of a process. The
+/// subshell and the container's shell go on; no thread of the killed process does.
+#[test]
+fn runc_original_profile_kill_ends_only_the_calling_process() {
+    let test = "runc_original_profile_kill_ends_only_the_calling_process";
+    if require_tool(test, "gcc").is_none() {
+        return;
+    }
+    let Some((agent, runc)) = setup(test, POLICY) else {
+        return;
     };
-    let original = outcome(false);
-    assert_eq!(
-        original,
-        (0, true, [false, true, true]),
-        "under the original profile alone"
-    );
-    assert_eq!(
-        outcome(true),
-        original,
-        "merged, with the agent\n{}",
-        agent.output()
-    );
+    let cases: [(&str, &[&str], &[bool]); 2] = [
+        (
+            "(mkdir /tmp/x; echo hi > /tmp/sub-after); echo hi > /tmp/after; echo done",
+            &["tmp/x", "tmp/sub-after", "tmp/after"],
+            &[false, true, true],
+        ),
+        (
+            "thread-mkdir /tmp/x; echo done",
+            &["tmp/x", "tmp/thread-after", "tmp/main-after"],
+            &[false, false, false],
+        ),
+    ];
+    for (script, files, expected) in cases {
+        let original = original_kill_outcome(&agent, &runc, script, files, false);
+        assert_eq!(
+            original,
+            (0, true, expected.to_vec()),
+            "{script}: the original profile alone"
+        );
+        let merged = original_kill_outcome(&agent, &runc, script, files, true);
+        assert_eq!(
+            merged,
+            original,
+            "{script}: merged, with the agent\n{}",
+            agent.output()
+        );
+    }
     let e = agent.syscall_event(&["mkdir", "mkdirat"]);
     assert_eq!(
         (e["action"].as_str(), e["rule"].as_str()),
