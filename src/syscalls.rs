@@ -73,7 +73,7 @@ pub fn arches() -> &'static [Arch] {
 const PSEUDO_SLOTS: usize = 128;
 
 /// Slots per arch table: direct numbers, then multiplexed sub-calls.
-pub const TABLE_SLOTS: usize = MAX_NR + PSEUDO_SLOTS;
+const TABLE_SLOTS: usize = MAX_NR + PSEUDO_SLOTS;
 
 /// Offsets (slot - MAX_NR) at or above this are ipc sub-calls; below, socketcall's.
 const IPC_OFFSET: usize = 100;
@@ -170,17 +170,11 @@ pub fn locate(audit_arch: u32, nr: i32, arg0: u64) -> Option<(usize, usize)> {
 /// The multiplexer a location was reached through (`socketcall` or `ipc`), if any.
 pub fn via(location: Option<(usize, usize)>) -> Option<&'static str> {
     let (arch, slot) = location?;
-    let table = tables().get(arch)?;
-    let offset = slot.checked_sub(MAX_NR)?;
-    let multiplexer = if offset < IPC_OFFSET {
-        table.socketcall
-    } else {
-        table.ipc
-    };
-    table.names.get(multiplexer?).copied().flatten()
+    let multiplexer = multiplexer_of(arch, slot)?;
+    tables()[arch].names.get(multiplexer).copied().flatten()
 }
 
-/// The multiplexer slot whose sub-call `slot` is, on arch `arch`.
+/// The number of the multiplexer that runs the call in `slot` of arch `arch`, if it is one's.
 pub fn multiplexer_of(arch: usize, slot: usize) -> Option<usize> {
     let table = tables().get(arch)?;
     let offset = slot.checked_sub(MAX_NR)?;
