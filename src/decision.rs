@@ -77,6 +77,63 @@ fn push(by_arch: &mut [Vec<Vec<Candidate>>], name: &str, make: impl Fn() -> Cand
     }
 }
 
+/// The stricter of two verdicts (by action); the first on a tie.
+fn stricter<'a>(a: Option<&'a Verdict>, b: Option<&'a Verdict>) -> Option<&'a Verdict> {
+    match (a, b) {
+        (Some(a), Some(b)) if b.action > a.action => Some(b),
+        (None, b) => b,
+        (a, _) => a,
+    }
+}
+
+/// The strictest verdict `candidates` could give without evaluating their conditions:
+/// any conditional one may match, the first unconditional one ends the walk, and
+/// without one `default` may answer. `None` when there are no candidates.
+fn strictest_possible<'a>(
+    candidates: &'a [Candidate],
+    default: Option<&'a Verdict>,
+) -> Option<&'a Verdict> {
+    let mut worst = None;
+    for candidate in candidates {
+        worst = stricter(worst, Some(&candidate.verdict));
+        if candidate.conditions.is_empty() {
+            return worst;
+        }
+    }
+    worst.and_then(|worst| stricter(Some(worst), default))
+}
+
+/// Gives each sub-call slot of a multiplexer (`socketcall`, `ipc`) one unconditional
+/// candidate: the strictest answer any rule for that syscall, or for the multiplexer
+/// itself, could give. The sub-call's real arguments are in the caller's memory, and
+/// reading them there races the caller (TOCTOU): conditions cannot be evaluated, so
+/// the answer fails closed. Done here so the notification path stays a table lookup.
+fn fold_multiplexed(by_arch: &mut [Vec<Vec<Candidate>>], default: Option<&Verdict>) {
+    for (arch, table) in by_arch.iter_mut().enumerate() {
+        for slot in syscalls::multiplexed_slots(arch) {
+            let candidates = |slot: Option<usize>| {
+                slot.and_then(|s| table.get(s))
+                    .map_or(&[][..], Vec::as_slice)
+            };
+            let verdict = stricter(
+                strictest_possible(candidates(Some(slot)), default),
+                strictest_possible(candidates(syscalls::multiplexer_of(arch, slot)), default),
+            )
+            .cloned();
+            let Some(verdict) = verdict else {
+                continue;
+            };
+            if table.len() <= slot {
+                table.resize_with(slot + 1, Vec::new);
+            }
+            table[slot] = vec![Candidate {
+                conditions: Box::new([]),
+                verdict,
+            }];
+        }
+    }
+}
+
 fn empty_by_arch() -> Vec<Vec<Vec<Candidate>>> {
     syscalls::arches().iter().map(|_| Vec::new()).collect()
 }
@@ -138,6 +195,7 @@ impl Ceiling {
                 verdict: verdict(original.default),
             });
         }
+        fold_multiplexed(&mut by_arch, None);
         Ceiling {
             by_arch: index(by_arch),
         }
@@ -148,6 +206,15 @@ impl DecisionTable {
     /// Keeps the rules whose selectors match `container` and indexes them by syscall number.
     pub fn compile(policy: &Policy, container: &Container) -> DecisionTable {
         let who = container.selector_input();
+        let default = Verdict {
+            action: policy.default,
+            errno: if policy.default.lets_through() {
+                0
+            } else {
+                libc::EPERM
+            },
+            rule: None,
+        };
         let mut by_arch = empty_by_arch();
         for rule in policy.rules.iter().filter(|r| r.selector.matches(who)) {
             let verdict = Verdict {
@@ -166,21 +233,14 @@ impl DecisionTable {
                 });
             }
         }
+        fold_multiplexed(&mut by_arch, Some(&default));
         DecisionTable {
             by_arch: index(by_arch),
             ceiling: container
                 .original
                 .as_deref()
                 .map(|original| Ceiling::compile(original, container)),
-            default: Verdict {
-                action: policy.default,
-                errno: if policy.default.lets_through() {
-                    0
-                } else {
-                    libc::EPERM
-                },
-                rule: None,
-            },
+            default,
         }
     }
 
@@ -198,7 +258,8 @@ impl DecisionTable {
         )
     }
 
-    /// The verdict for a syscall at `location` (arch table, number) with `args`.
+    /// The verdict for a syscall at `location` (arch table, slot from `syscalls::locate`)
+    /// with `args`.
     #[inline]
     pub fn decide(&self, location: Option<(usize, usize)>, args: &[u64; 6]) -> &Verdict {
         let verdict = first_match(&self.by_arch, location, args).unwrap_or(&self.default);
@@ -252,6 +313,57 @@ mod tests {
         assert_eq!(t.decide(Some((0, 83)), &[0; 6]).action, Action::Deny);
         assert_eq!(t.decide(Some((1, 39)), &[0; 6]).action, Action::Deny);
         assert_eq!(t.decide(Some((1, 83)), &[0; 6]).action, Action::Log);
+    }
+
+    #[test]
+    fn multiplexed_calls_fail_closed_over_every_rule_that_could_answer() {
+        if !cfg!(target_arch = "x86_64") {
+            return;
+        }
+        let x86 = libseccomp_sys::SCMP_ARCH_X86;
+        // (action, errno, rule) of i386 syscall `nr` with `args`, located as the agent does.
+        let answer = |t: &DecisionTable, nr: i32, args: [u64; 6]| {
+            let v = t.decide(syscalls::locate(x86, nr, args[0]), &args);
+            (v.action, v.errno, v.rule)
+        };
+        let deny = |errno, rule| (Action::Deny, errno, rule);
+        // Conditional deny, then an unconditional log: via socketcall both could answer.
+        let t = table(
+            "default: allow\nrules:\n  - name: no-packet\n    syscalls: [socket]\n    args: [{index: 0, op: eq, value: 17}]\n    action: deny\n    errno: EACCES\n  - name: watch-socket\n    syscalls: [socket]\n    action: log\n  - name: shm\n    syscalls: [shmget]\n    args: [{index: 0, op: eq, value: 5}]\n    action: log\n",
+            nobody(),
+        );
+        let no_packet = deny(libc::EACCES, Some("no-packet"));
+        assert_eq!(answer(&t, 359, [17, 3, 0, 0, 0, 0]), no_packet);
+        assert_eq!(answer(&t, 359, [2, 1, 0, 0, 0, 0]).0, Action::Log);
+        assert_eq!(answer(&t, 102, [1, 0x1000, 0, 0, 0, 0]), no_packet);
+        // Only conditional rules: the default could answer too, but log is stricter.
+        let shm = answer(&t, 117, [23, 0, 0, 0, 0, 0]);
+        assert_eq!(shm, (Action::Log, 0, Some("shm")));
+        // Sub-calls no rule names keep the default; so does an unknown sub-call.
+        for sub in [3, 99] {
+            assert_eq!(answer(&t, 102, [sub, 0, 0, 0, 0, 0]).0, Action::Allow);
+        }
+
+        // An unconditional allow ends the walk before a later kill; a conditional
+        // allow under a deny default leaves the default possible.
+        let t = table(
+            "default: deny\nrules:\n  - name: ok\n    syscalls: [socket]\n    action: allow\n  - name: never\n    syscalls: [socket]\n    action: kill\n  - name: some-shm\n    syscalls: [shmget]\n    args: [{index: 2, op: eq, value: 0}]\n    action: allow\n",
+            nobody(),
+        );
+        assert_eq!(answer(&t, 102, [1, 0, 0, 0, 0, 0]).0, Action::Allow);
+        assert_eq!(
+            answer(&t, 117, [23, 0, 0, 0, 0, 0]),
+            deny(libc::EPERM, None)
+        );
+
+        // A rule on the multiplexer itself applies to every sub-call.
+        let t = table(
+            "default: allow\nrules:\n  - name: no-socketcall\n    syscalls: [socketcall]\n    action: deny\n",
+            nobody(),
+        );
+        let no_socketcall = deny(libc::EPERM, Some("no-socketcall"));
+        assert_eq!(answer(&t, 102, [1, 0, 0, 0, 0, 0]), no_socketcall);
+        assert_eq!(answer(&t, 359, [1, 0, 0, 0, 0, 0]).0, Action::Allow);
     }
 
     #[test]

@@ -120,7 +120,12 @@ impl SyscallEvent {
         push_number(out, self.pid);
         out.extend_from_slice(&cache.tail);
         cache.write_time(self.time, out);
-        out.extend_from_slice(b"\"}");
+        out.extend_from_slice(b"\"");
+        if let Some(via) = syscalls::via(self.location) {
+            out.extend_from_slice(b",\"via\":");
+            let _ = serde_json::to_writer(&mut *out, via);
+        }
+        out.push(b'}');
     }
 }
 
@@ -243,7 +248,8 @@ impl Event {
     /// The JSON form: one object, printed on one line.
     pub fn to_json(&self) -> Value {
         match self {
-            Event::Syscall(e) => json!({
+            Event::Syscall(e) => {
+                let mut value = json!({
                 "time": rfc3339(e.time),
                 "event": "syscall",
                 "container_id": e.container.container_id,
@@ -258,7 +264,13 @@ impl Event {
                 "rule": e.rule,
                 "action": e.action.as_str(),
                 "errno": e.errno,
-            }),
+                });
+                // Only multiplexed calls say how they came, so direct ones keep their shape.
+                if let Some(via) = syscalls::via(e.location) {
+                    value["via"] = json!(via);
+                }
+                value
+            }
             Event::ListenerAdded {
                 time,
                 container,
@@ -292,8 +304,11 @@ impl Event {
                 } else {
                     format!("-1 {}", errno_name(e.errno))
                 };
+                let via = syscalls::via(e.location)
+                    .map(|via| format!(" via={via}"))
+                    .unwrap_or_default();
                 format!(
-                    "{} {:<5} {}({:#x}, {:#x}, {:#x}) = {} pid={} container={}{} rule={}",
+                    "{} {:<5} {}({:#x}, {:#x}, {:#x}) = {} pid={} container={}{} rule={}{via}",
                     rfc3339(e.time),
                     e.action.as_str(),
                     e.syscall_name(),
@@ -527,7 +542,13 @@ mod tests {
             },
         ];
         let mut cache = LineCache::default();
-        for e in events.into_iter().chain([base()]) {
+        let via_socketcall = SyscallEvent {
+            audit_arch: libseccomp_sys::SCMP_ARCH_X86,
+            nr: 102,
+            location: syscalls::locate(libseccomp_sys::SCMP_ARCH_X86, 102, 1),
+            ..base()
+        };
+        for e in events.into_iter().chain([via_socketcall, base()]) {
             let mut line = Vec::new();
             e.write_json(&mut line, &mut cache);
             assert_eq!(
@@ -544,6 +565,30 @@ mod tests {
             line.contains("deny  mkdir(0x1, 0x2, 0x3) = -1 EACCES pid=7"),
             "{line}"
         );
+    }
+
+    #[test]
+    fn multiplexed_calls_say_how_they_came() {
+        if !cfg!(target_arch = "x86_64") {
+            return;
+        }
+        let Event::Syscall(base) = event(Action::Deny, 13) else {
+            unreachable!()
+        };
+        let e = Event::Syscall(SyscallEvent {
+            audit_arch: libseccomp_sys::SCMP_ARCH_X86,
+            nr: 102,
+            location: syscalls::locate(libseccomp_sys::SCMP_ARCH_X86, 102, 1),
+            ..base
+        });
+        let v = e.to_json();
+        assert_eq!(
+            (&v["syscall"], &v["arch"], &v["via"]),
+            (&json!("socket"), &json!("x86"), &json!("socketcall"))
+        );
+        assert_eq!(v["nr"], 102);
+        assert!(e.to_text().ends_with(" via=socketcall"), "{}", e.to_text());
+        assert!(event(Action::Deny, 13).to_json().get("via").is_none());
     }
 
     #[test]

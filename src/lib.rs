@@ -8,6 +8,7 @@ pub mod events;
 pub mod handover;
 pub mod http;
 pub mod intake;
+pub mod kill;
 pub mod metrics;
 pub mod notify;
 pub mod policy;

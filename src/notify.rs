@@ -9,11 +9,12 @@ use std::time::{Instant, SystemTime};
 use nix::poll::PollTimeout;
 
 use crate::container::Container;
-use crate::decision::DecisionTable;
+use crate::decision::{DecisionTable, ORIGINAL_PROFILE_RULE};
 use crate::events::{Event, EventSink, SyscallEvent};
+use crate::kill::{self, Scope};
 use crate::metrics::{ListenerStats, Metrics};
 use crate::policy::{Action, Policy};
-use crate::sys::{self, Listener, ListenerError, PidFd};
+use crate::sys::{self, Listener, ListenerError, Notification, PidFd};
 use crate::syscalls;
 
 /// Stack of a listener thread: the loop needs little, and idle listeners should cost little.
@@ -34,8 +35,10 @@ struct Worker {
     control: Arc<ListenerControl>,
     stats: Arc<ListenerStats>,
     events: EventSink,
-    /// The container's init, opened at intake so a kill never hits a recycled pid.
-    init: Option<PidFd>,
+    /// What a kill rule ends besides the caller, resolved at attach.
+    scope: Scope,
+    /// The scope was ended once; later kills only end their callers.
+    ended: bool,
     metrics: Arc<Metrics>,
     sync_wakeup: bool,
 }
@@ -125,12 +128,23 @@ impl Engine {
         self.live.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
-    /// Starts serving `listener` for `container` on a thread of its own.
+    /// Starts serving `listener` for `container` on a thread of its own. `init` is the
+    /// container's init, opened at intake so a kill never hits a recycled pid.
     pub fn attach(
         self: &Arc<Self>,
         listener: Listener,
         container: Container,
         init: Option<PidFd>,
+    ) -> std::io::Result<Attached> {
+        self.attach_scoped(listener, container, Scope::for_container(init))
+    }
+
+    /// [`Engine::attach`] with what a kill rule ends besides the caller already resolved.
+    pub fn attach_scoped(
+        self: &Arc<Self>,
+        listener: Listener,
+        container: Container,
+        scope: Scope,
     ) -> std::io::Result<Attached> {
         let container = Arc::new(container);
         let policy = self
@@ -177,7 +191,8 @@ impl Engine {
             control,
             stats,
             events: self.events.clone(),
-            init,
+            scope,
+            ended: false,
             metrics: self.metrics.clone(),
             sync_wakeup,
         };
@@ -222,7 +237,6 @@ impl Worker {
     /// Serves until every task of the filter is gone; returns why it stopped.
     fn run(mut self) -> &'static str {
         let mut notif = sys::empty_notification();
-        let mut killed = false;
         loop {
             if !self.sync_wakeup && self.listener.wait_readable(PollTimeout::NONE) {
                 return "all tasks exited";
@@ -249,20 +263,19 @@ impl Worker {
                 self.take_new_table();
             }
             let data = &notif.data;
-            let location = syscalls::locate(data.arch, data.nr);
+            let location = syscalls::locate(data.arch, data.nr, data.args[0]);
             let verdict = self.table.decide(location, &data.args);
-            let action = verdict.action;
-            let answered = if action.lets_through() {
+            let (action, errno, rule) = (verdict.action, verdict.errno, verdict.rule);
+            let answered = if action == Action::Kill {
+                self.kill(&notif, errno, rule == Some(ORIGINAL_PROFILE_RULE))
+            } else if action.lets_through() {
                 self.listener.respond_continue(notif.id)
             } else {
-                self.listener.respond_errno(notif.id, verdict.errno)
+                self.listener.respond_errno(notif.id, errno)
             };
             let latency = received.elapsed();
             if let Err(ListenerError::Failed(errno)) = answered {
                 tracing::warn!(%errno, "SEND failed");
-            }
-            if action == Action::Kill && !killed {
-                killed = self.kill_container();
             }
             self.stats.record(location, action, latency);
             if action != Action::Allow {
@@ -275,9 +288,9 @@ impl Worker {
                     nr: data.nr,
                     location,
                     args: data.args,
-                    rule: verdict.rule,
+                    rule,
                     action,
-                    errno: verdict.errno,
+                    errno,
                 }));
             }
         }
@@ -297,21 +310,50 @@ impl Worker {
         }
     }
 
+    /// Answers a kill rule: the caller must never run another instruction, and neither may
+    /// anything it belongs to. The order is what makes that true:
+    /// 1. A pidfd on the caller, fenced by ID_VALID (see `kill::open_caller`): it was taken
+    ///    while the caller was still parked in this notification, so it is not a recycled pid.
+    /// 2. The container ends while the caller is still parked: the caller cannot run, and the
+    ///    others die before the caller's death could wake any of them (a shell waiting for
+    ///    the caller would run its next command). `original-profile` kills skip this: the
+    ///    original filter killed only the calling process, and so do we.
+    /// 3. The caller, which step 2 misses when it is outside the container's cgroup or pid
+    ///    namespace (hostPID, shared-pid pods, or no cgroup of the container's own).
+    /// 4. The answer, last: SEND lets the caller run. By now it is usually dead, and SEND
+    ///    fails with ENOENT, which is the point.
     #[cold]
-    fn kill_container(&self) -> bool {
-        let Some(init) = &self.init else {
-            tracing::error!(container = %self.control.container.container_id, "kill rule matched but the container's init could not be opened at intake");
-            return false;
-        };
-        match init.kill() {
-            Ok(()) => {
+    #[inline(never)]
+    fn kill(
+        &mut self,
+        notif: &Notification,
+        errno: i32,
+        caller_only: bool,
+    ) -> Result<(), ListenerError> {
+        let container = &self.control.container.container_id;
+        let caller = kill::open_caller(&self.listener, notif.id, notif.pid);
+        if caller.is_none() {
+            tracing::warn!(pid = notif.pid, %container, "the caller of a killed syscall is gone or cannot be opened");
+        }
+        if !caller_only && !self.ended && !matches!(self.scope, Scope::CallerOnly) {
+            self.ended = self.scope.end();
+            if self.ended {
                 self.metrics.containers_killed.inc();
-                true
+            } else {
+                tracing::error!(%container, "kill rule matched but the container could not be ended; only its caller is killed");
             }
-            Err(errno) => {
-                tracing::error!(%errno, container = %self.control.container.container_id, "killing the container failed");
-                false
-            }
+        }
+        // ESRCH: ending the container already took the caller, and it has been reaped.
+        if let Some(Err(errno)) = caller
+            .as_ref()
+            .map(PidFd::kill)
+            .filter(|r| *r != Err(nix::errno::Errno::ESRCH))
+        {
+            tracing::error!(%errno, pid = notif.pid, %container, "killing the caller failed");
+        }
+        match self.listener.respond_errno(notif.id, errno) {
+            Err(ListenerError::Gone) => Ok(()),
+            answered => answered,
         }
     }
 }

@@ -14,16 +14,17 @@ use nix::sys::signal::Signal;
 use nix::sys::socket::{
     sendmsg, socketpair, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType,
 };
-use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::{ForkResult, Pid};
+use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
+use nix::unistd::{getpgrp, setpgid, ForkResult, Pid};
 
 use crate::container::Container;
 use crate::events::{EventWriter, LogFormat};
 use crate::handover;
+use crate::kill::{ProcessGroup, Scope};
 use crate::metrics::{ListenerStats, Metrics};
 use crate::notify::{self, Engine};
 use crate::policy::Policy;
-use crate::sys::{self, Listener, PidFd};
+use crate::sys::{self, Listener};
 
 /// How `run` was asked to run.
 #[derive(Debug, Clone)]
@@ -64,13 +65,18 @@ pub fn run(config: RunConfig) -> anyhow::Result<i32> {
     )
     .context("creating the handover socket")?;
 
+    let our_group = getpgrp();
     let child = match sys::fork_single_threaded().context("fork")? {
         ForkResult::Child => {
             drop(parent_end);
+            lead_own_group(our_group);
             child_main(&filter, child_end, &command)
         }
         ForkResult::Parent { child } => child,
     };
+    // Both sides set the group, so it exists whichever runs first; once the child has
+    // exec'd this fails with EACCES, and by then the child set it itself.
+    let _ = setpgid(child, child);
     drop(child_end);
     drop(filter);
     // Terminal signals reach the child too; the parent must outlive it to keep answering.
@@ -80,7 +86,9 @@ pub fn run(config: RunConfig) -> anyhow::Result<i32> {
 
     let Some(listener) = receive_listener(&parent_end)? else {
         // The child failed before handing over; it said why on stderr.
-        return wait_status(child);
+        let status = wait_status(child);
+        reclaim_terminal(child);
+        return status;
     };
     drop(parent_end);
     let container = Container {
@@ -95,7 +103,9 @@ pub fn run(config: RunConfig) -> anyhow::Result<i32> {
     match &config.agent {
         Some(socket) => {
             hand_to_agent(socket, &container, listener)?;
-            wait_status(child)
+            let status = wait_status(child);
+            reclaim_terminal(child);
+            status
         }
         None => serve_here(&config, policy, listener, container, child),
     }
@@ -113,6 +123,30 @@ fn build_filter(names: &[String]) -> anyhow::Result<ScmpFilterContext> {
         }
     }
     Ok(filter)
+}
+
+/// In the child: lead a process group of its own, which a kill rule ends as a whole (there
+/// is no container), and take the terminal's foreground from `parent_group` if it had it,
+/// so the command can still read from the terminal.
+fn lead_own_group(parent_group: Pid) {
+    let _ = setpgid(Pid::from_raw(0), Pid::from_raw(0));
+    if sys::foreground_group() == Some(parent_group) {
+        hand_terminal_to(getpgrp());
+    }
+}
+
+fn hand_terminal_to(group: Pid) {
+    // A background group changing the foreground gets SIGTTOU unless it ignores it.
+    let _ = sys::ignore_signal(Signal::SIGTTOU);
+    let _ = sys::set_foreground_group(group);
+    let _ = sys::default_signal(Signal::SIGTTOU);
+}
+
+/// Gives the terminal's foreground back to our group if the command's group has it.
+fn reclaim_terminal(child: Pid) {
+    if sys::foreground_group() == Some(child) {
+        hand_terminal_to(getpgrp());
+    }
 }
 
 /// In the child: install the filter, hand the listener to the parent, exec.
@@ -237,12 +271,13 @@ fn serve_here(
         64 * 1024,
         metrics.events_dropped.clone(),
     );
-    let init = PidFd::open(child.as_raw()).ok();
+    let group = ProcessGroup::new(child);
     let engine = Engine::new(policy, metrics.clone(), events, true);
     let attached = engine
-        .attach(listener, container, init)
+        .attach_scoped(listener, container, Scope::ProcessGroup(group))
         .context("starting the listener thread")?;
-    let status = wait_status(child);
+    let status = wait_exited(child).and_then(|()| group.reap(|| wait_status(child)));
+    reclaim_terminal(child);
     // Descendants that outlive the command keep the filter alive; don't wait for them.
     let deadline = Instant::now() + Duration::from_secs(1);
     while !attached.thread.is_finished() && Instant::now() < deadline {
@@ -259,6 +294,18 @@ fn print_summary(stats: &ListenerStats) {
     eprintln!("\n{:<20} {:<6} {:>8}", "syscall", "action", "count");
     for (syscall, action, count) in rows {
         eprintln!("{syscall:<20} {:<6} {count:>8}", action.as_str());
+    }
+}
+
+/// Waits until the child has ended, without reaping it: until it is reaped, its pid (the
+/// pgid a kill rule signals) cannot be reused.
+fn wait_exited(child: Pid) -> anyhow::Result<()> {
+    loop {
+        match waitid(Id::Pid(child), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
+            Ok(_) => return Ok(()),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e).context("waiting for the command"),
+        }
     }
 }
 

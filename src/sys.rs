@@ -137,6 +137,12 @@ impl Listener {
         revents.intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL)
     }
 
+    /// True while notification `id` is pending: its task is still blocked in the
+    /// syscall, so a pid read from the notification still names that task.
+    pub fn is_pending(&self, id: u64) -> bool {
+        id_valid(self.fd.as_fd(), id).is_ok()
+    }
+
     /// True when every task of the filter is gone and no notification can come.
     pub fn is_hung_up(&self) -> bool {
         self.wait_readable(PollTimeout::ZERO)
@@ -189,32 +195,66 @@ pub fn kernel_struct_sizes_fit() -> Result<bool, Errno> {
     )
 }
 
+/// `pidfd_open` flag for a pidfd on one thread rather than a thread-group leader
+/// (Linux 6.9; the value is `O_EXCL`).
+const PIDFD_THREAD: libc::c_uint = libc::O_EXCL as libc::c_uint;
+
 /// A process handle that can never hit a recycled pid.
 #[derive(Debug)]
 pub struct PidFd {
     fd: OwnedFd,
+    pid: i32,
 }
 
 impl PidFd {
-    /// Opens a pidfd for `pid`.
+    /// Opens a pidfd for the process `pid` (a thread-group leader).
     pub fn open(pid: i32) -> Result<Self, Errno> {
+        Self::open_with(pid, 0)
+    }
+
+    /// Opens a pidfd for the task `tid`, a process or any thread of one. EINVAL when
+    /// `tid` is a thread and the kernel predates PIDFD_THREAD.
+    pub fn open_task(tid: i32) -> Result<Self, Errno> {
+        match Self::open_with(tid, 0) {
+            // Kernels refuse a non-leader with EINVAL (before 6.9) or ENOENT.
+            Err(Errno::EINVAL | Errno::ENOENT) => Self::open_with(tid, PIDFD_THREAD),
+            opened => opened,
+        }
+    }
+
+    fn open_with(pid: i32, flags: libc::c_uint) -> Result<Self, Errno> {
         // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-        let rc = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        let rc = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, flags) };
         let raw = Errno::result(rc)? as RawFd;
         // SAFETY: the kernel just returned this fd to us; nothing else owns it.
         Ok(PidFd {
             fd: unsafe { OwnedFd::from_raw_fd(raw) },
+            pid,
         })
     }
 
-    /// Sends SIGKILL to the process.
+    /// The pid (or tid) it was opened for, in the agent's pid namespace.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Sends SIGKILL to the process (to a thread's whole process, as SIGKILL always does).
     pub fn kill(&self) -> Result<(), Errno> {
+        self.send(libc::SIGKILL)
+    }
+
+    /// True while the process has not been reaped (signal 0 still reaches it).
+    pub fn is_alive(&self) -> bool {
+        self.send(0).is_ok()
+    }
+
+    fn send(&self, signal: libc::c_int) -> Result<(), Errno> {
         // SAFETY: pidfd_send_signal with a null siginfo and no flags.
         let rc = unsafe {
             libc::syscall(
                 libc::SYS_pidfd_send_signal,
                 self.fd.as_raw_fd(),
-                libc::SIGKILL,
+                signal,
                 std::ptr::null::<libc::siginfo_t>(),
                 0,
             )
@@ -266,6 +306,27 @@ pub fn receive_with_fds(
 pub fn fork_single_threaded() -> Result<nix::unistd::ForkResult, Errno> {
     // SAFETY: callers guarantee no other thread exists, so no lock can be held across the fork.
     unsafe { nix::unistd::fork() }
+}
+
+/// The foreground process group of the terminal on stdin; None when stdin is no terminal.
+pub fn foreground_group() -> Option<nix::unistd::Pid> {
+    // SAFETY: tcgetpgrp only reads the fd's terminal state; a non-terminal fd fails with ENOTTY.
+    let rc = unsafe { libc::tcgetpgrp(libc::STDIN_FILENO) };
+    (rc > 0).then(|| nix::unistd::Pid::from_raw(rc))
+}
+
+/// Makes `group` the foreground process group of the terminal on stdin.
+pub fn set_foreground_group(group: nix::unistd::Pid) -> Result<(), Errno> {
+    // SAFETY: tcsetpgrp takes an fd and a pgid by value.
+    let rc = unsafe { libc::tcsetpgrp(libc::STDIN_FILENO, group.as_raw()) };
+    Errno::result(rc).map(drop)
+}
+
+/// Sets a signal's disposition back to the default.
+pub fn default_signal(signal: nix::sys::signal::Signal) -> Result<(), Errno> {
+    use nix::sys::signal::SigHandler;
+    // SAFETY: SIG_DFL runs no handler code, so nothing can be async-signal-unsafe.
+    unsafe { nix::sys::signal::signal(signal, SigHandler::SigDfl) }.map(drop)
 }
 
 /// Sets a signal's disposition to ignore.

@@ -24,7 +24,7 @@ const EVENT_WAIT: Duration = Duration::from_secs(5);
 const SYSCALLS: &str = "switchboard_syscalls_total";
 const LISTENERS: &str = "switchboard_listeners";
 const INTAKE_ERRORS: &str = "switchboard_intake_errors_total";
-const KILLED: &str = "switchboard_containers_killed_total";
+const KILLED_TOTAL: &str = "switchboard_containers_killed_total";
 const RELOADS: &str = "switchboard_policy_reloads_total";
 
 const MKDIRS: &[&str] = &["mkdir", "mkdirat"];
@@ -250,10 +250,86 @@ fn kill_rule_ends_container() {
     let e = mkdir_event(&agent, Some(&id));
     assert_eq!(e["action"], "kill", "{e}");
     assert_eq!(e["rule"], "kill-mkdir", "{e}");
-    let killed = agent.wait_metric(KILLED, &[], |v| v >= 1.0, EVENT_WAIT);
+    let killed = agent.wait_metric(KILLED_TOTAL, &[], |v| v >= 1.0, EVENT_WAIT);
     assert_eq!(killed, 1.0, "{}", agent.metrics());
     assert!(mkdir_count(&agent, "kill") >= 1.0, "{}", agent.metrics());
     assert_listeners_back_to_zero(&agent);
+}
+
+/// Flagged syscalls of the kill tests: mkdir runs in a child of busybox sh, cd in the shell.
+const KILLED: &[&str] = &["mkdir", "mkdirat", "chdir"];
+
+/// Scripts whose flagged call is killed, each naming the files it would write after it:
+/// the caller is the shell itself (`cd`), or a child of a subshell (busybox forks `mkdir`
+/// and the subshell waits for it), whose parent is not the container's init.
+const KILL_SCRIPTS: [(&str, &str, &[&str]); 2] = [
+    (
+        "shell",
+        "cd /tmp; echo hi > /tmp/after; sleep 30",
+        &["tmp/after"],
+    ),
+    (
+        "child",
+        "(mkdir /tmp/x; echo hi > /tmp/after); echo hi > /tmp/after-init; sleep 30",
+        &["tmp/after", "tmp/after-init", "tmp/x"],
+    ),
+];
+
+/// Runs each of [`KILL_SCRIPTS`] in a runc container (in a pid namespace or not) under a
+/// policy that kills its flagged call: nothing the script would do afterwards happens,
+/// and the container ends at once.
+fn kill_stops_everything(test: &str, pid_namespace: bool) {
+    if !require_root(test) || !Runtime::Runc.require() {
+        return;
+    }
+    let agent = Agent::with_policy(&policy_yaml("log", "kill-it", KILLED, "kill", None), &[]);
+    for (caller, script, files) in KILL_SCRIPTS {
+        let mut bundle = Bundle::new(&["sh", "-c", script]);
+        if !pid_namespace {
+            bundle.without_namespace("pid");
+        }
+        bundle.set_seccomp(notify_profile(agent.socket(), KILLED, None));
+        let id = unique_id(&format!("kill-{caller}"));
+        let out = run_runc(&bundle, &id, TIMEOUT);
+        assert!(!out.timed_out, "{caller}: {out:?}");
+        assert!(
+            out.elapsed < Duration::from_secs(5),
+            "{caller}: lived {:?}",
+            out.elapsed
+        );
+        assert_eq!(out.code(), 137, "{caller}: {out:?}\n{}", agent.output());
+        for file in files {
+            assert!(
+                !bundle.rootfs().join(file).exists(),
+                "{caller}: {file} was written after the killed call; {out:?}"
+            );
+        }
+        let e = agent
+            .wait_event(|e| is_syscall_event(e, Some(&id)), EVENT_WAIT)
+            .unwrap_or_else(|| panic!("{caller}: no event: {}", agent.output()));
+        assert_eq!(
+            (e["action"].as_str(), e["rule"].as_str()),
+            (Some("kill"), Some("kill-it")),
+            "{e}"
+        );
+    }
+    let killed = agent.wait_metric(KILLED_TOTAL, &[], |v| v >= 2.0, EVENT_WAIT);
+    assert_eq!(killed, 2.0, "{}", agent.metrics());
+    assert_listeners_back_to_zero(&agent);
+}
+
+#[test]
+fn kill_stops_caller_and_container_in_a_pid_namespace() {
+    kill_stops_everything("kill_stops_caller_and_container_in_a_pid_namespace", true);
+}
+
+/// Without a pid namespace (hostPID, shared-pid pods), the init's death takes nobody with it.
+#[test]
+fn kill_stops_caller_and_container_without_a_pid_namespace() {
+    kill_stops_everything(
+        "kill_stops_caller_and_container_without_a_pid_namespace",
+        false,
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -650,6 +726,14 @@ fn unprivileged(args: &[&str]) -> Option<(Command, Option<tempfile::TempDir>)> {
     Some((c, Some(dir)))
 }
 
+/// [`unprivileged`] `switchboard ARGS`, run to its end within [`TIMEOUT`].
+fn run_unprivileged(args: &[&str]) -> Option<RunOutput> {
+    let (mut cmd, _bin) = unprivileged(args)?;
+    let out = run_cmd(&mut cmd, TIMEOUT);
+    assert!(!out.timed_out, "{args:?}: {out:?}");
+    Some(out)
+}
+
 fn mkdir_cmd(dir: &Path, then: &str) -> String {
     format!("mkdir {}/made; {then}", dir.display())
 }
@@ -659,11 +743,9 @@ fn run_denies_mkdir_as_nobody_and_keeps_exit_status() {
     let (dir, policy) = run_fixture();
     let script = mkdir_cmd(dir.path(), "exit 7");
     let args = ["run", "--policy", &policy, "--", "sh", "-c", &script];
-    let Some((mut cmd, _bin)) = unprivileged(&args) else {
+    let Some(out) = run_unprivileged(&args) else {
         return;
     };
-    let out = run_cmd(&mut cmd, TIMEOUT);
-    assert!(!out.timed_out, "{out:?}");
     assert_eq!(out.code(), 7, "{out:?}");
     assert!(!dir.path().join("made").exists(), "mkdir ran");
     assert!(
@@ -686,11 +768,9 @@ fn run_exits_128_plus_signal() {
         "-c",
         "kill -TERM $$",
     ];
-    let Some((mut cmd, _bin)) = unprivileged(&args) else {
+    let Some(out) = run_unprivileged(&args) else {
         return;
     };
-    let out = run_cmd(&mut cmd, TIMEOUT);
-    assert!(!out.timed_out, "{out:?}");
     assert_eq!(out.code(), 143, "{out:?}");
 }
 
@@ -709,11 +789,9 @@ fn run_json_log_format_emits_syscall_events() {
         "-c",
         &script,
     ];
-    let Some((mut cmd, _bin)) = unprivileged(&args) else {
+    let Some(out) = run_unprivileged(&args) else {
         return;
     };
-    let out = run_cmd(&mut cmd, TIMEOUT);
-    assert!(!out.timed_out, "{out:?}");
     let event = out
         .stderr
         .lines()
@@ -723,6 +801,46 @@ fn run_json_log_format_emits_syscall_events() {
     assert_eq!(event["action"], "deny", "{event}");
     assert_eq!(event["errno"], 13, "{event}");
     assert_eq!(event["rule"], "no-mkdir", "{event}");
+}
+
+/// `switchboard run` has no container: a killed call ends the caller and the command's
+/// whole process group, before the shell (or the caller's parent subshell) runs on.
+#[test]
+fn run_kill_stops_caller_and_command() {
+    let (dir, _) = run_fixture();
+    let policy = dir.path().join("kill.yaml");
+    fs::write(&policy, policy_yaml("log", "kill-it", KILLED, "kill", None)).unwrap();
+    fs::set_permissions(&policy, fs::Permissions::from_mode(0o644)).unwrap();
+    let policy = policy.to_str().unwrap();
+    let d = dir.path().display();
+    for (caller, script, files) in KILL_SCRIPTS {
+        // The container scripts' paths, under the fixture dir.
+        let script = script.replace("/tmp", &d.to_string());
+        let args = ["run", "--policy", policy, "--", "sh", "-c", &script];
+        let Some(out) = run_unprivileged(&args) else {
+            return;
+        };
+        assert!(
+            out.elapsed < Duration::from_secs(5),
+            "{caller}: lived {:?}",
+            out.elapsed
+        );
+        assert_eq!(out.code(), 137, "{caller}: {out:?}");
+        for file in files {
+            let file = dir.path().join(file.trim_start_matches("tmp/"));
+            assert!(
+                !file.exists(),
+                "{caller}: {} was written; {out:?}",
+                file.display()
+            );
+        }
+        assert!(
+            out.stderr
+                .lines()
+                .any(|l| l.contains("kill") && l.contains("rule=kill-it")),
+            "{caller}: no kill event: {out:?}"
+        );
+    }
 }
 
 /// Opens the agent's socket (bound 0600) to every user through the file system, as an
@@ -874,15 +992,10 @@ fn a_32_bit_call_is_named_for_its_own_arch() {
     }
     let agent = Agent::with_policy(&deny_mkdir_policy("EPERM"), &[]);
     let mut bundle = Bundle::new(&["/bin/i386-mkdir", "/tmp/x86dir"]);
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/i386_mkdir.c");
-    let built = run_cmd(
-        Command::new("gcc")
-            .args(["-O2", "-static", "-no-pie", "-o"])
-            .arg(bundle.rootfs().join("bin/i386-mkdir"))
-            .arg(&source),
-        TIMEOUT,
+    compile_static(
+        &fixture("i386_mkdir.c"),
+        &bundle.rootfs().join("bin/i386-mkdir"),
     );
-    assert_eq!(built.code(), 0, "{built:?}");
     bundle.set_seccomp(notify_profile(agent.socket(), MKDIRS, None));
 
     let out = run_runc(&bundle, &unique_id("x86"), TIMEOUT);
@@ -899,4 +1012,109 @@ fn a_32_bit_call_is_named_for_its_own_arch() {
     assert_eq!(event["nr"], 39, "{event}");
     assert_eq!(event["action"], "deny", "{event}");
     assert_eq!(event["rule"], "no-mkdir", "{event}");
+}
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// The `NAME=VALUE` line a fixture printed for `name`, as a number.
+fn printed(out: &RunOutput, name: &str) -> i64 {
+    let prefix = format!("{name}=");
+    out.stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name}= line: {out:?}"))
+}
+
+/// i386 socket and shmget, each by its direct number and through socketcall/ipc, under
+/// examples/arg-conditions.yaml (deny AF_PACKET sockets with EACCES) plus a rule denying
+/// shmget with EROFS, an errno neither call gives on its own.
+#[test]
+fn i386_socketcall_and_ipc_cannot_bypass_deny_rules() {
+    if !require_root("i386_socketcall_and_ipc_cannot_bypass_deny_rules")
+        || !Runtime::Runc.require()
+        || !require_tool("gcc")
+    {
+        return;
+    }
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/arg-conditions.yaml");
+    let mut policy = fs::read_to_string(example).unwrap();
+    policy
+        .push_str("  - name: no-shm\n    syscalls: [shmget]\n    action: deny\n    errno: EROFS\n");
+    let agent = Agent::with_policy(&policy, &[]);
+    let calls = [
+        "packet-direct",
+        "packet-socketcall",
+        "unix-direct",
+        "unix-socketcall",
+        "shmget-direct",
+        "shmget-ipc",
+    ];
+    let mut args = vec!["/bin/i386-multiplexed"];
+    args.extend(calls);
+    let mut bundle = Bundle::new(&args);
+    compile_static(
+        &fixture("i386_multiplexed.c"),
+        &bundle.rootfs().join("bin/i386-multiplexed"),
+    );
+    bundle.set_seccomp(notify_profile(agent.socket(), &["socket", "shmget"], None));
+
+    let out = run_runc(&bundle, &unique_id("x86mux"), TIMEOUT);
+    assert!(!out.timed_out, "{out:?}");
+    let failed = |name: &str, errno: i32| {
+        assert_eq!(
+            printed(&out, name),
+            -i64::from(errno),
+            "{name}: {out:?}\n{}",
+            agent.output()
+        );
+    };
+    failed("packet-direct", libc::EACCES);
+    failed("packet-socketcall", libc::EACCES);
+    // The direct call's arguments are in registers: the condition is evaluated.
+    assert!(printed(&out, "unix-direct") >= 0, "{out:?}");
+    // Through socketcall they are in the caller's memory: the strictest rule answers.
+    failed("unix-socketcall", libc::EACCES);
+    failed("shmget-direct", libc::EROFS);
+    failed("shmget-ipc", libc::EROFS);
+
+    let event = |syscall: &str, via: Option<&str>| {
+        agent
+            .wait_event(
+                |e| {
+                    e["event"] == "syscall"
+                        && e["syscall"] == syscall
+                        && e["arch"] == "x86"
+                        && e.get("via").and_then(Value::as_str) == via
+                },
+                EVENT_WAIT,
+            )
+            .unwrap_or_else(|| panic!("no x86 {syscall} event via {via:?}: {}", agent.output()))
+    };
+    let direct = event("socket", None);
+    assert_eq!(
+        (direct["nr"].as_i64(), direct["errno"].as_i64()),
+        (Some(359), Some(13)),
+        "{direct}"
+    );
+    assert_eq!(direct["rule"], "no-packet-sockets", "{direct}");
+    let muxed = event("socket", Some("socketcall"));
+    assert_eq!(
+        (muxed["nr"].as_i64(), muxed["action"].as_str()),
+        (Some(102), Some("deny")),
+        "{muxed}"
+    );
+    assert_eq!(muxed["rule"], "no-packet-sockets", "{muxed}");
+    let shm = event("shmget", Some("ipc"));
+    assert_eq!(
+        (shm["nr"].as_i64(), shm["errno"].as_i64()),
+        (Some(117), Some(30)),
+        "{shm}"
+    );
+    event("shmget", None);
+    let denied = agent.metric_value(SYSCALLS, &["syscall=\"socket\"", "action=\"deny\""]);
+    assert_eq!(denied, 3.0, "{}", agent.metrics());
 }

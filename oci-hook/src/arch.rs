@@ -67,10 +67,21 @@ impl Arch {
         }
     }
 
-    /// Whether libseccomp has a syscall of this name on this arch (a pseudo-syscall
-    /// number, which libseccomp gives names the arch lacks, does not count).
+    /// Whether a filter for this arch flags `syscall`: libseccomp has a number for it there,
+    /// or the pseudo-number of a call the arch also runs through a multiplexer it has (x86
+    /// `socket`: 359 and `socketcall` call 1). libseccomp numbers socketcall's calls from
+    /// -101 and ipc's from -201; its other pseudo-numbers, for names the arch lacks, do not count.
     pub fn knows(self, syscall: &str) -> bool {
-        ScmpSyscall::from_name_by_arch(syscall, self.scmp).is_ok_and(|nr| nr.as_raw_syscall() >= 0)
+        let number = |name: &str| {
+            ScmpSyscall::from_name_by_arch(name, self.scmp).map_or(-1, |nr| nr.as_raw_syscall())
+        };
+        let multiplexer = match number(syscall) {
+            nr if nr >= 0 => return true,
+            -199..=-101 => "socketcall",
+            -299..=-201 => "ipc",
+            _ => return false,
+        };
+        number(multiplexer) >= 0
     }
 
     /// Every syscall name in libseccomp's table for this arch (numbers 0 to 1023).
@@ -201,5 +212,9 @@ mod tests {
         let aarch64 = Arch::parse("SCMP_ARCH_AARCH64").unwrap();
         assert!(!aarch64.knows("mkdir"));
         assert!(aarch64.knows("mkdirat"));
+        // Through socketcall on x86; on x86_64 `send` is only a name libseccomp knows.
+        let x86_64 = Arch::parse("SCMP_ARCH_X86_64").unwrap();
+        assert!(x86.knows("socket") && x86.knows("send") && x86.knows("shmget"));
+        assert!(!x86_64.knows("send") && x86_64.knows("socket"));
     }
 }

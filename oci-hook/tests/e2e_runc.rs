@@ -24,19 +24,39 @@ rules:
     errno: EPERM
 ";
 
+/// An agent with `policy` and runc's path; None (after a SKIP line) without root, runc or
+/// the agent's binary.
+fn setup(test: &str, policy: &str) -> Option<(Agent, std::path::PathBuf)> {
+    if !require_root(test) {
+        return None;
+    }
+    let runc = require_tool(test, "runc")?;
+    let agent_bin = agent_bin(test)?;
+    Some((Agent::start(&agent_bin, policy), runc))
+}
+
+/// `switchboard-oci-hook inject` on the bundle with the agent's policy and socket, and `extra`.
+fn inject(agent: &Agent, bundle: &Bundle, extra: &[&str]) {
+    let mut args = vec![
+        "inject",
+        "--bundle",
+        bundle.path().to_str().unwrap(),
+        "--policy",
+        agent.policy_str(),
+        "--socket",
+        agent.socket_str(),
+    ];
+    args.extend(extra);
+    let injected = hook(&args);
+    assert!(injected.status.success(), "{injected:?}");
+}
+
 #[test]
 fn runc_original_denial_survives_a_log_policy_and_policy_deny_works() {
     let test = "runc_original_denial_survives_a_log_policy_and_policy_deny_works";
-    if !require_root(test) {
-        return;
-    }
-    let Some(runc) = require_tool(test, "runc") else {
+    let Some((agent, runc)) = setup(test, POLICY) else {
         return;
     };
-    let Some(agent_bin) = agent_bin(test) else {
-        return;
-    };
-    let agent = Agent::start(&agent_bin, POLICY);
     let mut bundle = Bundle::new(&[
         "sh",
         "-c",
@@ -49,16 +69,7 @@ fn runc_original_denial_survives_a_log_policy_and_policy_deny_works() {
         "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]
     }));
 
-    let injected = hook(&[
-        "inject",
-        "--bundle",
-        bundle.path().to_str().unwrap(),
-        "--policy",
-        agent.policy_str(),
-        "--socket",
-        agent.socket_str(),
-    ]);
-    assert!(injected.status.success(), "{injected:?}");
+    inject(&agent, &bundle, &[]);
     let config = read_json(&bundle.config_path());
     assert_eq!(
         config["linux"]["seccomp"]["syscalls"],
@@ -114,4 +125,193 @@ fn runc_inject_on_a_broken_config_fails_and_leaves_it_untouched() {
     // runc refuses the same file on its own: nothing half-written was left for it.
     let run = runc_run(&runc, bundle.path(), &unique_id("broken"), TIMEOUT);
     assert_ne!(run.code(), 0, "{run:?}");
+}
+
+/// The calls `tests/fixtures/i386_multiplexed.c` makes: i386 `socket(AF_PACKET, SOCK_RAW, 0)`
+/// and `shmget`, each by its direct number and through its multiplexer (socketcall, ipc).
+const I386_CALLS: [&str; 4] = [
+    "packet-direct",
+    "packet-socketcall",
+    "shmget-direct",
+    "shmget-ipc",
+];
+
+/// [`setup`] for the i386 tests, which also need gcc.
+fn i386_setup(test: &str, policy: &str) -> Option<(Agent, std::path::PathBuf)> {
+    if !require_root(test) {
+        return None;
+    }
+    require_tool(test, "gcc")?;
+    setup(test, policy)
+}
+
+/// A bundle running the i386 fixture over [`I386_CALLS`] under `profile`.
+fn i386_bundle(profile: serde_json::Value) -> Bundle {
+    let mut args = vec!["/bin/i386-multiplexed"];
+    args.extend(I386_CALLS);
+    let mut bundle = Bundle::new(&args);
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/i386_multiplexed.c");
+    compile_static(&source, &bundle.rootfs().join("bin/i386-multiplexed"));
+    bundle.set_seccomp(profile);
+    bundle
+}
+
+/// Merges the bundle with `inject` for `agent` (plus `extra` flags), runs it under runc and
+/// checks every call of [`I386_CALLS`] failed with `errno`, as under the original profile.
+fn assert_i386_calls_fail(
+    agent: &Agent,
+    runc: &std::path::Path,
+    bundle: &Bundle,
+    extra: &[&str],
+    errno: i64,
+) {
+    inject(agent, bundle, extra);
+    let out = runc_run(runc, bundle.path(), &unique_id("x86mux"), TIMEOUT);
+    assert!(!out.timed_out, "{out:?}\n{}", agent.output());
+    for call in I386_CALLS {
+        assert!(
+            out.stdout.lines().any(|l| l == format!("{call}=-{errno}")),
+            "{call} did not fail with errno {errno}: {out:?}\n{}",
+            agent.output()
+        );
+    }
+    let muxed = agent
+        .wait_event(
+            |e| e["event"] == "syscall" && e["syscall"] == "socket" && e["via"] == "socketcall",
+            Duration::from_secs(5),
+        )
+        .unwrap_or_else(|| panic!("no socket event via socketcall: {}", agent.output()));
+    assert_eq!(muxed["arch"], "x86", "{muxed}");
+    assert_eq!(muxed["errno"], errno, "{muxed}");
+}
+
+/// A profile that denies socket and shmget (EACCES), merged with a policy that only logs
+/// them: every i386 way to reach them still fails as the original profile said.
+#[test]
+fn runc_i386_multiplexed_calls_keep_the_original_denial() {
+    let test = "runc_i386_multiplexed_calls_keep_the_original_denial";
+    let Some((agent, runc)) = i386_setup(
+        test,
+        "default: log\nrules:\n  - name: watch\n    syscalls: [socket, shmget]\n    action: log\n",
+    ) else {
+        return;
+    };
+    let bundle = i386_bundle(json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "syscalls": [{"names": ["socket", "shmget"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]
+    }));
+    assert_i386_calls_fail(&agent, &runc, &bundle, &[], 13);
+}
+
+/// An allowlist profile whose default (EROFS) denies socket, shmget and their multiplexers,
+/// merged with `--log-default-denied` and a policy whose default logs.
+#[test]
+fn runc_i386_multiplexed_calls_keep_the_default_denial_with_log_default_denied() {
+    let test = "runc_i386_multiplexed_calls_keep_the_default_denial_with_log_default_denied";
+    let Some((agent, runc)) = i386_setup(
+        test,
+        "default: log\nrules:\n  - name: watch\n    syscalls: [mkdir]\n    action: log\n",
+    ) else {
+        return;
+    };
+    let denied = ["socket", "socketcall", "shmget", "ipc"];
+    let mut allowed = std::collections::BTreeSet::new();
+    for arch in [libseccomp::ScmpArch::X8664, libseccomp::ScmpArch::X86] {
+        for nr in 0..1024 {
+            if let Ok(name) = libseccomp::ScmpSyscall::from_raw_syscall(nr).get_name_by_arch(arch) {
+                if !denied.contains(&name.as_str()) {
+                    allowed.insert(name);
+                }
+            }
+        }
+    }
+    let bundle = i386_bundle(json!({
+        "defaultAction": "SCMP_ACT_ERRNO",
+        "defaultErrnoRet": 30,
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "syscalls": [{"names": allowed, "action": "SCMP_ACT_ALLOW"}]
+    }));
+    assert_i386_calls_fail(&agent, &runc, &bundle, &["--log-default-denied"], 30);
+}
+
+/// How a bundle running `script` (with `/bin/thread-mkdir` from the fixture) ends under a
+/// profile that kills whoever calls mkdir (SCMP_ACT_KILL_PROCESS), alone or merged by
+/// `inject` for `agent`: exit code, whether it printed "done", which of `files` exist.
+fn original_kill_outcome(
+    agent: &Agent,
+    runc: &std::path::Path,
+    script: &str,
+    files: &[&str],
+    merged: bool,
+) -> (i32, bool, Vec<bool>) {
+    let mut bundle = Bundle::new(&["sh", "-c", script]);
+    let source =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/thread_mkdir.c");
+    compile_static(&source, &bundle.rootfs().join("bin/thread-mkdir"));
+    bundle.set_seccomp(json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_KILL_PROCESS"}]
+    }));
+    if merged {
+        inject(agent, &bundle, &[]);
+    }
+    let out = runc_run(runc, bundle.path(), &unique_id("origkill"), TIMEOUT);
+    assert!(!out.timed_out, "{out:?}\n{}", agent.output());
+    let written = files.iter().map(|f| bundle.rootfs().join(f).exists());
+    (out.code(), out.stdout.contains("done"), written.collect())
+}
+
+/// The original profile kills the process that calls mkdir (SCMP_ACT_KILL_PROCESS), and the
+/// policy only logs it: the agent kills that process and nothing else, as the kernel would
+/// have, whether the caller is a child of a subshell or a second thread of a process. The
+/// subshell and the container's shell go on; no thread of the killed process does.
+#[test]
+fn runc_original_profile_kill_ends_only_the_calling_process() {
+    let test = "runc_original_profile_kill_ends_only_the_calling_process";
+    if require_tool(test, "gcc").is_none() {
+        return;
+    }
+    let Some((agent, runc)) = setup(test, POLICY) else {
+        return;
+    };
+    let cases: [(&str, &[&str], &[bool]); 2] = [
+        (
+            "(mkdir /tmp/x; echo hi > /tmp/sub-after); echo hi > /tmp/after; echo done",
+            &["tmp/x", "tmp/sub-after", "tmp/after"],
+            &[false, true, true],
+        ),
+        (
+            "thread-mkdir /tmp/x; echo done",
+            &["tmp/x", "tmp/thread-after", "tmp/main-after"],
+            &[false, false, false],
+        ),
+    ];
+    for (script, files, expected) in cases {
+        let original = original_kill_outcome(&agent, &runc, script, files, false);
+        assert_eq!(
+            original,
+            (0, true, expected.to_vec()),
+            "{script}: the original profile alone"
+        );
+        let merged = original_kill_outcome(&agent, &runc, script, files, true);
+        assert_eq!(
+            merged,
+            original,
+            "{script}: merged, with the agent\n{}",
+            agent.output()
+        );
+    }
+    let e = agent.syscall_event(&["mkdir", "mkdirat"]);
+    assert_eq!(
+        (e["action"].as_str(), e["rule"].as_str()),
+        (Some("kill"), Some("original-profile")),
+        "{e}"
+    );
+    assert_eq!(
+        agent.metric_value("switchboard_containers_killed_total", &[]),
+        0.0
+    );
 }

@@ -190,6 +190,19 @@ pub fn run_cmd(cmd: &mut Command, timeout: Duration) -> RunOutput {
     }
 }
 
+/// Compiles the C file `source` into a static, non-PIE binary at `out`: its `.bss` has
+/// 32-bit addresses, which pointers passed through `int 0x80` need. Panics if gcc fails.
+pub fn compile_static(source: &Path, out: &Path) {
+    let built = run_cmd(
+        Command::new("gcc")
+            .args(["-O2", "-static", "-no-pie", "-o"])
+            .arg(out)
+            .arg(source),
+        Duration::from_secs(60),
+    );
+    assert_eq!(built.code(), 0, "gcc {}: {built:?}", source.display());
+}
+
 /// Runs `cmd` with stdin and output on /dev/null, ignoring how it ends (cleanup).
 pub fn quiet(cmd: &mut Command) {
     let _ = cmd
@@ -388,6 +401,14 @@ impl Bundle {
     /// Sets `linux.seccomp`.
     pub fn set_seccomp(&mut self, profile: Value) {
         self.config["linux"]["seccomp"] = profile;
+        self.save();
+    }
+
+    /// Drops `linux.namespaces` entries of `kind` ("pid", ...): the container shares the host's.
+    pub fn without_namespace(&mut self, kind: &str) {
+        if let Some(list) = self.config["linux"]["namespaces"].as_array_mut() {
+            list.retain(|ns| ns["type"] != kind);
+        }
         self.save();
     }
 
