@@ -16,3 +16,4 @@ pub mod run;
 pub mod status;
 pub mod sys;
 pub mod syscalls;
+pub mod text;
