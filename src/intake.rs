@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -108,7 +108,8 @@ pub struct IntakeConfig {
 /// Accepts connections for ever, each handled on its own task so none can hold up another.
 pub async fn serve(socket: UnixListener, engine: Arc<Engine>, config: IntakeConfig) {
     let bundle_reads = Arc::new(AtomicUsize::new(0));
-    let mut pending: VecDeque<AbortHandle> = VecDeque::new();
+    // Connections still reading their state, oldest first, each with its "still reading" flag.
+    let mut pending: VecDeque<(AbortHandle, Arc<AtomicBool>)> = VecDeque::new();
     loop {
         let stream = match socket.accept().await {
             Ok((stream, _)) => stream,
@@ -126,13 +127,14 @@ pub async fn serve(socket: UnixListener, engine: Arc<Engine>, config: IntakeConf
                 continue;
             }
         };
-        pending.retain(|task| !task.is_finished());
+        // A connection past its state holds a runtime's listener; only readers are capped.
+        pending.retain(|(task, reading)| !task.is_finished() && reading.load(Ordering::Acquire));
         if pending.len() >= config.max_connections.max(1) {
             // Dropping the oldest rather than the newest: a runtime sends its state as soon as
             // it connects, so a flood of idle connections only ever evicts its own.
-            if let Some(oldest) = pending.pop_front() {
+            if let Some((oldest, _)) = pending.pop_front() {
                 // On this single-threaded runtime an unfinished task is parked at an await,
-                // so the abort takes effect before it can attach anything.
+                // so the abort takes effect before it gets any further.
                 oldest.abort();
                 refused(
                     &engine,
@@ -142,12 +144,16 @@ pub async fn serve(socket: UnixListener, engine: Arc<Engine>, config: IntakeConf
         }
         let engine = engine.clone();
         let bundle_reads = bundle_reads.clone();
-        let task = tokio::spawn(async move {
-            if let Err(e) = take_listener(stream, uid, &engine, &bundle_reads).await {
-                refused(&engine, &e);
+        let reading = Arc::new(AtomicBool::new(true));
+        let task = tokio::spawn({
+            let reading = reading.clone();
+            async move {
+                if let Err(e) = take_listener(stream, uid, &reading, &engine, &bundle_reads).await {
+                    refused(&engine, &e);
+                }
             }
         });
-        pending.push_back(task.abort_handle());
+        pending.push_back((task.abort_handle(), reading));
     }
 }
 
@@ -167,12 +173,14 @@ fn peer_uid(stream: &UnixStream, allowed_uids: &[u32]) -> Result<u32, IntakeErro
 async fn take_listener(
     stream: UnixStream,
     uid: u32,
+    reading: &AtomicBool,
     engine: &Arc<Engine>,
     bundle_reads: &Arc<AtomicUsize>,
 ) -> Result<(), IntakeError> {
     let received = tokio::time::timeout(READ_TIMEOUT, read_state(&stream))
         .await
         .map_err(|_| IntakeError::Timeout)??;
+    reading.store(false, Ordering::Release);
     let mut received = received;
     let listener = received.pick_listener()?;
     let mut container = Container::from_state(&received.state);
