@@ -145,10 +145,12 @@ fn idle_connections_are_capped_and_a_container_is_still_served() {
         .collect();
     let n = wait_reason(&agent, "too_many_connections", 44.0);
     assert_eq!(n, 44.0, "{}", agent.metrics());
-    let held = count_fds(pid) - base_fds;
+    // Dropped connections are closed as the agent gets round to them.
+    let held = || count_fds(pid) - base_fds;
     assert!(
-        held <= 256,
-        "the agent holds {held} more fds for 256 connections"
+        eventually(EVENT_WAIT, || held() <= 256),
+        "the agent holds {} more fds for 256 connections",
+        held()
     );
     let t0 = Instant::now();
     assert_container_served(&agent, "among-idle");
@@ -186,6 +188,7 @@ fn a_trickling_client_costs_little_cpu() {
     }
     let used = cpu_ticks(pid) - before;
     drop(s);
+    eprintln!("the agent used {used} clock ticks on {sent} trickled bytes");
     // At 100 ticks a second, 40 is 0.4 s of CPU for 4 s of trickling; the
     // re-parse-everything reader used several seconds for the same.
     assert!(
