@@ -714,7 +714,6 @@ fn unprivileged_uid() -> u32 {
 /// `switchboard run --agent` as the unprivileged uid, trying a mkdir in a fresh
 /// directory; `None` when no unprivileged user can run the binary here.
 fn unprivileged_run_with_agent(agent: &Agent) -> Option<(RunOutput, tempfile::TempDir)> {
-    open_socket_to_all(agent);
     let (dir, _policy) = run_fixture();
     let script = mkdir_cmd(dir.path(), "echo $?");
     let sock = agent.socket().to_str().unwrap().to_string();
@@ -729,13 +728,19 @@ fn unprivileged_run_with_agent(agent: &Agent) -> Option<(RunOutput, tempfile::Te
 fn run_with_agent_hands_listener_to_allowed_uid() {
     let uid = unprivileged_uid().to_string();
     let agent = Agent::with_policy(&deny_mkdir_policy("EPERM"), &["--allow-uid", &uid]);
+    open_socket_to_all(&agent);
     let Some((out, dir)) = unprivileged_run_with_agent(&agent) else {
         return;
     };
+    assert_run_denied_by(&agent, &out, dir.path());
+}
+
+/// The mkdir of [`unprivileged_run_with_agent`] was denied by `agent`'s policy.
+fn assert_run_denied_by(agent: &Agent, out: &RunOutput, dir: &Path) {
     assert_eq!(out.code(), 0, "{out:?}");
     assert_eq!(out.stdout.lines().last(), Some("1"), "{out:?}");
-    assert!(!dir.path().join("made").exists(), "mkdir ran");
-    let e = mkdir_event(&agent, None);
+    assert!(!dir.join("made").exists(), "mkdir ran");
+    let e = mkdir_event(agent, None);
     assert_eq!(e["action"], "deny", "{e}");
     assert_eq!(e["errno"], 1, "{e}");
     agent
@@ -751,19 +756,13 @@ fn agent_refuses_listener_from_uid_not_allowed() {
         return;
     }
     let agent = Agent::with_policy(&deny_mkdir_policy("EPERM"), &[]);
+    open_socket_to_all(&agent);
     let Some((out, dir)) = unprivileged_run_with_agent(&agent) else {
         return;
     };
     assert!(!dir.path().join("made").exists(), "mkdir ran: {out:?}");
     wait_reason(&agent, "peer_refused");
-    assert!(
-        !agent
-            .events()
-            .iter()
-            .any(|e| e["event"] == "listener_added"),
-        "{}",
-        agent.stdout_text()
-    );
+    assert_no_listener_added(&agent);
 }
 
 /// With `--socket-group`, the socket is born 0660 in that group: an allowed uid in the group
@@ -787,30 +786,10 @@ fn allowed_uid_in_the_socket_group_is_served() {
     );
     // Only the directory is opened up (the agent's temp dir is 0700), not the socket.
     fs::set_permissions(agent.dir(), fs::Permissions::from_mode(0o755)).unwrap();
-    let (dir, _policy) = run_fixture();
-    let script = mkdir_cmd(dir.path(), "echo $?");
-    let args = [
-        "run",
-        "--agent",
-        agent.socket_str(),
-        "--",
-        "sh",
-        "-c",
-        &script,
-    ];
-    let Some((mut cmd, _bin)) = unprivileged(&args) else {
+    let Some((out, dir)) = unprivileged_run_with_agent(&agent) else {
         return;
     };
-    let out = run_cmd(&mut cmd, TIMEOUT);
-    assert!(!out.timed_out, "{out:?}");
-    assert_eq!(
-        out.stdout.lines().last(),
-        Some("1"),
-        "{out:?}\n{}",
-        agent.output()
-    );
-    assert!(!dir.path().join("made").exists(), "mkdir ran");
-    assert_eq!(mkdir_event(&agent, None)["action"], "deny");
+    assert_run_denied_by(&agent, &out, dir.path());
 }
 
 /// A non-root peer's state may name any pid as the container's init: here a root `sleep`

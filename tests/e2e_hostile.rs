@@ -431,12 +431,5 @@ fn a_failed_listener_thread_leaves_no_ghost() {
     // The listener went with the failed attach: the flagged call failed instead of running.
     assert!(!dir.path().join("x").exists(), "{out:?}");
     assert_eq!(agent.metric_value(LISTENERS, &[]), 0.0);
-    assert!(
-        !agent
-            .events()
-            .iter()
-            .any(|e| e["event"] == "listener_added"),
-        "{}",
-        agent.stdout_text()
-    );
+    assert_no_listener_added(&agent);
 }

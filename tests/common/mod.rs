@@ -386,3 +386,15 @@ pub fn forge_runtime() -> Option<(tempfile::TempDir, PathBuf)> {
     assert_eq!(built.code(), 0, "building forge_runtime: {built:?}");
     Some((dir, bin))
 }
+
+/// The agent never reported a listener as added.
+pub fn assert_no_listener_added(agent: &Agent) {
+    assert!(
+        !agent
+            .events()
+            .iter()
+            .any(|e| e["event"] == "listener_added"),
+        "{}",
+        agent.stdout_text()
+    );
+}
