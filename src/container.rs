@@ -249,4 +249,44 @@ mod tests {
         );
         assert_eq!(c.init_pid, 7);
     }
+
+    #[test]
+    fn bundle_capabilities_come_only_from_a_small_regular_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.json");
+        std::fs::write(
+            &config,
+            r#"{"process":{"capabilities":{"bounding":["CAP_KILL","CAP_CHOWN"]}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            bounding_capabilities(dir.path()).unwrap(),
+            ["CAP_KILL", "CAP_CHOWN"]
+        );
+        std::fs::write(&config, r#"{"process":{}}"#).unwrap();
+        assert!(bounding_capabilities(dir.path()).unwrap().is_empty());
+        std::fs::write(&config, "{").unwrap();
+        assert!(matches!(
+            bounding_capabilities(dir.path()),
+            Err(BundleError::BadJson { .. })
+        ));
+        let big = vec![b' '; MAX_CONFIG_BYTES as usize + 1];
+        std::fs::write(&config, big).unwrap();
+        assert!(matches!(
+            bounding_capabilities(dir.path()),
+            Err(BundleError::TooLarge { .. })
+        ));
+        std::fs::remove_file(&config).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", &config).unwrap();
+        assert!(matches!(
+            bounding_capabilities(dir.path()),
+            Err(BundleError::Open { .. })
+        ));
+        std::fs::remove_file(&config).unwrap();
+        std::fs::create_dir(&config).unwrap();
+        assert!(matches!(
+            bounding_capabilities(dir.path()),
+            Err(BundleError::NotRegular { .. })
+        ));
+    }
 }

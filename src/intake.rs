@@ -212,7 +212,7 @@ async fn take_listener(
             }
         }
     } else {
-        tracing::info!(uid, pid = container.init_pid, "the peer is not root: the pid its state names is not trusted, so a kill reaches only the calling task");
+        tracing::info!(uid, pid = container.init_pid, "the peer is not root: the pid its state names is not trusted, and no kill rule signals it");
         None
     };
     tracing::info!(container = %container.container_id, init_pid = container.init_pid, "listener received");
