@@ -202,6 +202,17 @@ fn a_trickling_client_costs_little_cpu() {
 // item 6: the bundle's config.json
 // ---------------------------------------------------------------------------
 
+/// VmHWM: the most resident memory `pid` has had, in KiB.
+fn peak_rss_kib(pid: i32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmHWM in /proc/PID/status")
+}
+
 /// A record in `listenerMetadata` makes the agent read the bundle's capabilities.
 fn metadata_with_record() -> String {
     json!({
@@ -241,6 +252,9 @@ fn hostile_bundle_is_refused(test: &str, make: impl FnOnce(&Path)) {
         agent.output()
     );
     assert!(!bundle.path().join("x").exists());
+    // /dev/zero read to its end got the old agent OOM-killed.
+    let peak = peak_rss_kib(agent.pid());
+    assert!(peak < 100 * 1024, "the agent's peak RSS is {peak} KiB");
     assert_eq!(wait_reason(&agent, "bundle_config", 1.0), 1.0);
     assert_container_served(&agent, "after-hostile-bundle");
     let t0 = Instant::now();
