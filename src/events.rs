@@ -500,6 +500,23 @@ mod tests {
     }
 
     #[test]
+    fn text_lines_escape_control_characters() {
+        let container = Arc::new(Container {
+            container_id: "id\nFORGED".into(),
+            pod: "p\x1b[2J".into(),
+            ..Default::default()
+        });
+        let added = Event::ListenerAdded {
+            time: SystemTime::UNIX_EPOCH,
+            container,
+            sync_wakeup: false,
+        };
+        let text = added.to_text();
+        assert!(!text.contains(['\n', '\x1b']), "{text}");
+        assert!(text.contains("id\\nFORGED"), "{text}");
+    }
+
+    #[test]
     fn json_carries_every_field() {
         let v = event(Action::Deny, 1).to_json();
         assert_eq!(v["time"], "1970-01-01T00:00:00.000000Z");

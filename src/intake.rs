@@ -81,8 +81,9 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 /// Most fds one connection may send; a runtime sends one.
 const MAX_FDS: usize = sys::MAX_FDS_PER_MESSAGE;
 
-/// Most bytes one read asks for; the buffer grows only as bytes arrive.
-const READ_CHUNK: usize = 16 * 1024;
+/// Fewest and most bytes one read asks for: the buffer starts small and at most doubles
+/// per read, so it grows only as bytes arrive.
+const READ_CHUNK: (usize, usize) = (1024, 16 * 1024);
 
 /// After a read that emptied the socket without completing the state, wait this long
 /// before the next: a client trickling bytes then costs at most ~100 wake-ups a second,
@@ -258,18 +259,24 @@ async fn read_capabilities(
 /// Nothing is allocated before the first byte arrives, each byte is scanned once and
 /// the JSON is parsed once, when its outermost object closes.
 async fn read_state(stream: &UnixStream) -> Result<Received, IntakeError> {
-    let mut bytes = Vec::new();
+    // `buf[..filled]` is what arrived; the rest was zeroed once and is reused, so no byte
+    // is zeroed twice however small the reads.
+    let mut buf = Vec::new();
+    let mut filled = 0;
     let mut fds = Vec::new();
     let mut framing = Framing::default();
     loop {
         stream.readable().await?;
-        let start = bytes.len();
-        let want = READ_CHUNK.min(MAX_STATE_BYTES + 1 - start);
-        bytes.resize(start + want, 0);
+        let want = filled
+            .clamp(READ_CHUNK.0, READ_CHUNK.1)
+            .min(MAX_STATE_BYTES + 1 - filled);
+        if buf.len() < filled + want {
+            buf.resize(filled + want, 0);
+        }
+        let room = &mut buf[filled..filled + want];
         let result = stream.try_io(Interest::READABLE, || {
-            sys::receive_with_fds(stream.as_fd(), &mut bytes[start..], &mut fds).map_err(Into::into)
+            sys::receive_with_fds(stream.as_fd(), room, &mut fds).map_err(Into::into)
         });
-        bytes.truncate(start + result.as_ref().map_or(0, |r| r.bytes));
         if fds.len() > MAX_FDS || result.as_ref().is_ok_and(|r| r.fds_lost) {
             return Err(IntakeError::TooManyFds(fds.len()));
         }
@@ -278,13 +285,14 @@ async fn read_state(stream: &UnixStream) -> Result<Received, IntakeError> {
             other => other?,
         };
         if received.bytes == 0 {
-            return Err(IntakeError::Truncated(bytes.len()));
+            return Err(IntakeError::Truncated(filled));
         }
-        if bytes.len() > MAX_STATE_BYTES {
+        filled += received.bytes;
+        if filled > MAX_STATE_BYTES {
             return Err(IntakeError::TooLarge);
         }
-        if let Some(end) = framing.feed(&bytes) {
-            let state = serde_json::from_slice::<ContainerProcessState>(&bytes[..end])
+        if let Some(end) = framing.feed(&buf[..filled]) {
+            let state = serde_json::from_slice::<ContainerProcessState>(&buf[..end])
                 .map_err(IntakeError::BadJson)?;
             return Ok(Received { state, fds });
         }

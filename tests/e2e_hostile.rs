@@ -71,6 +71,17 @@ fn forge(forge_bin: &Path, agent: &Agent, state: &Value, script: &str) -> RunOut
     )
 }
 
+/// A memory figure of `pid` from /proc/PID/status, in KiB: `VmRSS` now, `VmHWM` at its peak.
+fn rss_kib(pid: i32, field: &str) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
+}
+
 fn send_with_fds(sock: &UnixStream, payload: &[u8], fds: &[RawFd]) -> nix::Result<usize> {
     use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
     let iov = [IoSlice::new(payload)];
@@ -130,8 +141,9 @@ fn excess_fds_are_closed_and_counted() {
 // item 8: connections, buffers, parsing
 // ---------------------------------------------------------------------------
 
-/// More idle connections than the default cap (256): the oldest are dropped and counted,
-/// the agent's fds stay bounded, and a container arriving meanwhile is served.
+/// Far more idle connections than the default cap (256), each having sent one byte: the
+/// oldest are dropped and counted, the agent's fds and memory stay bounded, and a
+/// container arriving meanwhile is served.
 #[test]
 fn idle_connections_are_capped_and_a_container_is_still_served() {
     if !root_with_runc("idle_connections_are_capped_and_a_container_is_still_served") {
@@ -140,11 +152,22 @@ fn idle_connections_are_capped_and_a_container_is_still_served() {
     let agent = Agent::with_policy(&deny_mkdir(), &[]);
     let pid = agent.pid();
     let base_fds = count_fds(pid);
-    let idle: Vec<UnixStream> = (0..300)
-        .map(|_| UnixStream::connect(agent.socket()).unwrap())
+    let base_rss = rss_kib(pid, "VmRSS");
+    let idle: Vec<UnixStream> = (0..2000)
+        .map(|_| {
+            let mut s = UnixStream::connect(agent.socket()).unwrap();
+            s.write_all(b"{").unwrap();
+            s
+        })
         .collect();
-    let n = wait_reason(&agent, "too_many_connections", 44.0);
-    assert_eq!(n, 44.0, "{}", agent.metrics());
+    let n = wait_reason(&agent, "too_many_connections", 1744.0);
+    assert_eq!(n, 1744.0, "{}", agent.metrics());
+    let grown = rss_kib(pid, "VmRSS").saturating_sub(base_rss);
+    eprintln!("the agent's RSS grew by {grown} KiB");
+    assert!(
+        grown < 16 * 1024,
+        "the agent's RSS grew by {grown} KiB for 2000 idle connections"
+    );
     // Dropped connections are closed as the agent gets round to them.
     let held = || count_fds(pid) - base_fds;
     assert!(
@@ -202,17 +225,6 @@ fn a_trickling_client_costs_little_cpu() {
 // item 6: the bundle's config.json
 // ---------------------------------------------------------------------------
 
-/// VmHWM: the most resident memory `pid` has had, in KiB.
-fn peak_rss_kib(pid: i32) -> u64 {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmHWM in /proc/PID/status")
-}
-
 /// A record in `listenerMetadata` makes the agent read the bundle's capabilities.
 fn metadata_with_record() -> String {
     json!({
@@ -253,7 +265,7 @@ fn hostile_bundle_is_refused(test: &str, make: impl FnOnce(&Path)) {
     );
     assert!(!bundle.path().join("x").exists());
     // /dev/zero read to its end got the old agent OOM-killed.
-    let peak = peak_rss_kib(agent.pid());
+    let peak = rss_kib(agent.pid(), "VmHWM");
     assert!(peak < 100 * 1024, "the agent's peak RSS is {peak} KiB");
     assert_eq!(wait_reason(&agent, "bundle_config", 1.0), 1.0);
     assert_container_served(&agent, "after-hostile-bundle");
@@ -411,7 +423,10 @@ fn a_failed_listener_thread_leaves_no_ghost() {
     let unified = Path::new("/sys/fs/cgroup/cgroup.controllers");
     let root = if pids_root.is_dir() {
         pids_root.to_path_buf()
-    } else if fs::read_to_string(unified).is_ok_and(|c| c.contains("pids")) {
+    } else if fs::read_to_string(unified).is_ok_and(|c| c.contains("pids"))
+        && fs::read_to_string("/sys/fs/cgroup/cgroup.subtree_control")
+            .is_ok_and(|c| c.contains("pids"))
+    {
         Path::new("/sys/fs/cgroup").to_path_buf()
     } else {
         eprintln!("SKIP a_failed_listener_thread_leaves_no_ghost: no pids cgroup controller");
