@@ -58,13 +58,13 @@ fn state(id: &str, bundle: &str, metadata: &str) -> Value {
 
 /// Runs `forge_runtime` as root: it hands the agent a real listener (flagging mkdir) with
 /// `state` (its `"@PID@"` strings become its pid), then runs `script`.
-fn forge(forge_bin: &Path, agent: &Agent, state: &Value, script: &str) -> RunOutput {
+fn forge(forge_bin: &Path, socket: &Path, state: &Value, script: &str) -> RunOutput {
     let dir = tmpdir();
     let file = dir.path().join("state.json");
     fs::write(&file, state.to_string().replace("\"@PID@\"", "@PID@")).unwrap();
     run_cmd(
         Command::new(forge_bin)
-            .arg(agent.socket())
+            .arg(socket)
             .arg(&file)
             .args(["sh", "-c", script]),
         TIMEOUT,
@@ -257,7 +257,7 @@ fn hostile_bundle_is_refused(test: &str, make: impl FnOnce(&Path)) {
         &metadata_with_record(),
     );
     let script = format!("mkdir {}/x; echo mkdir=$?", bundle.path().display());
-    let out = forge(&forge_bin, &agent, &state, &script);
+    let out = forge(&forge_bin, agent.socket(), &state, &script);
     assert!(
         !out.timed_out && out.stdout.contains("mkdir=1"),
         "{out:?}\n{}",
@@ -315,20 +315,8 @@ fn control_characters_are_escaped_in_logs_and_status() {
     });
     let dir = tmpdir();
     let script = format!("mkdir {}/x; echo mkdir=$?; sleep 3", dir.path().display());
-    let forge_dir = forge_bin.clone();
     let socket = agent.socket().to_path_buf();
-    let runner = thread::spawn(move || {
-        let file = tmpdir();
-        let path = file.path().join("state.json");
-        fs::write(&path, state.to_string().replace("\"@PID@\"", "@PID@")).unwrap();
-        run_cmd(
-            Command::new(forge_dir)
-                .arg(socket)
-                .arg(&path)
-                .args(["sh", "-c", &script]),
-            TIMEOUT,
-        )
-    });
+    let runner = thread::spawn(move || forge(&forge_bin, &socket, &state, &script));
     agent
         .wait_event(|e| e["event"] == "syscall", EVENT_WAIT)
         .unwrap_or_else(|| panic!("no syscall event\n{}", agent.output()));
@@ -454,7 +442,7 @@ fn a_failed_listener_thread_leaves_no_ghost() {
     let dir = tmpdir();
     let id = unique_id("ghost");
     let script = format!("mkdir {}/x; echo mkdir=$?", dir.path().display());
-    let out = forge(&forge_bin, &agent, &state(&id, "/", ""), &script);
+    let out = forge(&forge_bin, agent.socket(), &state(&id, "/", ""), &script);
     assert!(!out.timed_out, "{out:?}");
     assert_eq!(wait_reason(&agent, "io", 1.0), 1.0, "{}", agent.output());
     // The listener went with the failed attach: the flagged call failed instead of running.
