@@ -1,12 +1,14 @@
 //! The daemon: binds the agent socket, serves metrics, reloads on SIGHUP, and exits cleanly on SIGTERM.
 
 use std::net::SocketAddr;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use nix::sys::stat::{umask, Mode};
+use nix::unistd::{setfsgid, Gid, Group};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::events::{EventWriter, LogFormat, RecentDenials};
@@ -31,6 +33,10 @@ pub struct AgentConfig {
     pub metrics_addr: SocketAddr,
     pub log_format: LogFormat,
     pub allowed_uids: Vec<u32>,
+    /// Group given read-write access to the socket (mode 0660), for `allowed_uids`.
+    pub socket_group: Option<String>,
+    /// Connections read at once on the socket; beyond it the oldest is dropped.
+    pub max_connections: usize,
     pub series_ttl: Duration,
     /// Cap on `switchboard_syscalls_total` series; the rest fold into one overflow series.
     pub max_series: usize,
@@ -44,7 +50,12 @@ pub fn run(config: AgentConfig) -> anyhow::Result<()> {
     raise_fd_limit();
     let policy = Policy::load_or_default(config.policy.as_deref())?;
     // Bound before anything can fail and remove it: a refused bind must leave a live agent's socket alone.
-    let socket = bind_socket(&config.socket)?;
+    let group = config
+        .socket_group
+        .as_deref()
+        .map(lookup_group)
+        .transpose()?;
+    let socket = bind_socket(&config.socket, group)?;
     tracing::info!(source = %policy.source, rules = policy.rules.len(), "policy loaded");
     let metrics = Arc::new(Metrics::new(config.series_ttl, config.max_series));
     let (events, writer) = EventWriter::spawn(
@@ -98,7 +109,10 @@ async fn control_plane(
     tokio::spawn(intake::serve(
         socket,
         engine.clone(),
-        Arc::new(config.allowed_uids.clone()),
+        intake::IntakeConfig {
+            allowed_uids: config.allowed_uids.clone(),
+            max_connections: config.max_connections,
+        },
     ));
 
     loop {
@@ -144,8 +158,25 @@ fn raise_fd_limit() {
     }
 }
 
-/// Binds the socket with mode 0600, replacing a stale socket file but never a live agent's.
-fn bind_socket(path: &Path) -> anyhow::Result<std::os::unix::net::UnixListener> {
+/// The gid of a group name (or number).
+fn lookup_group(name: &str) -> anyhow::Result<Gid> {
+    if let Some(group) =
+        Group::from_name(name).with_context(|| format!("looking up group {name:?}"))?
+    {
+        return Ok(group.gid);
+    }
+    match name.parse::<u32>() {
+        Ok(gid) => Ok(Gid::from_raw(gid)),
+        Err(_) => bail!("--socket-group: no group named {name:?}"),
+    }
+}
+
+/// Binds the socket with mode 0600 (0660 and `group` when given), replacing a stale
+/// socket file but never a live agent's.
+fn bind_socket(
+    path: &Path,
+    group: Option<Gid>,
+) -> anyhow::Result<std::os::unix::net::UnixListener> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -166,10 +197,33 @@ fn bind_socket(path: &Path) -> anyhow::Result<std::os::unix::net::UnixListener> 
         ),
         Err(_) => {}
     }
-    let listener = std::os::unix::net::UnixListener::bind(path)
-        .with_context(|| format!("binding {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("setting the mode of {}", path.display()))?;
+    let mode = if group.is_some() { 0o660 } else { 0o600 };
+    // The socket file gets its mode and group as bind creates it: from the umask and the
+    // file-system gid. Setting them afterwards through the path would follow whatever
+    // someone swapped in there meanwhile (a symlink to /etc/shadow, say). The umask is
+    // process-wide, which is safe only because no other thread exists yet; setfsgid is
+    // per-thread.
+    let old_umask = umask(Mode::from_bits_truncate(0o777 & !mode));
+    let old_fsgid = group.map(setfsgid);
+    let bound = std::os::unix::net::UnixListener::bind(path);
+    if let Some(old) = old_fsgid {
+        setfsgid(old);
+    }
+    umask(old_umask);
+    let listener = bound.with_context(|| format!("binding {}", path.display()))?;
+    // A check, not a fix: the directory's setgid bit, for one, overrides the fsgid.
+    let meta =
+        std::fs::symlink_metadata(path).with_context(|| format!("checking {}", path.display()))?;
+    let wanted_gid = group.map_or(meta.gid(), Gid::as_raw);
+    if meta.permissions().mode() & 0o777 != mode || meta.gid() != wanted_gid {
+        let _ = std::fs::remove_file(path);
+        bail!(
+            "{} came out with mode {:o} and gid {} instead of {mode:o} and {wanted_gid}",
+            path.display(),
+            meta.permissions().mode() & 0o777,
+            meta.gid()
+        );
+    }
     listener.set_nonblocking(true)?;
     Ok(listener)
 }

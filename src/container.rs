@@ -46,6 +46,10 @@ pub struct Container {
     /// The container's bounding capabilities, for the record's capability conditions.
     #[serde(skip)]
     pub capabilities: Vec<String>,
+    /// The bounding set could not be read, so `capabilities` says nothing: the record's
+    /// capability-conditioned syscalls then get their strictest recorded answer.
+    #[serde(skip)]
+    pub capabilities_unknown: bool,
 }
 
 impl Container {
@@ -73,11 +77,6 @@ impl Container {
             })
             .or(from_metadata);
         let init_pid = inner.pid().filter(|pid| *pid > 0).unwrap_or(*state.pid());
-        let capabilities = if original.is_some() {
-            bounding_capabilities(inner.bundle(), init_pid)
-        } else {
-            Vec::new()
-        };
         Container {
             container_id: inner.id().clone(),
             namespace: first(&NAMESPACE_KEYS),
@@ -87,7 +86,9 @@ impl Container {
             bundle: inner.bundle().display().to_string(),
             metadata,
             original: original.map(Arc::new),
-            capabilities,
+            // Filled in by intake (`bounding_capabilities`), which reads the bundle off the control plane.
+            capabilities: Vec::new(),
+            capabilities_unknown: false,
         }
     }
 
@@ -128,30 +129,90 @@ fn split_metadata(raw: &str) -> (String, Option<OriginalProfile>) {
     }
 }
 
+/// Largest bundle `config.json` read for capabilities; real ones are a few KiB.
+pub const MAX_CONFIG_BYTES: u64 = 4 << 20;
+
+/// Why the bundle's capabilities could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("opening {path}: {source}")]
+    Open {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a regular file")]
+    NotRegular { path: String },
+    #[error("{path} is larger than {MAX_CONFIG_BYTES} bytes")]
+    TooLarge { path: String },
+    #[error("reading {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} is not JSON: {source}")]
+    BadJson {
+        path: String,
+        source: serde_json::Error,
+    },
+}
+
 /// The bounding set the runtime gives the container, from the bundle's config.json;
-/// the init's own set at handover time may not be final yet.
-fn bounding_capabilities(bundle: &Path, init_pid: i32) -> Vec<String> {
-    let from_config = std::fs::read(bundle.join("config.json"))
-        .ok()
-        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
-        .and_then(|config| {
-            let caps = config
-                .pointer("/process/capabilities/bounding")?
-                .as_array()?
-                .clone();
-            Some(
-                caps.iter()
-                    .filter_map(|c| c.as_str().map(str::to_string))
-                    .collect::<Vec<_>>(),
-            )
-        });
-    from_config.unwrap_or_else(|| {
-        tracing::warn!(
-            pid = init_pid,
-            "no capabilities in the bundle's config.json; capability-conditioned rules of the original profile count as absent"
-        );
-        Vec::new()
-    })
+/// the init's own set at handover time may not be final yet. A missing
+/// `process.capabilities.bounding` is an empty set, as the runtime spec has it.
+///
+/// The bundle path comes from the peer, so the file is opened without following a final
+/// symlink and without blocking (a FIFO would otherwise wait for a writer), must be a
+/// regular file, and is read up to a size cap. It still blocks on a slow file system:
+/// call it off the control plane, with a timeout.
+pub fn bounding_capabilities(bundle: &Path) -> Result<Vec<String>, BundleError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file_path = bundle.join("config.json");
+    let path = || file_path.display().to_string();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(&file_path)
+        .map_err(|source| BundleError::Open {
+            path: path(),
+            source,
+        })?;
+    let meta = file.metadata().map_err(|source| BundleError::Read {
+        path: path(),
+        source,
+    })?;
+    if !meta.file_type().is_file() {
+        return Err(BundleError::NotRegular { path: path() });
+    }
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(BundleError::TooLarge { path: path() });
+    }
+    // The take() also bounds a file that grows after the fstat.
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|source| BundleError::Read {
+            path: path(),
+            source,
+        })?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(BundleError::TooLarge { path: path() });
+    }
+    let config: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|source| BundleError::BadJson {
+            path: path(),
+            source,
+        })?;
+    let caps = config
+        .pointer("/process/capabilities/bounding")
+        .and_then(serde_json::Value::as_array)
+        .map(|caps| {
+            caps.iter()
+                .filter_map(|c| c.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(caps)
 }
 
 #[cfg(test)]
@@ -187,5 +248,45 @@ mod tests {
             ("ns", "p", "c")
         );
         assert_eq!(c.init_pid, 7);
+    }
+
+    #[test]
+    fn bundle_capabilities_come_only_from_a_small_regular_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.json");
+        std::fs::write(
+            &config,
+            r#"{"process":{"capabilities":{"bounding":["CAP_KILL","CAP_CHOWN"]}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            bounding_capabilities(dir.path()).unwrap(),
+            ["CAP_KILL", "CAP_CHOWN"]
+        );
+        std::fs::write(&config, r#"{"process":{}}"#).unwrap();
+        assert!(bounding_capabilities(dir.path()).unwrap().is_empty());
+        std::fs::write(&config, "{").unwrap();
+        assert!(matches!(
+            bounding_capabilities(dir.path()),
+            Err(BundleError::BadJson { .. })
+        ));
+        let big = vec![b' '; MAX_CONFIG_BYTES as usize + 1];
+        std::fs::write(&config, big).unwrap();
+        assert!(matches!(
+            bounding_capabilities(dir.path()),
+            Err(BundleError::TooLarge { .. })
+        ));
+        std::fs::remove_file(&config).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", &config).unwrap();
+        assert!(matches!(
+            bounding_capabilities(dir.path()),
+            Err(BundleError::Open { .. })
+        ));
+        std::fs::remove_file(&config).unwrap();
+        std::fs::create_dir(&config).unwrap();
+        assert!(matches!(
+            bounding_capabilities(dir.path()),
+            Err(BundleError::NotRegular { .. })
+        ));
     }
 }

@@ -174,6 +174,25 @@ impl Ceiling {
         };
         let mut by_arch = empty_by_arch();
         for (name, rules) in &original.syscalls {
+            let cap_conditioned = rules
+                .iter()
+                .any(|r| !r.caps.is_empty() || !r.not_caps.is_empty());
+            if cap_conditioned && container.capabilities_unknown {
+                // Which of these rules exist depends on capabilities nobody could read; the
+                // answer is one of the rules' or the default's, so the strictest of them is
+                // never looser than the original filter, whatever the capabilities were.
+                let strictest = rules
+                    .iter()
+                    .map(|r| verdict(r.outcome))
+                    .chain([verdict(original.default)])
+                    .max_by_key(|v| v.action)
+                    .expect("the chain holds the default");
+                push(&mut by_arch, name, || Candidate {
+                    conditions: Box::new([]),
+                    verdict: strictest.clone(),
+                });
+                continue;
+            }
             let applicable = rules.iter().filter(|r| {
                 r.caps.iter().all(|c| container.has_capability(c))
                     && !r.not_caps.iter().any(|c| container.has_capability(c))
@@ -423,8 +442,43 @@ mod tests {
         assert_eq!(t.decide(at("unshare"), &[0; 6]).action, Action::Deny);
         assert_eq!(t.decide(at("uname"), &[0; 6]).action, Action::Log);
         assert_eq!(
-            table(text, admin).decide(at("unshare"), &[0; 6]).action,
+            table(text, admin.clone())
+                .decide(at("unshare"), &[0; 6])
+                .action,
             Action::Log
         );
+        let unknown = Container {
+            capabilities_unknown: true,
+            ..admin
+        };
+        let t = table(text, unknown);
+        let unshare = t.decide(at("unshare"), &[0; 6]);
+        assert_eq!((unshare.action, unshare.errno), (Action::Deny, libc::EPERM));
+        assert_eq!(
+            t.decide(at("personality"), &[8, 0, 0, 0, 0, 0]).action,
+            Action::Log
+        );
+    }
+
+    #[test]
+    fn unknown_capabilities_give_the_strictest_recorded_answer() {
+        // An excludes-rule that allows when CAP_SYS_ADMIN is absent, before a rule that
+        // kills: counting the unknown capability as absent would let the call through.
+        let original: OriginalProfile = serde_json::from_str(
+            r#"{"default": {"action": "allow"},
+                "syscalls": {
+                  "unshare": [{"not_caps": ["CAP_SYS_ADMIN"], "outcome": {"action": "allow"}},
+                              {"outcome": {"action": "kill"}}]
+                }}"#,
+        )
+        .unwrap();
+        let who = Container {
+            original: Some(Arc::new(original)),
+            capabilities_unknown: true,
+            ..nobody()
+        };
+        let t = table("default: log\n", who);
+        let unshare = Some(syscalls::numbers("unshare")[0]);
+        assert_eq!(t.decide(unshare, &[0; 6]).action, Action::Kill);
     }
 }

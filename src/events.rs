@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use prometheus::IntCounter;
 use serde_json::{json, Value};
@@ -14,10 +14,14 @@ use serde_json::{json, Value};
 use crate::container::Container;
 use crate::policy::{errno_name, Action};
 use crate::syscalls;
+use crate::text::Printable;
 
 /// How the writer waits for more when the queue is empty. Polling keeps wake-ups
 /// off the notification path: a sender never has to wake a sleeping writer.
 const IDLE_POLL: Duration = Duration::from_millis(10);
+
+/// How long stopping waits for queued events to be written out.
+const FINAL_FLUSH: Duration = Duration::from_secs(2);
 
 /// How many recent denials and kills `switchboard status` can show.
 const RECENT_DENIALS: usize = 50;
@@ -317,7 +321,7 @@ impl Event {
                     e.args[2],
                     result,
                     e.pid,
-                    c.container_id,
+                    Printable(&c.container_id),
                     k8s_suffix(c),
                     e.rule.unwrap_or("(default)"),
                 )
@@ -327,7 +331,7 @@ impl Event {
             } => format!(
                 "{} listener added: container={}{} init_pid={}",
                 rfc3339(*time),
-                container.container_id,
+                Printable(&container.container_id),
                 k8s_suffix(container),
                 container.init_pid
             ),
@@ -338,7 +342,7 @@ impl Event {
             } => format!(
                 "{} listener removed: container={}{} ({reason})",
                 rfc3339(*time),
-                container.container_id,
+                Printable(&container.container_id),
                 k8s_suffix(container)
             ),
         }
@@ -349,7 +353,12 @@ fn k8s_suffix(c: &Container) -> String {
     if c.namespace.is_empty() && c.pod.is_empty() && c.container.is_empty() {
         String::new()
     } else {
-        format!(" [{}/{}/{}]", c.namespace, c.pod, c.container)
+        format!(
+            " [{}/{}/{}]",
+            Printable(&c.namespace),
+            Printable(&c.pod),
+            Printable(&c.container)
+        )
     }
 }
 
@@ -419,11 +428,23 @@ impl EventWriter {
         self.recent.clone()
     }
 
-    /// Writes out every queued event, then ends the thread.
+    /// Writes out every queued event, then ends the thread. Gives up after `FINAL_FLUSH`:
+    /// a reader that stopped reading (a full pipe) must not keep the process from exiting,
+    /// and the thread, blocked in write, ends with the process.
     pub fn flush_and_stop(mut self) {
         self.stop.store(true, Ordering::Release);
         if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+            let deadline = Instant::now() + FINAL_FLUSH;
+            while !thread.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(IDLE_POLL);
+            }
+            if thread.is_finished() {
+                let _ = thread.join();
+            } else {
+                tracing::warn!(
+                    "events not written out within {FINAL_FLUSH:?}: the output is not being read; exiting without them"
+                );
+            }
         }
     }
 }
@@ -491,6 +512,23 @@ mod tests {
             action,
             errno,
         })
+    }
+
+    #[test]
+    fn text_lines_escape_control_characters() {
+        let container = Arc::new(Container {
+            container_id: "id\nFORGED".into(),
+            pod: "p\x1b[2J".into(),
+            ..Default::default()
+        });
+        let added = Event::ListenerAdded {
+            time: SystemTime::UNIX_EPOCH,
+            container,
+            sync_wakeup: false,
+        };
+        let text = added.to_text();
+        assert!(!text.contains(['\n', '\x1b']), "{text}");
+        assert!(text.contains("id\\nFORGED"), "{text}");
     }
 
     #[test]

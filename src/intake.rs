@@ -1,6 +1,9 @@
 //! Intake: accepts runtimes on the agent socket and takes their listener over the OCI `listenerPath` protocol.
 
+use std::collections::VecDeque;
 use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,8 +11,9 @@ use nix::errno::Errno;
 use oci_spec::runtime::ContainerProcessState;
 use tokio::io::Interest;
 use tokio::net::{UnixListener, UnixStream};
+use tokio::task::AbortHandle;
 
-use crate::container::Container;
+use crate::container::{self, Container};
 use crate::notify::Engine;
 use crate::sys::{self, Listener, PidFd};
 
@@ -43,6 +47,10 @@ pub enum IntakeError {
     NoSeccompFd,
     #[error("the fd sent as {SECCOMP_FD_NAME:?} is not a seccomp listener ({0})")]
     NotAListener(Errno),
+    #[error("more than {MAX_FDS} file descriptors were sent ({0} kept until then)")]
+    TooManyFds(usize),
+    #[error("dropped to make room: {0} connections were being read at once")]
+    TooManyConnections(usize),
     #[error("socket error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -60,13 +68,49 @@ impl IntakeError {
             IntakeError::FdCount { .. } => "fd_count",
             IntakeError::NoSeccompFd => "no_seccomp_fd",
             IntakeError::NotAListener(_) => "not_a_listener",
+            IntakeError::TooManyFds(_) => "too_many_fds",
+            IntakeError::TooManyConnections(_) => "too_many_connections",
             IntakeError::Io(_) => "io",
         }
     }
 }
 
+/// Default cap on connections being read at once.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+
+/// Most fds one connection may send; a runtime sends one.
+const MAX_FDS: usize = sys::MAX_FDS_PER_MESSAGE;
+
+/// Fewest and most bytes one read asks for: the buffer starts small and at most doubles
+/// per read, so it grows only as bytes arrive.
+const READ_CHUNK: (usize, usize) = (1024, 16 * 1024);
+
+/// After a read that emptied the socket without completing the state, wait this long
+/// before the next: a client trickling bytes then costs at most ~100 wake-ups a second,
+/// while a runtime, which sends its state in one message, never waits.
+const TRICKLE_PAUSE: Duration = Duration::from_millis(10);
+
+/// How long reading a bundle's config.json may take before it counts as refused.
+const BUNDLE_READ_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Bundle reads that may be under way at once, stuck ones included (a read on a hung
+/// file system never returns); beyond this, the capabilities count as unknown.
+const MAX_BUNDLE_READS: usize = 16;
+
+/// What intake accepts.
+#[derive(Debug, Clone)]
+pub struct IntakeConfig {
+    /// Uids besides root whose listeners are served.
+    pub allowed_uids: Vec<u32>,
+    /// Connections being read at once; beyond it, the oldest is dropped.
+    pub max_connections: usize,
+}
+
 /// Accepts connections for ever, each handled on its own task so none can hold up another.
-pub async fn serve(socket: UnixListener, engine: Arc<Engine>, allowed_uids: Arc<Vec<u32>>) {
+pub async fn serve(socket: UnixListener, engine: Arc<Engine>, config: IntakeConfig) {
+    let bundle_reads = Arc::new(AtomicUsize::new(0));
+    // Connections still reading their state, oldest first, each with its "still reading" flag.
+    let mut pending: VecDeque<(AbortHandle, Arc<AtomicBool>)> = VecDeque::new();
     loop {
         let stream = match socket.accept().await {
             Ok((stream, _)) => stream,
@@ -76,80 +120,232 @@ pub async fn serve(socket: UnixListener, engine: Arc<Engine>, allowed_uids: Arc<
                 continue;
             }
         };
+        // Strangers are refused before they can take a slot from the runtimes.
+        let uid = match peer_uid(&stream, &config.allowed_uids) {
+            Ok(uid) => uid,
+            Err(e) => {
+                refused(&engine, &e);
+                continue;
+            }
+        };
+        // A connection past its state holds a runtime's listener; only readers are capped.
+        pending.retain(|(task, reading)| !task.is_finished() && reading.load(Ordering::Acquire));
+        if pending.len() >= config.max_connections.max(1) {
+            // Dropping the oldest rather than the newest: a runtime sends its state as soon as
+            // it connects, so a flood of idle connections only ever evicts its own.
+            if let Some((oldest, _)) = pending.pop_front() {
+                // On this single-threaded runtime an unfinished task is parked at an await,
+                // so the abort takes effect before it gets any further.
+                oldest.abort();
+                refused(
+                    &engine,
+                    &IntakeError::TooManyConnections(config.max_connections),
+                );
+            }
+        }
         let engine = engine.clone();
-        let allowed_uids = allowed_uids.clone();
-        tokio::spawn(async move {
-            if let Err(e) = take_listener(stream, &engine, &allowed_uids).await {
-                engine.metrics().intake_error(e.reason());
-                tracing::warn!(reason = e.reason(), error = %e, "refused a connection on the agent socket");
+        let bundle_reads = bundle_reads.clone();
+        let reading = Arc::new(AtomicBool::new(true));
+        let task = tokio::spawn({
+            let reading = reading.clone();
+            async move {
+                if let Err(e) = take_listener(stream, uid, &reading, &engine, &bundle_reads).await {
+                    refused(&engine, &e);
+                }
             }
         });
+        pending.push_back((task.abort_handle(), reading));
     }
 }
 
-async fn take_listener(
-    stream: UnixStream,
-    engine: &Arc<Engine>,
-    allowed_uids: &[u32],
-) -> Result<(), IntakeError> {
+fn refused(engine: &Engine, e: &IntakeError) {
+    engine.metrics().intake_error(e.reason());
+    tracing::warn!(reason = e.reason(), error = %e, "refused a connection on the agent socket");
+}
+
+fn peer_uid(stream: &UnixStream, allowed_uids: &[u32]) -> Result<u32, IntakeError> {
     let uid = stream.peer_cred()?.uid();
     if uid != 0 && !allowed_uids.contains(&uid) {
         return Err(IntakeError::PeerRefused(uid));
     }
+    Ok(uid)
+}
+
+async fn take_listener(
+    stream: UnixStream,
+    uid: u32,
+    reading: &AtomicBool,
+    engine: &Arc<Engine>,
+    bundle_reads: &Arc<AtomicUsize>,
+) -> Result<(), IntakeError> {
     let received = tokio::time::timeout(READ_TIMEOUT, read_state(&stream))
         .await
         .map_err(|_| IntakeError::Timeout)??;
+    reading.store(false, Ordering::Release);
     let mut received = received;
     let listener = received.pick_listener()?;
-    let container = Container::from_state(&received.state);
-    let init = match PidFd::open(container.init_pid) {
-        Ok(pidfd) => Some(pidfd),
-        Err(errno) => {
-            tracing::warn!(%errno, pid = container.init_pid, "cannot open the container's init; kill rules will not work for it");
-            None
+    let mut container = Container::from_state(&received.state);
+    // Only root (the runtime) is believed about which process is the container's init;
+    // any other peer could name a process of someone else's for a kill rule to end.
+    let trusted = uid == 0;
+    if container.original.is_some() {
+        if trusted {
+            match read_capabilities(Path::new(&container.bundle), bundle_reads).await {
+                Ok(caps) => container.capabilities = caps,
+                Err(why) => {
+                    engine.metrics().intake_error(BUNDLE_REFUSED);
+                    tracing::warn!(reason = BUNDLE_REFUSED, container = %container.container_id, error = %why,
+                        "cannot read the bundle's capabilities; the record's capability-conditioned syscalls get their strictest answer");
+                    container.capabilities_unknown = true;
+                }
+            }
+        } else {
+            // Nor is a bundle path from a non-root peer opened by the (root) agent.
+            container.capabilities_unknown = true;
         }
+    }
+    let init = if trusted {
+        match PidFd::open(container.init_pid) {
+            Ok(pidfd) => Some(pidfd),
+            Err(errno) => {
+                tracing::warn!(%errno, pid = container.init_pid, "cannot open the container's init; kill rules will not work for it");
+                None
+            }
+        }
+    } else {
+        tracing::info!(uid, pid = container.init_pid, "the peer is not root: the pid its state names is not trusted, and no kill rule signals it");
+        None
     };
     tracing::info!(container = %container.container_id, init_pid = container.init_pid, "listener received");
     engine.attach(listener, container, init)?;
     Ok(())
 }
 
-/// Reads until the bytes parse as one complete state; runc keeps the connection open
-/// until the first flagged syscalls are answered, so waiting for EOF would deadlock.
-async fn read_state(stream: &UnixStream) -> Result<Received, IntakeError> {
-    let mut bytes = Vec::with_capacity(4096);
-    let mut fds = Vec::new();
-    let mut fds_lost = false;
-    let mut chunk = vec![0u8; 64 * 1024];
-    loop {
-        let received = stream
-            .async_io(Interest::READABLE, || {
-                sys::receive_with_fds(stream.as_fd(), &mut chunk, &mut fds).map_err(Into::into)
-            })
-            .await?;
-        fds_lost |= received.fds_lost;
-        let read = received.bytes;
-        if read == 0 {
-            return Err(IntakeError::Truncated(bytes.len()));
+/// The `reason` label counted when a bundle's capabilities cannot be read; the container is still served.
+pub const BUNDLE_REFUSED: &str = "bundle_config";
+
+/// `container::bounding_capabilities` on a blocking thread, with a timeout and a cap on
+/// reads under way, so a FIFO, a huge file or a hung file system never holds up the control plane.
+async fn read_capabilities(
+    bundle: &Path,
+    under_way: &Arc<AtomicUsize>,
+) -> Result<Vec<String>, String> {
+    /// Counts a read as under way until its thread is done with it, even after a timeout.
+    struct UnderWay(Arc<AtomicUsize>);
+    impl Drop for UnderWay {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::AcqRel);
         }
-        bytes.extend_from_slice(&chunk[..read]);
-        if bytes.len() > MAX_STATE_BYTES {
+    }
+    if under_way.fetch_add(1, Ordering::AcqRel) >= MAX_BUNDLE_READS {
+        under_way.fetch_sub(1, Ordering::AcqRel);
+        return Err(format!("{MAX_BUNDLE_READS} bundle reads already under way"));
+    }
+    let token = UnderWay(under_way.clone());
+    let bundle = bundle.to_path_buf();
+    let read = tokio::task::spawn_blocking(move || {
+        let _token = token;
+        container::bounding_capabilities(&bundle)
+    });
+    match tokio::time::timeout(BUNDLE_READ_TIMEOUT, read).await {
+        Err(_) => Err(format!("no answer within {BUNDLE_READ_TIMEOUT:?}")),
+        Ok(Err(e)) => Err(format!("the reading thread failed: {e}")),
+        Ok(Ok(result)) => result.map_err(|e| e.to_string()),
+    }
+}
+
+/// Reads until one complete state has arrived; runc keeps the connection open
+/// until the first flagged syscalls are answered, so waiting for EOF would deadlock.
+/// Nothing is allocated before the first byte arrives, each byte is scanned once and
+/// the JSON is parsed once, when its outermost object closes.
+async fn read_state(stream: &UnixStream) -> Result<Received, IntakeError> {
+    // `buf[..filled]` is what arrived; the rest was zeroed once and is reused, so no byte
+    // is zeroed twice however small the reads.
+    let mut buf = Vec::new();
+    let mut filled = 0;
+    let mut fds = Vec::new();
+    let mut framing = Framing::default();
+    loop {
+        stream.readable().await?;
+        let want = filled
+            .clamp(READ_CHUNK.0, READ_CHUNK.1)
+            .min(MAX_STATE_BYTES + 1 - filled);
+        if buf.len() < filled + want {
+            buf.resize(filled + want, 0);
+        }
+        let room = &mut buf[filled..filled + want];
+        let result = stream.try_io(Interest::READABLE, || {
+            sys::receive_with_fds(stream.as_fd(), room, &mut fds).map_err(Into::into)
+        });
+        if fds.len() > MAX_FDS || result.as_ref().is_ok_and(|r| r.fds_lost) {
+            return Err(IntakeError::TooManyFds(fds.len()));
+        }
+        let received = match result {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            other => other?,
+        };
+        if received.bytes == 0 {
+            return Err(IntakeError::Truncated(filled));
+        }
+        filled += received.bytes;
+        if filled > MAX_STATE_BYTES {
             return Err(IntakeError::TooLarge);
         }
-        let mut values =
-            serde_json::Deserializer::from_slice(&bytes).into_iter::<ContainerProcessState>();
-        match values.next() {
-            Some(Ok(state)) => {
-                return Ok(Received {
-                    state,
-                    fds,
-                    fds_lost,
-                })
-            }
-            Some(Err(e)) if e.is_eof() => continue,
-            Some(Err(e)) => return Err(IntakeError::BadJson(e)),
-            None => continue,
+        if let Some(end) = framing.feed(&buf[..filled]) {
+            let state = serde_json::from_slice::<ContainerProcessState>(&buf[..end])
+                .map_err(IntakeError::BadJson)?;
+            return Ok(Received { state, fds });
         }
+        if received.bytes < want {
+            tokio::time::sleep(TRICKLE_PAUSE).await;
+        }
+    }
+}
+
+/// Finds where the first top-level JSON object ends, looking at each byte once.
+#[derive(Debug, Default)]
+struct Framing {
+    scanned: usize,
+    /// Open objects and arrays; 0 before the first `{`.
+    depth: u32,
+    in_string: bool,
+    escaped: bool,
+}
+
+impl Framing {
+    /// Scans what arrived since the last call. Returns the length of the first complete
+    /// object, or of everything when the bytes cannot start one, so the parser names the error.
+    fn feed(&mut self, bytes: &[u8]) -> Option<usize> {
+        for (i, &b) in bytes.iter().enumerate().skip(self.scanned) {
+            self.scanned = i + 1;
+            if self.depth == 0 {
+                match b {
+                    b'{' => self.depth = 1,
+                    b if b.is_ascii_whitespace() => {}
+                    _ => return Some(bytes.len()),
+                }
+            } else if self.in_string {
+                match (self.escaped, b) {
+                    (true, _) => self.escaped = false,
+                    (false, b'\\') => self.escaped = true,
+                    (false, b'"') => self.in_string = false,
+                    _ => {}
+                }
+            } else {
+                match b {
+                    b'"' => self.in_string = true,
+                    b'{' | b'[' => self.depth += 1,
+                    b'}' | b']' => {
+                        self.depth -= 1;
+                        if self.depth == 0 {
+                            return Some(i + 1);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        None
     }
 }
 
@@ -157,19 +353,17 @@ async fn read_state(stream: &UnixStream) -> Result<Received, IntakeError> {
 struct Received {
     state: ContainerProcessState,
     fds: Vec<OwnedFd>,
-    /// More fds arrived than we had room for; the kernel closed the rest.
-    fds_lost: bool,
 }
 
 impl Received {
     /// Keeps the fd named "seccompFd" if it is a listener; every other fd is closed.
     fn pick_listener(&mut self) -> Result<Listener, IntakeError> {
         let mut fds = std::mem::take(&mut self.fds);
-        if fds.is_empty() && !self.fds_lost {
+        if fds.is_empty() {
             return Err(IntakeError::NoFd);
         }
         let named = self.state.fds().len();
-        if fds.len() != named || self.fds_lost {
+        if fds.len() != named {
             return Err(IntakeError::FdCount {
                 received: fds.len(),
                 named,
@@ -183,5 +377,42 @@ impl Received {
             .ok_or(IntakeError::NoSeccompFd)?;
         let fd = fds.swap_remove(index);
         Listener::from_fd(fd).map_err(|(_, errno)| IntakeError::NotAListener(errno))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(chunks: &[&str]) -> Option<usize> {
+        let mut framing = Framing::default();
+        let mut bytes = Vec::new();
+        let mut found = None;
+        for chunk in chunks {
+            bytes.extend_from_slice(chunk.as_bytes());
+            found = framing.feed(&bytes);
+        }
+        found
+    }
+
+    #[test]
+    fn framing_ends_at_the_outer_brace_only() {
+        let state = r#" {"a":{"b":["}",{"c":"\"}"}]},"d":"\\"}tail"#;
+        let end = state.find("tail").unwrap();
+        assert_eq!(frame(&[state]), Some(end));
+        let bytes: Vec<String> = state.chars().map(String::from).collect();
+        let mut framing = Framing::default();
+        let mut seen = String::new();
+        let mut found = None;
+        for b in &bytes {
+            seen.push_str(b);
+            if let Some(end) = framing.feed(seen.as_bytes()) {
+                found = Some(end);
+                break;
+            }
+        }
+        assert_eq!(found, Some(end));
+        assert_eq!(frame(&[r#"{"a":"}"#]), None);
+        assert_eq!(frame(&["  \n", "x{}"]), Some(6));
     }
 }

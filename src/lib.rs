@@ -17,3 +17,4 @@ pub mod run;
 pub mod status;
 pub mod sys;
 pub mod syscalls;
+pub mod text;

@@ -42,9 +42,15 @@ enum Command {
         /// Event format on stdout.
         #[arg(long, value_enum, default_value_t = LogFormat::Json)]
         log_format: LogFormat,
-        /// A uid allowed to connect besides root; repeatable.
+        /// A uid allowed to connect besides root; repeatable. Pair with --socket-group.
         #[arg(long = "allow-uid")]
         allow_uid: Vec<u32>,
+        /// Group (name or gid) the socket is created for, with mode 0660 instead of 0600.
+        #[arg(long)]
+        socket_group: Option<String>,
+        /// Most connections read at once on the socket; beyond it the oldest is dropped.
+        #[arg(long, default_value_t = switchboard::intake::DEFAULT_MAX_CONNECTIONS)]
+        max_connections: usize,
         /// Seconds a gone container's series stay on /metrics.
         #[arg(long, default_value_t = 300)]
         series_ttl: u64,
@@ -101,9 +107,26 @@ enum Command {
     },
 }
 
+/// Log fields as the default formatter writes them (`message key=value ...`), with control
+/// characters escaped: container ids, paths and errors can come from a peer.
+fn escaped_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> {
+    use switchboard::text::Printable;
+    use tracing_subscriber::field::MakeExt;
+    tracing_subscriber::fmt::format::debug_fn(|writer, field, value| {
+        let value = format!("{value:?}");
+        if field.name() == "message" {
+            write!(writer, "{}", Printable(&value))
+        } else {
+            write!(writer, "{field}={}", Printable(&value))
+        }
+    })
+    .delimited(" ")
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
+        .fmt_fields(escaped_fields())
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_max_level(tracing::Level::INFO)
@@ -115,6 +138,8 @@ fn main() -> ExitCode {
             metrics_addr,
             log_format,
             allow_uid,
+            socket_group,
+            max_connections,
             series_ttl,
             no_sync_wakeup,
             max_series,
@@ -124,6 +149,8 @@ fn main() -> ExitCode {
             metrics_addr,
             log_format,
             allowed_uids: allow_uid,
+            socket_group,
+            max_connections,
             series_ttl: Duration::from_secs(series_ttl),
             sync_wakeup: !no_sync_wakeup,
             max_series,

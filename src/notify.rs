@@ -175,21 +175,11 @@ impl Engine {
         });
         let stats = Arc::new(ListenerStats::new(container.clone()));
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.live
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, control.clone());
-        self.metrics.add_listener(stats.clone());
-        self.events.emit(Event::ListenerAdded {
-            time: SystemTime::now(),
-            container: container.clone(),
-            sync_wakeup,
-        });
         let worker = Worker {
             listener,
             table,
-            control,
-            stats,
+            control: control.clone(),
+            stats: stats.clone(),
             events: self.events.clone(),
             scope,
             ended: false,
@@ -197,11 +187,17 @@ impl Engine {
             sync_wakeup,
         };
         let engine = self.clone();
-        let stats = worker.stats.clone();
+        let removed = container.clone();
+        // The thread waits until it is registered, so it never unregisters first; and it is
+        // registered only once it exists, so a failed spawn leaves nothing behind.
+        let (go, wait_for_go) = std::sync::mpsc::sync_channel::<()>(1);
         let thread = std::thread::Builder::new()
             .name(format!("listener-{id}"))
             .stack_size(WORKER_STACK)
             .spawn(move || {
+                if wait_for_go.recv().is_err() {
+                    return;
+                }
                 let stats = worker.stats.clone();
                 let reason = worker.run();
                 engine
@@ -212,10 +208,21 @@ impl Engine {
                 engine.metrics.retire_listener(&stats);
                 engine.events.emit(Event::ListenerRemoved {
                     time: SystemTime::now(),
-                    container,
+                    container: removed,
                     reason,
                 });
             })?;
+        self.live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, control);
+        self.metrics.add_listener(stats.clone());
+        self.events.emit(Event::ListenerAdded {
+            time: SystemTime::now(),
+            container,
+            sync_wakeup,
+        });
+        let _ = go.send(());
         Ok(Attached { thread, stats })
     }
 

@@ -13,6 +13,7 @@ use serde_json::Value;
 use crate::events::RecentDenials;
 use crate::metrics::Metrics;
 use crate::policy::Action;
+use crate::text::{printable, Printable};
 
 /// How many syscalls the report ranks.
 const TOP_SYSCALLS: usize = 10;
@@ -117,7 +118,7 @@ impl Status {
         let _ = writeln!(
             out,
             "switchboard {}: {} listener(s)\n",
-            self.version,
+            Printable(&self.version),
             self.listeners.len()
         );
         let _ = writeln!(
@@ -130,12 +131,17 @@ impl Status {
             let k8s = if l.namespace.is_empty() && l.pod.is_empty() {
                 "-".to_string()
             } else {
-                format!("{}/{}/{}", l.namespace, l.pod, l.container)
+                format!(
+                    "{}/{}/{}",
+                    Printable(&l.namespace),
+                    Printable(&l.pod),
+                    Printable(&l.container)
+                )
             };
             let _ = writeln!(
                 out,
                 "{:<28} {:<36} {:>8} {:>8} {:>8} {:>8}",
-                truncate(&l.container_id, 28),
+                truncate(&printable(&l.container_id), 28),
                 truncate(&k8s, 36),
                 count("allow"),
                 count("log"),
@@ -148,7 +154,9 @@ impl Status {
             let _ = writeln!(
                 out,
                 "  {:<24} {:<6} {:>10}",
-                row.syscall, row.action, row.count
+                printable(&row.syscall),
+                printable(&row.action),
+                row.count
             );
         }
         let _ = writeln!(out, "\nRECENT DENIALS AND KILLS");
@@ -157,9 +165,9 @@ impl Status {
         }
         for event in self.recent_denials.iter().rev() {
             let field = |k: &str| match &event[k] {
-                Value::String(s) => s.clone(),
+                Value::String(s) => printable(s),
                 Value::Null => "-".to_string(),
-                other => other.to_string(),
+                other => printable(&other.to_string()),
             };
             let _ = writeln!(
                 out,

@@ -2,11 +2,8 @@
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
-use std::io::IoSliceMut;
-
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 
 /// One notification as the kernel hands it over (`struct seccomp_notif`).
 pub type Notification = libc::seccomp_notif;
@@ -263,6 +260,10 @@ impl PidFd {
     }
 }
 
+/// Most fds one `receive_with_fds` makes room for; the kernel closes any beyond
+/// and sets MSG_CTRUNC. A runtime sends one.
+pub const MAX_FDS_PER_MESSAGE: usize = 16;
+
 /// What one `receive_with_fds` got.
 #[derive(Debug, Clone, Copy)]
 pub struct ReceivedChunk {
@@ -271,34 +272,73 @@ pub struct ReceivedChunk {
     pub fds_lost: bool,
 }
 
+/// Room for one SCM_RIGHTS message of `MAX_FDS_PER_MESSAGE` fds, aligned for `cmsghdr`.
+#[repr(C, align(8))]
+struct ControlBuffer([u8; CONTROL_SPACE]);
+
+// SAFETY: CMSG_SPACE is pure arithmetic on its argument.
+const CONTROL_SPACE: usize = unsafe {
+    libc::CMSG_SPACE((MAX_FDS_PER_MESSAGE * std::mem::size_of::<RawFd>()) as u32) as usize
+};
+
 /// One non-blocking recvmsg on a Unix socket. Every fd that arrives is owned at
-/// once and appended to `fds`, so it is closed unless the caller keeps it.
+/// once and appended to `fds`, so it is closed unless the caller keeps it; this holds
+/// for a truncated control message too (MSG_CTRUNC), where nix's `cmsgs()` would fail
+/// before handing over the fds the kernel did install.
 pub fn receive_with_fds(
     socket: BorrowedFd<'_>,
     buf: &mut [u8],
     fds: &mut Vec<OwnedFd>,
 ) -> Result<ReceivedChunk, Errno> {
-    let mut control = nix::cmsg_space!([RawFd; 16]);
-    let mut iov = [IoSliceMut::new(buf)];
-    let message = recvmsg::<()>(
-        socket.as_raw_fd(),
-        &mut iov,
-        Some(&mut control),
-        MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
-    )?;
-    for cmsg in message.cmsgs()? {
-        if let ControlMessageOwned::ScmRights(raw_fds) = cmsg {
-            // SAFETY: SCM_RIGHTS just installed these fds in our table; nothing else owns them.
-            fds.extend(
-                raw_fds
-                    .into_iter()
-                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-            );
+    let mut control = ControlBuffer([0; CONTROL_SPACE]);
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is plain data; all-zero is a valid empty header.
+    let mut header: libc::msghdr = unsafe { std::mem::zeroed() };
+    header.msg_iov = &mut iov;
+    header.msg_iovlen = 1;
+    header.msg_control = control.0.as_mut_ptr().cast();
+    header.msg_controllen = CONTROL_SPACE as _;
+    // SAFETY: the iovec and control buffer point into live buffers of the lengths given,
+    // which outlive the call; the kernel writes at most those lengths.
+    let rc = unsafe {
+        libc::recvmsg(
+            socket.as_raw_fd(),
+            &mut header,
+            libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT,
+        )
+    };
+    let bytes = Errno::result(rc)? as usize;
+    // SAFETY: after recvmsg, msg_controllen is the part of `control` the kernel filled,
+    // and CMSG_FIRSTHDR/CMSG_NXTHDR stay within it, returning null past its end.
+    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&header) };
+    while !cmsg.is_null() {
+        // SAFETY: `cmsg` is non-null, so it points at a whole cmsghdr inside `control`.
+        let (level, kind, len) =
+            unsafe { ((*cmsg).cmsg_level, (*cmsg).cmsg_type, (*cmsg).cmsg_len) };
+        if level == libc::SOL_SOCKET && kind == libc::SCM_RIGHTS {
+            // SAFETY: CMSG_LEN(0) is pure arithmetic.
+            let header_len = unsafe { libc::CMSG_LEN(0) } as usize;
+            // The kernel trims cmsg_len to what fit, so this counts only installed fds.
+            let count = len.saturating_sub(header_len) / std::mem::size_of::<RawFd>();
+            // SAFETY: CMSG_DATA points just past this header, inside `control`.
+            let data = unsafe { libc::CMSG_DATA(cmsg) }.cast::<RawFd>();
+            for i in 0..count {
+                // SAFETY: `i < count` keeps the read inside the cmsg_len the kernel wrote;
+                // the data may be unaligned, hence read_unaligned.
+                let raw = unsafe { data.add(i).read_unaligned() };
+                // SAFETY: SCM_RIGHTS just installed this fd in our table; nothing else owns it.
+                fds.push(unsafe { OwnedFd::from_raw_fd(raw) });
+            }
         }
+        // SAFETY: `header` and `cmsg` are the ones above; NXTHDR returns null at the end.
+        cmsg = unsafe { libc::CMSG_NXTHDR(&header, cmsg) };
     }
     Ok(ReceivedChunk {
-        bytes: message.bytes,
-        fds_lost: message.flags.contains(MsgFlags::MSG_CTRUNC),
+        bytes,
+        fds_lost: header.msg_flags & libc::MSG_CTRUNC != 0,
     })
 }
 

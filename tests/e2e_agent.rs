@@ -862,7 +862,6 @@ fn unprivileged_uid() -> u32 {
 /// `switchboard run --agent` as the unprivileged uid, trying a mkdir in a fresh
 /// directory; `None` when no unprivileged user can run the binary here.
 fn unprivileged_run_with_agent(agent: &Agent) -> Option<(RunOutput, tempfile::TempDir)> {
-    open_socket_to_all(agent);
     let (dir, _policy) = run_fixture();
     let script = mkdir_cmd(dir.path(), "echo $?");
     let sock = agent.socket().to_str().unwrap().to_string();
@@ -877,13 +876,19 @@ fn unprivileged_run_with_agent(agent: &Agent) -> Option<(RunOutput, tempfile::Te
 fn run_with_agent_hands_listener_to_allowed_uid() {
     let uid = unprivileged_uid().to_string();
     let agent = Agent::with_policy(&deny_mkdir_policy("EPERM"), &["--allow-uid", &uid]);
+    open_socket_to_all(&agent);
     let Some((out, dir)) = unprivileged_run_with_agent(&agent) else {
         return;
     };
+    assert_run_denied_by(&agent, &out, dir.path());
+}
+
+/// The mkdir of [`unprivileged_run_with_agent`] was denied by `agent`'s policy.
+fn assert_run_denied_by(agent: &Agent, out: &RunOutput, dir: &Path) {
     assert_eq!(out.code(), 0, "{out:?}");
     assert_eq!(out.stdout.lines().last(), Some("1"), "{out:?}");
-    assert!(!dir.path().join("made").exists(), "mkdir ran");
-    let e = mkdir_event(&agent, None);
+    assert!(!dir.join("made").exists(), "mkdir ran");
+    let e = mkdir_event(agent, None);
     assert_eq!(e["action"], "deny", "{e}");
     assert_eq!(e["errno"], 1, "{e}");
     agent
@@ -899,18 +904,92 @@ fn agent_refuses_listener_from_uid_not_allowed() {
         return;
     }
     let agent = Agent::with_policy(&deny_mkdir_policy("EPERM"), &[]);
+    open_socket_to_all(&agent);
     let Some((out, dir)) = unprivileged_run_with_agent(&agent) else {
         return;
     };
     assert!(!dir.path().join("made").exists(), "mkdir ran: {out:?}");
     wait_reason(&agent, "peer_refused");
+    assert_no_listener_added(&agent);
+}
+
+/// With `--socket-group`, the socket is born 0660 in that group: an allowed uid in the group
+/// is served without anyone loosening the socket's mode by hand.
+#[test]
+fn allowed_uid_in_the_socket_group_is_served() {
+    if !require_root("allowed_uid_in_the_socket_group_is_served") {
+        return;
+    }
+    let uid = unprivileged_uid().to_string();
+    let agent = Agent::with_policy(
+        &deny_mkdir_policy("EPERM"),
+        &["--allow-uid", &uid, "--socket-group", &uid],
+    );
+    let meta = fs::metadata(agent.socket()).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660, "{meta:?}");
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::gid(&meta),
+        65534,
+        "{meta:?}"
+    );
+    // Only the directory is opened up (the agent's temp dir is 0700), not the socket.
+    fs::set_permissions(agent.dir(), fs::Permissions::from_mode(0o755)).unwrap();
+    let Some((out, dir)) = unprivileged_run_with_agent(&agent) else {
+        return;
+    };
+    assert_run_denied_by(&agent, &out, dir.path());
+}
+
+/// A non-root peer's state may name any pid as the container's init: here a root `sleep`
+/// outside any container. A matching kill rule must not reach it.
+#[test]
+fn non_root_peer_cannot_have_another_process_killed() {
+    if !require_root("non_root_peer_cannot_have_another_process_killed") || !require_tool("setpriv")
+    {
+        return;
+    }
+    let Some((_forge_dir, forge)) = forge_runtime() else {
+        return;
+    };
+    let agent = Agent::with_policy(
+        &policy_yaml("log", "kill-mkdir", MKDIRS, "kill", None),
+        &["--allow-uid", "65534", "--socket-group", "nogroup"],
+    );
+    fs::set_permissions(agent.dir(), fs::Permissions::from_mode(0o755)).unwrap();
+    let mut victim = Command::new("sleep").arg("60").spawn().unwrap();
+    let pid = victim.id();
+    let (dir, _policy) = run_fixture();
+    let state = dir.path().join("state.json");
+    let id = unique_id("forged-init");
+    let json = json!({
+        "ociVersion": "1.0.2", "fds": ["seccompFd"], "pid": pid,
+        "state": {"ociVersion": "1.0.2", "id": id, "status": "creating", "pid": pid, "bundle": "/"}
+    });
+    fs::write(&state, json.to_string()).unwrap();
+    fs::set_permissions(&state, fs::Permissions::from_mode(0o644)).unwrap();
+    let script = mkdir_cmd(dir.path(), "echo mkdir=$?");
+    let out = run_cmd(
+        Command::new(tool("setpriv"))
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&forge)
+            .arg(agent.socket())
+            .arg(&state)
+            .args(["sh", "-c", &script])
+            .current_dir("/"),
+        TIMEOUT,
+    );
+    assert!(!out.timed_out, "{out:?}");
+    let e = mkdir_event(&agent, Some(&id));
+    assert_eq!(e["action"], "kill", "{e}");
+    assert!(!dir.path().join("made").exists(), "mkdir ran: {out:?}");
+    thread::sleep(Duration::from_millis(500));
+    let survived = victim.try_wait().unwrap().is_none();
+    let _ = victim.kill();
+    let _ = victim.wait();
     assert!(
-        !agent
-            .events()
-            .iter()
-            .any(|e| e["event"] == "listener_added"),
-        "{}",
-        agent.stdout_text()
+        survived,
+        "the agent killed pid {pid}, named by a non-root peer\n{}",
+        agent.output()
     );
 }
 

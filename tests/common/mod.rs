@@ -364,3 +364,37 @@ pub fn world_executable_bin() -> (tempfile::TempDir, PathBuf) {
     fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
     (dir, bin)
 }
+
+/// `tests/fixtures/forge_runtime.c` built into a fresh 0755 dir (so any user may run it):
+/// a runtime that sends whatever state it is given with a real listener flagging mkdir and
+/// mkdirat, then execs a command. None (after a SKIP line) without gcc.
+pub fn forge_runtime() -> Option<(tempfile::TempDir, PathBuf)> {
+    if !require_tool("gcc") {
+        return None;
+    }
+    let dir = tmpdir();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.path().join("forge_runtime");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/forge_runtime.c");
+    let built = run_cmd(
+        Command::new("gcc")
+            .args(["-O2", "-o"])
+            .arg(&bin)
+            .arg(&source),
+        Duration::from_secs(60),
+    );
+    assert_eq!(built.code(), 0, "building forge_runtime: {built:?}");
+    Some((dir, bin))
+}
+
+/// The agent never reported a listener as added.
+pub fn assert_no_listener_added(agent: &Agent) {
+    assert!(
+        !agent
+            .events()
+            .iter()
+            .any(|e| e["event"] == "listener_added"),
+        "{}",
+        agent.stdout_text()
+    );
+}
