@@ -7,8 +7,9 @@ use std::sync::Arc;
 use oci_spec::runtime::ContainerProcessState;
 use serde::Serialize;
 
+use crate::decision::Ceiling;
 use crate::policy::SelectorInput;
-use crate::record::{OriginalProfile, METADATA_RECORD_KEY, METADATA_USER_KEY, RECORD_ANNOTATION};
+use crate::record::{OriginalProfile, METADATA_RECORD_KEY, METADATA_USER_KEY};
 
 /// Annotation keys, in order of preference, for the Kubernetes names.
 /// CRI-O and podman write `io.kubernetes.cri-o.*` / `io.kubernetes.pod.*`;
@@ -40,9 +41,10 @@ pub struct Container {
     pub bundle: String,
     /// The profile's `listenerMetadata` (the user's part, when the OCI hook wrapped it).
     pub metadata: String,
-    /// What the original profile did with the syscalls the OCI hook made NOTIFY.
+    /// The original profile's filter, from the record the OCI hook left in the loaded
+    /// profile's `listenerMetadata`; answers are never more permissive than it.
     #[serde(skip)]
-    pub original: Option<Arc<OriginalProfile>>,
+    pub original: Option<Arc<Ceiling>>,
     /// The container's bounding capabilities, for the record's capability conditions.
     #[serde(skip)]
     pub capabilities: Vec<String>,
@@ -60,24 +62,21 @@ impl Container {
                 .cloned()
                 .unwrap_or_default()
         };
+        // Only the loaded profile's listenerMetadata (which runc passes as `metadata`) may
+        // carry the record: annotations come from users, and a record could loosen answers.
         let raw_metadata = state.metadata().clone().unwrap_or_default();
-        let (metadata, from_metadata) = split_metadata(&raw_metadata);
-        let original = annotations
-            .get(RECORD_ANNOTATION)
-            .and_then(|text| match serde_json::from_str::<OriginalProfile>(text) {
-                Ok(record) => Some(record),
-                Err(e) => {
-                    tracing::warn!(error = %e, "ignoring an unreadable {RECORD_ANNOTATION} annotation");
-                    None
-                }
-            })
-            .or(from_metadata);
+        let (metadata, record) = split_metadata(&raw_metadata);
         let init_pid = inner.pid().filter(|pid| *pid > 0).unwrap_or(*state.pid());
-        let capabilities = if original.is_some() {
+        let capabilities = if record.is_some() {
             bounding_capabilities(inner.bundle(), init_pid)
         } else {
             Vec::new()
         };
+        let original = record.map(|record| {
+            Arc::new(Ceiling::from_record(&record, |c| {
+                capabilities.iter().any(|have| have == c)
+            }))
+        });
         Container {
             container_id: inner.id().clone(),
             namespace: first(&NAMESPACE_KEYS),
@@ -86,7 +85,7 @@ impl Container {
             init_pid,
             bundle: inner.bundle().display().to_string(),
             metadata,
-            original: original.map(Arc::new),
+            original,
             capabilities,
         }
     }
@@ -119,11 +118,13 @@ fn split_metadata(raw: &str) -> (String, Option<OriginalProfile>) {
         Some(serde_json::Value::String(user)) => user,
         _ => String::new(),
     };
-    match serde_json::from_value(record) {
+    match serde_json::from_value::<OriginalProfile>(record) {
         Ok(record) => (user, Some(record)),
         Err(e) => {
-            tracing::warn!(error = %e, "ignoring an unreadable record in listenerMetadata");
-            (user, None)
+            // The profile the kernel loaded carries a record this build cannot read: deny
+            // rather than answer without a ceiling.
+            tracing::error!(error = %e, "unreadable original-profile record in listenerMetadata; denying every flagged call");
+            (user, Some(OriginalProfile::unreadable()))
         }
     }
 }

@@ -250,7 +250,7 @@ impl Worker {
             }
             let data = &notif.data;
             let location = syscalls::locate(data.arch, data.nr);
-            let verdict = self.table.decide(location, &data.args);
+            let verdict = self.table.decide(location, data);
             let action = verdict.action;
             let answered = if action.lets_through() {
                 self.listener.respond_continue(notif.id)
