@@ -90,6 +90,11 @@ impl Insn {
         Insn::new(RET | K, 0, 0, value)
     }
 
+    /// The value a `BPF_RET|BPF_K` returns; None for every other instruction.
+    pub fn returns(&self) -> Option<u32> {
+        (self.code == RET | K).then_some(self.k)
+    }
+
     /// `BPF_JMP|BPF_JA k`.
     pub const fn jump(skip: u32) -> Insn {
         Insn::new(JMP | JA, 0, 0, skip)
