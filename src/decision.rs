@@ -133,6 +133,7 @@ impl Ceiling {
         match record.program(has_capability) {
             Ok(program) => Ceiling::new(program),
             Err(e) => {
+                eprintln!("DEBUG {e}");
                 tracing::error!(error = %e, "the original-profile record cannot be compiled; denying every flagged call");
                 Ceiling::new(vec![Insn::ret(bpf::RET_ERRNO | libc::EPERM as u32)])
             }

@@ -81,13 +81,20 @@ pub fn with_parsed_metadata(mut profile: Value) -> Value {
     profile
 }
 
-/// A config with its record annotation parsed.
+/// A config with its seccomp profile's `listenerMetadata` (which carries the record) parsed.
 pub fn with_parsed_record(mut config: Value) -> Value {
-    let key = "io.switchboard.original-profile";
-    if let Some(text) = config["annotations"][key].as_str() {
-        config["annotations"][key] = serde_json::from_str(text).unwrap();
-    }
+    let seccomp = config["linux"]["seccomp"].take();
+    config["linux"]["seccomp"] = with_parsed_metadata(seccomp);
     config
+}
+
+/// The record in a config's `linux.seccomp.listenerMetadata`.
+pub fn config_record(config: &Value) -> Value {
+    let metadata = config["linux"]["seccomp"]["listenerMetadata"]
+        .as_str()
+        .expect("listenerMetadata is a string");
+    let metadata: Value = serde_json::from_str(metadata).expect("listenerMetadata is JSON");
+    metadata["switchboard_original_profile"].clone()
 }
 
 // ---------------------------------------------------------------------------
