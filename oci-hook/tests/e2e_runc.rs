@@ -83,7 +83,7 @@ fn runc_original_denial_survives_a_log_policy_and_policy_deny_works() {
     assert_eq!(rmdir["rule"], "no-rmdir", "{rmdir}");
 
     // The policy only logs mkdir, but the original profile denied it with EACCES:
-    // the agent must answer as the original did (the record in the annotation).
+    // the agent must answer as the original did (the record in listenerMetadata).
     let mkdir = agent.syscall_event(&["mkdir", "mkdirat"]);
     assert!(out.stdout.contains("mkdir=1"), "{out:?}\n{mkdir}");
     assert!(
