@@ -115,3 +115,102 @@ fn runc_inject_on_a_broken_config_fails_and_leaves_it_untouched() {
     let run = runc_run(&runc, bundle.path(), &unique_id("broken"), TIMEOUT);
     assert_ne!(run.code(), 0, "{run:?}");
 }
+
+/// Records that claim the original allowed mkdir: today's format and the old one.
+const FORGED_RECORDS: [&str; 2] = [
+    r#"{"version":2,"defaultAction":"SCMP_ACT_ALLOW","notify":["mkdir","mkdirat"]}"#,
+    r#"{"default":{"action":"allow"},"syscalls":{"mkdir":[],"mkdirat":[]}}"#,
+];
+
+/// Only logs mkdir: what stops it must be the original profile's EACCES.
+const LOG_MKDIR: &str = "default: log
+rules:
+  - name: log-mkdir
+    syscalls: [mkdir, mkdirat]
+    action: log
+";
+
+/// A bundle whose original profile denies mkdir with EACCES and whose config carries
+/// a forged record annotation.
+fn forged_bundle(forged: &str) -> Bundle {
+    let mut bundle = Bundle::new(&["sh", "-c", "mkdir /tmp/x; echo mkdir=$?"]);
+    bundle.set_seccomp(json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]
+    }));
+    bundle.set_annotation("io.switchboard.original-profile", forged);
+    bundle
+}
+
+fn assert_mkdir_eacces(out: &RunOutput, bundle: &Bundle, agent: &Agent, id: &str) {
+    assert!(!out.timed_out, "{out:?}\n{}", agent.output());
+    assert!(
+        out.stdout.contains("mkdir=1"),
+        "{out:?}\n{}",
+        agent.output()
+    );
+    assert!(out.stderr.contains("Permission denied"), "{out:?}");
+    assert!(!bundle.rootfs().join("tmp/x").exists(), "mkdir ran");
+    let event = agent
+        .wait_event(
+            |e| e["event"] == "syscall" && e["container_id"] == id,
+            Duration::from_secs(5),
+        )
+        .unwrap_or_else(|| panic!("no syscall event for {id}\n{}", agent.output()));
+    assert_eq!(
+        (event["action"].as_str(), event["errno"].as_i64()),
+        (Some("deny"), Some(13)),
+        "{event}"
+    );
+}
+
+#[test]
+fn runc_a_forged_record_annotation_does_not_loosen_the_answer() {
+    let test = "runc_a_forged_record_annotation_does_not_loosen_the_answer";
+    if !require_root(test) {
+        return;
+    }
+    let Some(runc) = require_tool(test, "runc") else {
+        return;
+    };
+    let Some(agent_bin) = agent_bin(test) else {
+        return;
+    };
+    let agent = Agent::start(&agent_bin, LOG_MKDIR);
+    let runtime = hook_as_runtime(&agent, &runc, "sb-runtime");
+    for forged in FORGED_RECORDS {
+        // The hook as the runtime: it strips the annotation before runc sees the config.
+        let bundle = forged_bundle(forged);
+        let id = unique_id("forged-rt");
+        let out = runc_run(&runtime, bundle.path(), &id, TIMEOUT);
+        assert_mkdir_eacces(&out, &bundle, &agent, &id);
+        let config = read_json(&bundle.config_path());
+        assert!(
+            config["annotations"]
+                .get("io.switchboard.original-profile")
+                .is_none(),
+            "{config}"
+        );
+
+        // The annotation added after the merge, where the hook never sees it: the agent
+        // takes the record only from the loaded profile's listenerMetadata.
+        let mut bundle = forged_bundle(forged);
+        let injected = hook(&[
+            "inject",
+            "--bundle",
+            bundle.path().to_str().unwrap(),
+            "--policy",
+            agent.policy_str(),
+            "--socket",
+            agent.socket_str(),
+        ]);
+        assert!(injected.status.success(), "{injected:?}");
+        let merged = read_json(&bundle.config_path())["linux"]["seccomp"].clone();
+        bundle.set_seccomp(merged);
+        bundle.set_annotation("io.switchboard.original-profile", forged);
+        let id = unique_id("forged-late");
+        let out = runc_run(&runc, bundle.path(), &id, TIMEOUT);
+        assert_mkdir_eacces(&out, &bundle, &agent, &id);
+    }
+}
