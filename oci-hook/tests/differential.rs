@@ -5,8 +5,9 @@
 //! under real runc (and podman for capability-conditioned rules) twice: with the
 //! original profile, and with the profile `inject` merged plus the agent answering with
 //! a `log` policy for every flagged syscall. The property test checks the agent's
-//! decision for random profiles and policies against the real filter, loaded by the
-//! probe in a child. Container tests need root (they print SKIP otherwise).
+//! decision for random profiles and policies against the real filter: libseccomp's own,
+//! built and loaded (`seccomp_load`) by the probe in a child. Container tests need root
+//! (they print SKIP otherwise).
 
 mod common;
 
@@ -102,7 +103,8 @@ fn probe() -> Option<PathBuf> {
                 Command::new("gcc")
                     .args(["-O2", "-static", "-no-pie", "-mno-red-zone", "-o"])
                     .arg(&out)
-                    .arg(fixture("probe.c")),
+                    .arg(fixture("probe.c"))
+                    .arg("-lseccomp"),
                 Duration::from_secs(60),
             );
             assert_eq!(built.code(), 0, "{built:?}");
@@ -403,4 +405,422 @@ fn differential_runc_kill_profile() {
     };
     let agent = Agent::start(&tools.agent, LOG_POLICY);
     check_case(&tools, &agent, &kill_case());
+}
+
+// ---------------------------------------------------------------------------
+// Property: random profiles and policies against libseccomp's own filter
+// ---------------------------------------------------------------------------
+
+const TESTED: [&str; 3] = ["personality", "getpriority", "prctl"];
+/// (x86_64, i386) numbers of TESTED.
+const NUMBERS: [(u32, u32); 3] = [
+    (PERSONALITY, I386_PERSONALITY),
+    (GETPRIORITY, I386_GETPRIORITY),
+    (PRCTL, I386_PRCTL),
+];
+const ACTIONS: [&str; 7] = [
+    "SCMP_ACT_ALLOW",
+    "SCMP_ACT_LOG",
+    "SCMP_ACT_ERRNO",
+    "SCMP_ACT_TRACE",
+    "SCMP_ACT_TRAP",
+    "SCMP_ACT_KILL",
+    "SCMP_ACT_KILL_PROCESS",
+];
+/// In libseccomp's `enum scmp_compare` order, from 1.
+const OPS: [&str; 7] = [
+    "SCMP_CMP_NE",
+    "SCMP_CMP_LT",
+    "SCMP_CMP_LE",
+    "SCMP_CMP_EQ",
+    "SCMP_CMP_GE",
+    "SCMP_CMP_GT",
+    "SCMP_CMP_MASKED_EQ",
+];
+const VALUES: [u64; 14] = [
+    0,
+    1,
+    2,
+    3,
+    7,
+    8,
+    9,
+    0xff,
+    0x107,
+    1000,
+    1001,
+    0xffff_ffff,
+    0x1_0000_0008,
+    u64::MAX,
+];
+const CAPS: [&str; 2] = ["CAP_SYS_NICE", "CAP_SYS_ADMIN"];
+/// AUDIT_ARCH_* of the profile arch names.
+const ARCH_TOKENS: [(&str, u32); 3] = [
+    ("SCMP_ARCH_X86_64", 0xc000_003e),
+    ("SCMP_ARCH_X86", 0x4000_0003),
+    ("SCMP_ARCH_X32", 0x4000_003e),
+];
+
+#[derive(Debug, Clone)]
+struct GenRule {
+    names: Vec<&'static str>,
+    action: &'static str,
+    errno: Option<u32>,
+    /// (index, op, value, valueTwo)
+    args: Vec<(u32, &'static str, u64, u64)>,
+    caps: Vec<&'static str>,
+    not_caps: Vec<&'static str>,
+}
+
+#[derive(Debug, Clone)]
+struct GenCase {
+    default: (&'static str, Option<u32>),
+    arches: Vec<&'static str>,
+    rules: Vec<GenRule>,
+    caps: Vec<&'static str>,
+    policy: String,
+    /// (abi, index into TESTED, args)
+    calls: Vec<(u32, usize, [u64; 6])>,
+}
+
+fn errno_strategy() -> impl Strategy<Value = Option<u32>> {
+    prop::option::of(prop::sample::select(vec![1u32, 13, 22, 33, 95, 4095]))
+}
+
+fn rule_strategy() -> impl Strategy<Value = GenRule> {
+    let arg = (
+        0u32..3,
+        prop::sample::select(OPS.to_vec()),
+        prop::sample::select(VALUES.to_vec()),
+        prop::sample::select(VALUES.to_vec()),
+    );
+    (
+        prop::sample::subsequence(TESTED.to_vec(), 1..=2),
+        prop::sample::select(ACTIONS.to_vec()),
+        errno_strategy(),
+        prop::collection::vec(arg, 0..=3),
+        prop::sample::subsequence(CAPS.to_vec(), 0..=1),
+        prop::sample::subsequence(CAPS.to_vec(), 0..=1),
+    )
+        .prop_map(|(names, action, errno, args, caps, not_caps)| GenRule {
+            names,
+            action,
+            errno,
+            args,
+            caps,
+            not_caps,
+        })
+}
+
+fn policy_strategy() -> impl Strategy<Value = String> {
+    let rule = (
+        prop::sample::subsequence(TESTED.to_vec(), 1..=3),
+        prop::sample::select(vec!["allow", "log", "deny", "kill"]),
+        prop::sample::select(vec!["EPERM", "EACCES", "EINVAL"]),
+        prop::option::of((
+            0u32..3,
+            prop::sample::select(vec!["eq", "ne", "lt", "le", "gt", "ge"]),
+            prop::sample::select(VALUES.to_vec()),
+        )),
+    );
+    (
+        prop::sample::select(vec!["allow", "log", "deny"]),
+        prop::collection::vec(rule, 0..=3),
+        prop::sample::select(vec!["allow", "log", "deny"]),
+    )
+        .prop_map(|(default, rules, rest)| {
+            let mut text = format!("default: {default}\nrules:\n");
+            for (i, (names, action, errno, arg)) in rules.iter().enumerate() {
+                text.push_str(&format!(
+                    "  - name: r{i}\n    syscalls: [{}]\n    action: {action}\n",
+                    names.join(", ")
+                ));
+                if matches!(*action, "deny" | "kill") {
+                    text.push_str(&format!("    errno: {errno}\n"));
+                }
+                if let Some((index, op, value)) = arg {
+                    text.push_str(&format!(
+                        "    args: [{{index: {index}, op: {op}, value: {value}}}]\n"
+                    ));
+                }
+            }
+            // Every tested syscall is named, so the hook flags all of them.
+            text.push_str(&format!(
+                "  - name: rest\n    syscalls: [{}]\n    action: {rest}\n",
+                TESTED.join(", ")
+            ));
+            text
+        })
+}
+
+fn case_strategy() -> impl Strategy<Value = GenCase> {
+    let call = (
+        prop::sample::select(vec![64u32, 32]),
+        0usize..3,
+        prop::array::uniform6(prop::sample::select(VALUES.to_vec())),
+    );
+    (
+        (prop::sample::select(ACTIONS.to_vec()), errno_strategy()),
+        prop::sample::select(vec![
+            vec![],
+            vec!["SCMP_ARCH_X86_64"],
+            vec!["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"],
+            ALL_ARCHES.to_vec(),
+        ]),
+        prop::collection::vec(rule_strategy(), 0..=6),
+        prop::sample::subsequence(CAPS.to_vec(), 0..=2),
+        policy_strategy(),
+        prop::collection::vec(call, 6..=12),
+    )
+        .prop_map(|(default, arches, rules, caps, policy, calls)| GenCase {
+            default,
+            arches,
+            rules,
+            caps,
+            policy,
+            calls,
+        })
+}
+
+/// The Docker-format profile of a case, with a rule that lets the probe's child report.
+fn docker_profile(case: &GenCase) -> Value {
+    let mut rules: Vec<Value> = case
+        .rules
+        .iter()
+        .map(|r| {
+            let args: Vec<Value> = r
+                .args
+                .iter()
+                .map(|(index, op, value, two)| {
+                    json!({"index": index, "op": op, "value": value, "valueTwo": two})
+                })
+                .collect();
+            let mut rule = json!({"names": r.names, "action": r.action, "args": args,
+                "includes": {"caps": r.caps}, "excludes": {"caps": r.not_caps}});
+            if let Some(errno) = r.errno {
+                rule["errnoRet"] = json!(errno);
+            }
+            rule
+        })
+        .collect();
+    rules.push(json!({"names": ["write", "exit_group", "exit"], "action": "SCMP_ACT_ALLOW"}));
+    let mut profile = json!({"defaultAction": case.default.0, "syscalls": rules});
+    if let Some(errno) = case.default.1 {
+        profile["defaultErrnoRet"] = json!(errno);
+    }
+    if !case.arches.is_empty() {
+        profile["architectures"] = json!(case.arches);
+    }
+    profile
+}
+
+/// A runtime action as libseccomp's value: runc's `getAction`, written out independently.
+fn native_action(action: &str, errno: Option<u32>) -> u32 {
+    let data = errno.unwrap_or(1) & 0xffff;
+    match action {
+        "SCMP_ACT_ALLOW" => 0x7fff_0000,
+        "SCMP_ACT_LOG" => 0x7ffc_0000,
+        "SCMP_ACT_ERRNO" => 0x0005_0000 | data,
+        "SCMP_ACT_TRACE" => 0x7ff0_0000 | data,
+        "SCMP_ACT_TRAP" => 0x0003_0000,
+        "SCMP_ACT_KILL" => 0x0000_0000,
+        "SCMP_ACT_KILL_PROCESS" => 0x8000_0000,
+        other => panic!("{other}"),
+    }
+}
+
+/// The probe's profile file for a case: what runc hands libseccomp for a container with
+/// the case's capabilities (rules equal to the default skipped, a repeated argument
+/// index split into one rule per condition, the probe's own rule last).
+fn probe_spec(case: &GenCase) -> String {
+    let has = |c: &&str| case.caps.contains(c);
+    let default = native_action(case.default.0, case.default.1);
+    let mut spec = format!("default {default:#x}\n");
+    for arch in &case.arches {
+        let token = ARCH_TOKENS.iter().find(|(n, _)| n == arch).unwrap().1;
+        spec.push_str(&format!("arch {token:#x}\n"));
+    }
+    let mut rules: Vec<(u32, Vec<&str>, Vec<(u32, usize, u64, u64)>)> = case
+        .rules
+        .iter()
+        .filter(|r| r.caps.iter().all(has) && !r.not_caps.iter().any(has))
+        .map(|r| {
+            let args = r
+                .args
+                .iter()
+                .map(|(index, op, value, two)| {
+                    (
+                        *index,
+                        OPS.iter().position(|o| o == op).unwrap() + 1,
+                        *value,
+                        *two,
+                    )
+                })
+                .collect();
+            (native_action(r.action, r.errno), r.names.clone(), args)
+        })
+        .collect();
+    rules.push((0x7fff_0000, vec!["write", "exit_group", "exit"], Vec::new()));
+    for (action, names, args) in rules {
+        if action == default {
+            continue;
+        }
+        let mut indexes: Vec<u32> = args.iter().map(|a| a.0).collect();
+        indexes.sort();
+        indexes.dedup();
+        let groups: Vec<Vec<(u32, usize, u64, u64)>> = if indexes.len() < args.len() {
+            args.iter().map(|a| vec![*a]).collect()
+        } else {
+            vec![args]
+        };
+        for name in names {
+            for group in &groups {
+                spec.push_str(&format!("rule {action:#x} {name} {}", group.len()));
+                for (index, op, a, b) in group {
+                    spec.push_str(&format!(" {index} {op} {a:#x} {b:#x}"));
+                }
+                spec.push('\n');
+            }
+        }
+    }
+    spec
+}
+
+fn rank(action: Action) -> u8 {
+    match action {
+        Action::Allow | Action::Log => 0,
+        Action::Deny => 1,
+        Action::Kill => 2,
+    }
+}
+
+/// Runs one case: the real hook records the profile, the agent's table decides, the
+/// probe runs each call under libseccomp's filter.
+fn check_random_case(probe: &Path, case: &GenCase) -> Result<(), TestCaseError> {
+    let dir = tmpdir();
+    let input = dir.path().join("profile.json");
+    let merged = dir.path().join("merged.json");
+    let policy_path = dir.path().join("policy.yaml");
+    fs::write(&input, docker_profile(case).to_string()).unwrap();
+    fs::write(&policy_path, &case.policy).unwrap();
+    let out = hook(&[
+        "profile",
+        input.to_str().unwrap(),
+        "-o",
+        merged.to_str().unwrap(),
+        "--policy",
+        policy_path.to_str().unwrap(),
+        "--socket",
+        "/run/switchboard/prop.sock",
+    ]);
+    prop_assert!(out.status.success(), "{out:?}");
+    let metadata = read_json(&merged)["listenerMetadata"].clone();
+    let metadata: Value = serde_json::from_str(metadata.as_str().unwrap()).unwrap();
+    let record: OriginalProfile =
+        serde_json::from_value(metadata["switchboard_original_profile"].clone()).unwrap();
+    let ceiling = Ceiling::from_record(&record, |c| case.caps.contains(&c));
+    let container = switchboard::container::Container {
+        original: Some(std::sync::Arc::new(Ceiling::from_record(&record, |c| {
+            case.caps.contains(&c)
+        }))),
+        ..Default::default()
+    };
+    let policy = Policy::parse(&case.policy, "prop").unwrap();
+    let table = DecisionTable::compile(&policy, &container);
+
+    let spec = dir.path().join("spec");
+    fs::write(&spec, probe_spec(case)).unwrap();
+    let calls: Vec<String> = case
+        .calls
+        .iter()
+        .map(|(abi, which, args)| {
+            let (nr64, nr32) = NUMBERS[*which];
+            let nr = if *abi == 64 { nr64 } else { nr32 };
+            call(*abi, nr, args)
+        })
+        .collect();
+    let ran = run_cmd(
+        Command::new(probe).arg("--profile").arg(&spec).args(&calls),
+        Duration::from_secs(30),
+    );
+    prop_assert!(ran.code() == 0, "{ran:?}");
+    let lines: Vec<&str> = ran.stdout.lines().collect();
+    prop_assert_eq!(lines.len(), calls.len(), "{:?}", ran);
+    for ((abi, which, args), line) in case.calls.iter().zip(lines) {
+        let (_, outcomes) = line.split_once(' ').unwrap();
+        let (base, filtered) = outcomes.split_once(' ').unwrap();
+        let base = base.trim_start_matches("base=");
+        let real = match filtered.trim_start_matches("filtered=") {
+            s if s.starts_with("signal=") => "killed".to_string(),
+            s => s.to_string(),
+        };
+        let (nr64, nr32) = NUMBERS[*which];
+        let data = if *abi == 64 {
+            SeccompData {
+                nr: nr64 as i32,
+                arch: 0xc000_003e,
+                instruction_pointer: 0,
+                args: *args,
+            }
+        } else {
+            SeccompData {
+                nr: nr32 as i32,
+                arch: 0x4000_0003,
+                instruction_pointer: 0,
+                args: args.map(|a| a & 0xffff_ffff),
+            }
+        };
+        let original = ceiling.verdict(&data);
+        let decision = table.decide(switchboard::syscalls::locate(data.arch, data.nr), &data);
+        let observed = |action: Action, errno: i32| match action {
+            Action::Allow | Action::Log => base.to_string(),
+            Action::Deny => format!("errno={errno}"),
+            Action::Kill => "killed".to_string(),
+        };
+        if real == "refused" {
+            // runc would not start this container; the agent denies every call.
+            prop_assert_eq!(
+                (original.action, original.errno),
+                (Action::Deny, 1),
+                "{}",
+                line
+            );
+            continue;
+        }
+        prop_assert_eq!(
+            observed(original.action, original.errno),
+            real.clone(),
+            "the ceiling differs from the real filter: {} (ceiling {:?})",
+            line,
+            original
+        );
+        prop_assert!(
+            rank(decision.action) >= rank(original.action),
+            "decision {:?} is more permissive than the original {:?}: {}",
+            decision,
+            original,
+            line
+        );
+        if real == "killed" {
+            prop_assert_eq!(decision.action, Action::Kill, "{}", line);
+        } else if real != base {
+            prop_assert!(decision.action >= Action::Deny, "{:?}: {}", decision, line);
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 64,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn random_profiles_ceiling_equals_libseccomps_filter(case in case_strategy()) {
+        if let Some(probe) = probe() {
+            check_random_case(&probe, &case)?;
+        }
+    }
 }

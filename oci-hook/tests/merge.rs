@@ -622,6 +622,24 @@ fn unknown_syscall_on_an_arch_is_skipped_with_a_warning() {
 }
 
 #[test]
+fn socketcall_names_are_flagged_on_x86_without_a_warning() {
+    // libseccomp flags i386 `socket` both as syscall 359 and as socketcall(SYS_SOCKET)
+    // (see switchboard's record tests): no "flagged on the other architectures only".
+    let dir = tmpdir();
+    let out = dir.path().join("out.json");
+    let run = merge_profile(&fixture("denylist.json"), &out, &[]);
+    assert_ok(&run);
+    assert!(
+        read_json(&fixture("denylist.json"))["architectures"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("SCMP_ARCH_X86")),
+        "the fixture filters x86"
+    );
+    assert!(!run.stderr.contains("unknown to libseccomp"), "{run:?}");
+}
+
+#[test]
 fn a_forged_record_annotation_cannot_weaken_the_profile() {
     // A user can pass any annotation to the engine (`podman --annotation`); the hook
     // removes ours, and the record comes from the profile alone.
