@@ -118,7 +118,7 @@ impl Insn {
 
 /// Reads a program as `seccomp_export_bpf` writes it: `struct sock_filter`s in host byte order.
 pub fn parse(bytes: &[u8]) -> Option<Vec<Insn>> {
-    if bytes.len() % 8 != 0 {
+    if !bytes.len().is_multiple_of(8) {
         return None;
     }
     Some(
@@ -148,7 +148,7 @@ pub fn to_bytes(program: &[Insn]) -> Vec<u8> {
 /// The 32-bit word at `offset` of `data`, as a native-endian load sees it.
 #[inline]
 fn word(data: &SeccompData, offset: u32) -> Option<u32> {
-    if offset % 4 != 0 || offset >= DATA_LEN {
+    if !offset.is_multiple_of(4) || offset >= DATA_LEN {
         return None;
     }
     Some(match offset {
@@ -161,7 +161,7 @@ fn word(data: &SeccompData, offset: u32) -> Option<u32> {
                 data.args[(offset as usize - 16) / 8]
             };
             let low_half_first = cfg!(target_endian = "little");
-            if (offset % 8 == 0) == low_half_first {
+            if offset.is_multiple_of(8) == low_half_first {
                 field as u32
             } else {
                 (field >> 32) as u32

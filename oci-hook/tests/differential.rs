@@ -629,6 +629,9 @@ fn native_action(action: &str, errno: Option<u32>) -> u32 {
     }
 }
 
+/// A condition as the probe takes it: (index, libseccomp op, datum_a, datum_b).
+type SpecArg = (u32, usize, u64, u64);
+
 /// The probe's profile file for a case: what runc hands libseccomp for a container with
 /// the case's capabilities (rules equal to the default skipped, a repeated argument
 /// index split into one rule per condition, the probe's own rule last).
@@ -640,7 +643,7 @@ fn probe_spec(case: &GenCase) -> String {
         let token = ARCH_TOKENS.iter().find(|(n, _)| n == arch).unwrap().1;
         spec.push_str(&format!("arch {token:#x}\n"));
     }
-    let mut rules: Vec<(u32, Vec<&str>, Vec<(u32, usize, u64, u64)>)> = case
+    let mut rules: Vec<(u32, Vec<&str>, Vec<SpecArg>)> = case
         .rules
         .iter()
         .filter(|r| r.caps.iter().all(has) && !r.not_caps.iter().any(has))
@@ -668,7 +671,7 @@ fn probe_spec(case: &GenCase) -> String {
         let mut indexes: Vec<u32> = args.iter().map(|a| a.0).collect();
         indexes.sort();
         indexes.dedup();
-        let groups: Vec<Vec<(u32, usize, u64, u64)>> = if indexes.len() < args.len() {
+        let groups: Vec<Vec<SpecArg>> = if indexes.len() < args.len() {
             args.iter().map(|a| vec![*a]).collect()
         } else {
             vec![args]

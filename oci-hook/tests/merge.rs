@@ -379,6 +379,33 @@ fn policy_naming_write_is_refused() {
 }
 
 #[test]
+fn errno_ret_outside_1_to_4095_is_refused() {
+    // 70000 once made mkdir return a raw -70000 through the agent.
+    let dir = tmpdir();
+    let input = dir.path().join("in.json");
+    for (profile, field) in [
+        (
+            r#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO", "errnoRet": 70000}]}"#,
+            "syscalls[0].errnoRet",
+        ),
+        (
+            r#"{"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 0}"#,
+            "defaultErrnoRet",
+        ),
+    ] {
+        fs::write(&input, profile).unwrap();
+        let out = dir.path().join("out.json");
+        let refused = merge_profile(&input, &out, &[]);
+        assert_eq!(refused.code(), 1, "{refused:?}");
+        assert!(
+            refused.stderr.contains(&format!("{field}: ")) && refused.stderr.contains("1 to 4095"),
+            "{refused:?}"
+        );
+        assert!(!out.exists());
+    }
+}
+
+#[test]
 fn notify_default_action_is_refused() {
     let dir = tmpdir();
     let input = dir.path().join("in.json");
