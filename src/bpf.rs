@@ -170,29 +170,71 @@ fn word(data: &SeccompData, offset: u32) -> Option<u32> {
     })
 }
 
+/// Where a run stands: the next instruction and the registers (scratch memory is not
+/// part of it: a run is paused only before anything was stored there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct State {
+    pc: u16,
+    a: u32,
+    x: u32,
+}
+
+impl State {
+    /// The start of a program.
+    pub const START: State = State { pc: 0, a: 0, x: 0 };
+}
+
+/// What a run on a syscall's (arch, nr) alone found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prepared {
+    /// The program answers this without looking at anything else.
+    Done(u32),
+    /// The program reads the instruction pointer or an argument here; resuming from
+    /// this state with the real data gives the exact answer.
+    Resume(State),
+}
+
 /// Runs `program` on `data`; returns the filter's `SECCOMP_RET_*` value.
 #[inline]
 pub fn run(program: &[Insn], data: &SeccompData) -> u32 {
-    run_traced(program, data).0
+    resume(program, data, State::START)
 }
 
-/// Like [`run`], and says whether the run read more than `nr` and `arch`: when it did
-/// not, every call with the same (arch, nr) gets the same answer.
-pub fn run_traced(program: &[Insn], data: &SeccompData) -> (u32, bool) {
-    let mut read_more = false;
-    let ret = execute(program, data, &mut read_more).unwrap_or(RET_KILL_PROCESS);
-    (ret, read_more)
+/// Runs `program` from `state` (see [`prepare`]) on `data`.
+#[inline]
+pub fn resume(program: &[Insn], data: &SeccompData, state: State) -> u32 {
+    match execute(program, data, state, false) {
+        Some(Stop::Ret(ret)) => ret,
+        _ => RET_KILL_PROCESS,
+    }
+}
+
+/// Runs `program` on the (arch, nr) of `data` up to the first read of anything else.
+/// Everything before that read depends on (arch, nr) alone, so the run can stop
+/// there and later resume for each call.
+pub fn prepare(program: &[Insn], data: &SeccompData) -> Prepared {
+    match execute(program, data, State::START, true) {
+        Some(Stop::Ret(ret)) => Prepared::Done(ret),
+        Some(Stop::Paused(state)) => Prepared::Resume(state),
+        None => Prepared::Done(RET_KILL_PROCESS),
+    }
+}
+
+enum Stop {
+    Ret(u32),
+    Paused(State),
 }
 
 #[inline]
-fn execute(program: &[Insn], data: &SeccompData, read_more: &mut bool) -> Option<u32> {
+fn execute(program: &[Insn], data: &SeccompData, state: State, pause: bool) -> Option<Stop> {
     if program.is_empty() || program.len() > MAX_INSNS {
         return None;
     }
-    let mut a: u32 = 0;
-    let mut x: u32 = 0;
+    let mut a = state.a;
+    let mut x = state.x;
     let mut mem = [0u32; MEM_WORDS];
-    let mut pc = 0usize;
+    let mut stored = false;
+    let mut pc = usize::from(state.pc);
     loop {
         let insn = *program.get(pc)?;
         pc += 1;
@@ -202,7 +244,15 @@ fn execute(program: &[Insn], data: &SeccompData, read_more: &mut bool) -> Option
         let k = insn.k;
         match insn.code {
             c if c == LD | W | ABS => {
-                *read_more |= k >= IP_OFFSET;
+                if pause && k >= IP_OFFSET {
+                    // MAX_INSNS fits in a u16; with scratch memory in use, start over.
+                    let at = u16::try_from(pc - 1).ok()?;
+                    return Some(Stop::Paused(if stored {
+                        State::START
+                    } else {
+                        State { pc: at, a, x }
+                    }));
+                }
                 a = word(data, k)?;
             }
             c if c == LD | W | LEN => a = DATA_LEN,
@@ -211,12 +261,18 @@ fn execute(program: &[Insn], data: &SeccompData, read_more: &mut bool) -> Option
             c if c == LDX | IMM => x = k,
             c if c == LD | MEM => a = *mem.get(k as usize)?,
             c if c == LDX | MEM => x = *mem.get(k as usize)?,
-            c if c == ST => *mem.get_mut(k as usize)? = a,
-            c if c == STX => *mem.get_mut(k as usize)? = x,
+            c if c == ST => {
+                *mem.get_mut(k as usize)? = a;
+                stored = true;
+            }
+            c if c == STX => {
+                *mem.get_mut(k as usize)? = x;
+                stored = true;
+            }
             c if c == MISC | TAX => x = a,
             c if c == MISC | TXA => a = x,
-            c if c == RET | K => return Some(k),
-            c if c == RET | A => return Some(a),
+            c if c == RET | K => return Some(Stop::Ret(k)),
+            c if c == RET | A => return Some(Stop::Ret(a)),
             c if c == ALU | NEG => a = a.wrapping_neg(),
             c if c & 0x07 == ALU => {
                 let src = match c & 0x08 {
@@ -228,7 +284,7 @@ fn execute(program: &[Insn], data: &SeccompData, read_more: &mut bool) -> Option
                     SUB => a.wrapping_sub(src),
                     MUL => a.wrapping_mul(src),
                     // The kernel refuses a constant 0 divisor; a 0 in X ends the run with 0.
-                    DIV if src == 0 && c & 0x08 == X => return Some(0),
+                    DIV if src == 0 && c & 0x08 == X => return Some(Stop::Ret(0)),
                     DIV if src == 0 => return None,
                     DIV => a / src,
                     AND => a & src,
@@ -314,14 +370,49 @@ mod tests {
     }
 
     #[test]
-    fn reports_whether_more_than_arch_and_nr_was_read() {
+    fn a_run_pauses_where_it_needs_more_than_arch_and_nr() {
         let d = data(1, 2, [0; 6]);
         let arch_nr = [Insn::load(4), Insn::load(0), Insn::ret(RET_ALLOW)];
-        assert_eq!(run_traced(&arch_nr, &d), (RET_ALLOW, false));
+        assert_eq!(prepare(&arch_nr, &d), Prepared::Done(RET_ALLOW));
         let ip = [Insn::load(8), Insn::ret(RET_ALLOW)];
-        assert_eq!(run_traced(&ip, &d), (RET_ALLOW, true));
-        let arg = [Insn::load(20), Insn::ret(RET_ALLOW)];
-        assert_eq!(run_traced(&arg, &d), (RET_ALLOW, true));
+        assert_eq!(prepare(&ip, &d), Prepared::Resume(State::START));
+        // nr 1 goes to the argument check; resuming there reads the real argument.
+        let arg = [
+            Insn::load(0),
+            i(LDX | IMM, 0, 0, 5),
+            Insn::jeq(1, 0, 3),
+            Insn::load(16),
+            Insn::jeq(7, 0, 1),
+            i(RET | X, 0, 0, 0),
+            Insn::ret(RET_ALLOW),
+        ];
+        let Prepared::Resume(state) = prepare(&arg, &d) else {
+            panic!("the argument check needs the argument");
+        };
+        assert_eq!(state, State { pc: 3, a: 1, x: 5 });
+        assert_eq!(
+            resume(&arg, &data(1, 2, [7, 0, 0, 0, 0, 0]), state),
+            RET_KILL_PROCESS,
+            "RET|X is not seccomp's"
+        );
+        assert_eq!(
+            resume(&arg, &data(1, 2, [8, 0, 0, 0, 0, 0]), state),
+            RET_ALLOW
+        );
+        assert_eq!(
+            prepare(&arg, &data(2, 2, [7; 6])),
+            Prepared::Done(RET_ALLOW)
+        );
+        // With scratch memory in use, a resume starts over.
+        let stored = [
+            Insn::load(0),
+            i(ST, 0, 0, 0),
+            Insn::load(16),
+            i(LD | MEM, 0, 0, 0),
+            i(RET | A, 0, 0, 0),
+        ];
+        assert_eq!(prepare(&stored, &d), Prepared::Resume(State::START));
+        assert_eq!(resume(&stored, &d, State::START), 1);
     }
 
     #[test]

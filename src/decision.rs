@@ -62,10 +62,20 @@ const RUN_FILTER: u16 = u16::MAX;
 #[derive(Debug, PartialEq, Eq)]
 pub struct Ceiling {
     program: Box<[Insn]>,
-    /// `by_arch[arch][nr]`: index into `answers` where the program decides on (arch, nr)
-    /// alone, so most notifications skip running it; [`RUN_FILTER`] otherwise.
+    /// `by_arch[arch][nr]`: index into `answers` ([`RUN_FILTER`] never occurs for a
+    /// syscall this host locates, and stands for running the whole program).
     by_arch: Box<[Box<[u16]>]>,
-    answers: Box<[Verdict]>,
+    answers: Box<[Answer]>,
+}
+
+/// What the original filter does with one (arch, nr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    /// Decided on (arch, nr) alone: most syscalls never run the program.
+    Fixed(Verdict),
+    /// Decided on the arguments: the program resumes where it first reads one, past
+    /// its arch and syscall dispatch.
+    Resume(bpf::State),
 }
 
 /// What the kernel does for a filter's `SECCOMP_RET_*` value, in the agent's terms.
@@ -88,10 +98,10 @@ pub fn verdict_of(ret: u32) -> Verdict {
 }
 
 impl Ceiling {
-    /// Precomputes the answer of every (arch, nr) on which `program` decides without
-    /// looking at the instruction pointer or the arguments.
+    /// Precomputes, for every (arch, nr), the answer or where the program starts to look
+    /// at the instruction pointer or the arguments.
     pub fn new(program: Vec<Insn>) -> Ceiling {
-        let mut answers: Vec<Verdict> = Vec::new();
+        let mut answers: Vec<Answer> = Vec::new();
         let by_arch = syscalls::arches()
             .iter()
             .map(|arch| {
@@ -103,19 +113,18 @@ impl Ceiling {
                             instruction_pointer: 0,
                             args: [0; 6],
                         };
-                        match bpf::run_traced(&program, &data) {
-                            (ret, false) => {
-                                let verdict = verdict_of(ret);
-                                let at = answers.iter().position(|v| *v == verdict).unwrap_or_else(
-                                    || {
-                                        answers.push(verdict);
-                                        answers.len() - 1
-                                    },
-                                );
-                                u16::try_from(at).unwrap_or(RUN_FILTER)
-                            }
-                            (_, true) => RUN_FILTER,
-                        }
+                        let answer = match bpf::prepare(&program, &data) {
+                            bpf::Prepared::Done(ret) => Answer::Fixed(verdict_of(ret)),
+                            bpf::Prepared::Resume(state) => Answer::Resume(state),
+                        };
+                        let at = answers
+                            .iter()
+                            .position(|a| *a == answer)
+                            .unwrap_or_else(|| {
+                                answers.push(answer);
+                                answers.len() - 1
+                            });
+                        u16::try_from(at).unwrap_or(RUN_FILTER)
                     })
                     .collect()
             })
@@ -143,14 +152,14 @@ impl Ceiling {
     /// What the original filter answers for `data`.
     #[inline]
     pub fn verdict(&self, data: &SeccompData) -> Verdict {
-        if let Some((arch, nr)) = syscalls::locate(data.arch, data.nr) {
-            if let Some(&at) = self.by_arch.get(arch).and_then(|t| t.get(nr)) {
-                if at != RUN_FILTER {
-                    return self.answers[usize::from(at)];
-                }
-            }
+        let answer = syscalls::locate(data.arch, data.nr)
+            .and_then(|(arch, nr)| self.by_arch.get(arch)?.get(nr))
+            .and_then(|&at| self.answers.get(usize::from(at)));
+        match answer {
+            Some(Answer::Fixed(verdict)) => *verdict,
+            Some(Answer::Resume(state)) => verdict_of(bpf::resume(&self.program, data, *state)),
+            None => verdict_of(bpf::run(&self.program, data)),
         }
-        verdict_of(bpf::run(&self.program, data))
     }
 }
 
