@@ -439,24 +439,20 @@ mod tests {
                 &d,
             )
         };
-        assert_eq!(alu(ADD, u32::MAX, 2), 1);
-        assert_eq!(alu(SUB, 1, 2), u32::MAX);
-        assert_eq!(alu(MUL, 0x8000_0000, 2), 0);
-        assert_eq!(alu(DIV, 7, 2), 3);
-        assert_eq!(alu(AND, 0xf0f0, 0xff00), 0xf000);
-        assert_eq!(alu(OR, 0xf0f0, 0x0f00), 0xfff0);
-        assert_eq!(alu(XOR, 0xff, 0x0f), 0xf0);
-        assert_eq!(alu(LSH, 1, 31), 0x8000_0000);
-        assert_eq!(alu(RSH, 0x8000_0000, 31), 1);
-        assert_eq!(alu_x(ADD, 5, 6), 11);
-        assert_eq!(alu_x(SUB, 5, 6), u32::MAX);
-        assert_eq!(alu_x(MUL, 5, 6), 30);
-        assert_eq!(alu_x(DIV, 30, 6), 5);
-        assert_eq!(alu_x(AND, 6, 3), 2);
-        assert_eq!(alu_x(OR, 6, 3), 7);
-        assert_eq!(alu_x(XOR, 6, 3), 5);
-        assert_eq!(alu_x(LSH, 1, 4), 16);
-        assert_eq!(alu_x(RSH, 16, 4), 1);
+        for (op, a, src, want) in [
+            (ADD, u32::MAX, 2, 1),
+            (SUB, 1, 2, u32::MAX),
+            (MUL, 0x8000_0000, 2, 0),
+            (DIV, 7, 2, 3),
+            (AND, 0xf0f0, 0xff00, 0xf000),
+            (OR, 0xf0f0, 0x0f00, 0xfff0),
+            (XOR, 0xff, 0x0f, 0xf0),
+            (LSH, 1, 31, 0x8000_0000),
+            (RSH, 0x8000_0000, 31, 1),
+        ] {
+            assert_eq!(alu(op, a, src), want, "{op:#x} K");
+            assert_eq!(alu_x(op, a, src), want, "{op:#x} X");
+        }
         let neg = [
             i(LD | IMM, 0, 0, 1),
             i(ALU | NEG, 0, 0, 0),

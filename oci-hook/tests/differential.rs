@@ -325,16 +325,7 @@ fn run_merged(
 ) -> BTreeMap<String, String> {
     let mut bundle = probe_bundle(&tools.probe, calls);
     bundle.set_seccomp(profile.clone());
-    let injected = hook(&[
-        "inject",
-        "--bundle",
-        bundle.path().to_str().unwrap(),
-        "--policy",
-        agent.policy_str(),
-        "--socket",
-        agent.socket_str(),
-    ]);
-    assert!(injected.status.success(), "{injected:?}");
+    inject_for(agent, bundle.path());
     let id = unique_id("merged");
     let out = runc_run(&tools.runc, bundle.path(), &id, TIMEOUT);
     assert!(!out.timed_out, "merged: {out:?}\n{}", agent.output());

@@ -97,13 +97,9 @@ fn wait_new_event(agent: &Agent, before: usize, event: &str) -> serde_json::Valu
     }
 }
 
-fn assert_mkdir_denied_by_policy(out: &RunOutput, agent: &Agent, container_id: &str) {
-    assert!(out.stdout.contains("mkdir=1"), "{out:?}");
-    assert!(
-        out.stderr.contains("Too many links"),
-        "the policy's EMLINK: {out:?}"
-    );
-    let e = agent
+/// The agent's mkdir (or mkdirat) event for the container.
+fn mkdir_event(agent: &Agent, container_id: &str) -> serde_json::Value {
+    agent
         .wait_event(
             |e| {
                 e["event"] == "syscall"
@@ -112,7 +108,16 @@ fn assert_mkdir_denied_by_policy(out: &RunOutput, agent: &Agent, container_id: &
             },
             EVENT_WAIT,
         )
-        .unwrap_or_else(|| panic!("no mkdir event\n{}", agent.output()));
+        .unwrap_or_else(|| panic!("no mkdir event\n{}", agent.output()))
+}
+
+fn assert_mkdir_denied_by_policy(out: &RunOutput, agent: &Agent, container_id: &str) {
+    assert!(out.stdout.contains("mkdir=1"), "{out:?}");
+    assert!(
+        out.stderr.contains("Too many links"),
+        "the policy's EMLINK: {out:?}"
+    );
+    let e = mkdir_event(agent, container_id);
     assert_eq!(
         (
             e["action"].as_str(),
@@ -263,16 +268,7 @@ fn podman_a_forged_record_annotation_does_not_loosen_the_answer() {
         "podman handed the runtime the forged annotation: {}",
         seen["annotations"]
     );
-    let e = agent
-        .wait_event(
-            |e| {
-                e["event"] == "syscall"
-                    && matches!(e["syscall"].as_str(), Some("mkdir" | "mkdirat"))
-                    && e["container_id"] == container
-            },
-            EVENT_WAIT,
-        )
-        .unwrap_or_else(|| panic!("no mkdir event\n{}", agent.output()));
+    let e = mkdir_event(&agent, &container);
     assert_eq!(
         (e["action"].as_str(), e["errno"].as_i64()),
         (Some("deny"), Some(13)),

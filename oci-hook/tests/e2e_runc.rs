@@ -27,16 +27,9 @@ rules:
 #[test]
 fn runc_original_denial_survives_a_log_policy_and_policy_deny_works() {
     let test = "runc_original_denial_survives_a_log_policy_and_policy_deny_works";
-    if !require_root(test) {
-        return;
-    }
-    let Some(runc) = require_tool(test, "runc") else {
+    let Some((runc, agent)) = runc_and_agent(test, POLICY) else {
         return;
     };
-    let Some(agent_bin) = agent_bin(test) else {
-        return;
-    };
-    let agent = Agent::start(&agent_bin, POLICY);
     let mut bundle = Bundle::new(&[
         "sh",
         "-c",
@@ -49,16 +42,7 @@ fn runc_original_denial_survives_a_log_policy_and_policy_deny_works() {
         "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]
     }));
 
-    let injected = hook(&[
-        "inject",
-        "--bundle",
-        bundle.path().to_str().unwrap(),
-        "--policy",
-        agent.policy_str(),
-        "--socket",
-        agent.socket_str(),
-    ]);
-    assert!(injected.status.success(), "{injected:?}");
+    inject_for(&agent, bundle.path());
     let config = read_json(&bundle.config_path());
     assert_eq!(
         config["linux"]["seccomp"]["syscalls"],
@@ -168,16 +152,9 @@ fn assert_mkdir_eacces(out: &RunOutput, bundle: &Bundle, agent: &Agent, id: &str
 #[test]
 fn runc_a_forged_record_annotation_does_not_loosen_the_answer() {
     let test = "runc_a_forged_record_annotation_does_not_loosen_the_answer";
-    if !require_root(test) {
-        return;
-    }
-    let Some(runc) = require_tool(test, "runc") else {
+    let Some((runc, agent)) = runc_and_agent(test, LOG_MKDIR) else {
         return;
     };
-    let Some(agent_bin) = agent_bin(test) else {
-        return;
-    };
-    let agent = Agent::start(&agent_bin, LOG_MKDIR);
     let runtime = hook_as_runtime(&agent, &runc, "sb-runtime");
     for forged in FORGED_RECORDS {
         // The hook as the runtime: it strips the annotation before runc sees the config.
@@ -196,16 +173,7 @@ fn runc_a_forged_record_annotation_does_not_loosen_the_answer() {
         // The annotation added after the merge, where the hook never sees it: the agent
         // takes the record only from the loaded profile's listenerMetadata.
         let mut bundle = forged_bundle(forged);
-        let injected = hook(&[
-            "inject",
-            "--bundle",
-            bundle.path().to_str().unwrap(),
-            "--policy",
-            agent.policy_str(),
-            "--socket",
-            agent.socket_str(),
-        ]);
-        assert!(injected.status.success(), "{injected:?}");
+        inject_for(&agent, bundle.path());
         let merged = read_json(&bundle.config_path())["linux"]["seccomp"].clone();
         bundle.set_seccomp(merged);
         bundle.set_annotation("io.switchboard.original-profile", forged);

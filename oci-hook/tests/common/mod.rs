@@ -137,6 +137,32 @@ pub fn hook(args: &[&str]) -> RunOutput {
     run_cmd(Command::new(HOOK).args(args), Duration::from_secs(20))
 }
 
+/// `inject --bundle BUNDLE` with the agent's policy and socket; asserts it succeeded.
+pub fn inject_for(agent: &Agent, bundle: &Path) -> RunOutput {
+    let out = hook(&[
+        "inject",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--policy",
+        agent.policy_str(),
+        "--socket",
+        agent.socket_str(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    out
+}
+
+/// Root, runc and the agent binary for a runc test, and an agent serving `policy`;
+/// None (after a SKIP line) when the machine lacks one.
+pub fn runc_and_agent(test: &str, policy: &str) -> Option<(PathBuf, Agent)> {
+    if !require_root(test) {
+        return None;
+    }
+    let runc = require_tool(test, "runc")?;
+    let agent = Agent::start(&agent_bin(test)?, policy);
+    Some((runc, agent))
+}
+
 // ---------------------------------------------------------------------------
 // Runtimes
 // ---------------------------------------------------------------------------
