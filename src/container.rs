@@ -90,11 +90,6 @@ impl Container {
         }
     }
 
-    /// Whether the container holds capability `name` (e.g. "CAP_SYS_ADMIN").
-    pub fn has_capability(&self, name: &str) -> bool {
-        self.capabilities.iter().any(|c| c == name)
-    }
-
     /// The fields policy selectors match on.
     pub fn selector_input(&self) -> SelectorInput<'_> {
         SelectorInput {

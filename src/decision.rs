@@ -55,15 +55,15 @@ pub struct DecisionTable {
     ceiling: Option<Arc<Ceiling>>,
 }
 
-/// Marks a syscall whose original answer depends on more than (arch, nr).
+/// Marks a syscall the ceiling has no precomputed answer for: the whole program runs.
 const RUN_FILTER: u16 = u16::MAX;
 
 /// The original profile's filter, as runc would have loaded it, compiled at intake.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Ceiling {
     program: Box<[Insn]>,
-    /// `by_arch[arch][nr]`: index into `answers` ([`RUN_FILTER`] never occurs for a
-    /// syscall this host locates, and stands for running the whole program).
+    /// `by_arch[arch][nr]`: index into `answers` for the flagged syscalls; beyond a
+    /// table's end, or [`RUN_FILTER`], the whole program runs.
     by_arch: Box<[Box<[u16]>]>,
     answers: Box<[Answer]>,
 }
@@ -98,40 +98,42 @@ pub fn verdict_of(ret: u32) -> Verdict {
 }
 
 impl Ceiling {
-    /// Precomputes, for every (arch, nr), the answer or where the program starts to look
-    /// at the instruction pointer or the arguments.
-    pub fn new(program: Vec<Insn>) -> Ceiling {
+    /// Precomputes, for the syscalls at `flagged` (arch table, number), the answer or
+    /// where the program starts to look at the instruction pointer or the arguments.
+    /// Any other notification runs the whole program.
+    pub fn new(program: Vec<Insn>, flagged: impl IntoIterator<Item = (usize, usize)>) -> Ceiling {
+        let arches = syscalls::arches();
+        let mut by_arch: Vec<Vec<u16>> = arches.iter().map(|_| Vec::new()).collect();
         let mut answers: Vec<Answer> = Vec::new();
-        let by_arch = syscalls::arches()
-            .iter()
-            .map(|arch| {
-                (0..syscalls::MAX_NR)
-                    .map(|nr| {
-                        let data = SeccompData {
-                            nr: nr as i32 | arch.nr_bit,
-                            arch: arch.audit,
-                            instruction_pointer: 0,
-                            args: [0; 6],
-                        };
-                        let answer = match bpf::prepare(&program, &data) {
-                            bpf::Prepared::Done(ret) => Answer::Fixed(verdict_of(ret)),
-                            bpf::Prepared::Resume(state) => Answer::Resume(state),
-                        };
-                        let at = answers
-                            .iter()
-                            .position(|a| *a == answer)
-                            .unwrap_or_else(|| {
-                                answers.push(answer);
-                                answers.len() - 1
-                            });
-                        u16::try_from(at).unwrap_or(RUN_FILTER)
-                    })
-                    .collect()
-            })
-            .collect();
+        for (arch, nr) in flagged {
+            let (Some(info), Some(table)) = (arches.get(arch), by_arch.get_mut(arch)) else {
+                continue;
+            };
+            let data = SeccompData {
+                nr: nr as i32 | info.nr_bit,
+                arch: info.audit,
+                instruction_pointer: 0,
+                args: [0; 6],
+            };
+            let answer = match bpf::prepare(&program, &data) {
+                bpf::Prepared::Done(ret) => Answer::Fixed(verdict_of(ret)),
+                bpf::Prepared::Resume(state) => Answer::Resume(state),
+            };
+            let at = answers
+                .iter()
+                .position(|a| *a == answer)
+                .unwrap_or_else(|| {
+                    answers.push(answer);
+                    answers.len() - 1
+                });
+            if table.len() <= nr {
+                table.resize(nr + 1, RUN_FILTER);
+            }
+            table[nr] = u16::try_from(at).unwrap_or(RUN_FILTER);
+        }
         Ceiling {
             program: program.into_boxed_slice(),
-            by_arch,
+            by_arch: by_arch.into_iter().map(Vec::into_boxed_slice).collect(),
             answers: answers.into_boxed_slice(),
         }
     }
@@ -139,12 +141,21 @@ impl Ceiling {
     /// The ceiling for a container: its record's filter, given its capabilities. A record
     /// that cannot be compiled denies every call it is asked about (EPERM).
     pub fn from_record(record: &OriginalProfile, has_capability: impl Fn(&str) -> bool) -> Ceiling {
+        // What notifies: the flagged syscalls, and on x86 the multiplexers of socket and IPC calls.
+        let flagged = record
+            .notify
+            .iter()
+            .map(String::as_str)
+            .chain(["socketcall", "ipc"])
+            .flat_map(syscalls::numbers);
         match record.program(has_capability) {
-            Ok(program) => Ceiling::new(program),
+            Ok(program) => Ceiling::new(program, flagged),
             Err(e) => {
-                eprintln!("DEBUG {e}");
                 tracing::error!(error = %e, "the original-profile record cannot be compiled; denying every flagged call");
-                Ceiling::new(vec![Insn::ret(bpf::RET_ERRNO | libc::EPERM as u32)])
+                Ceiling::new(
+                    vec![Insn::ret(bpf::RET_ERRNO | libc::EPERM as u32)],
+                    flagged,
+                )
             }
         }
     }
