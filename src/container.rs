@@ -184,4 +184,44 @@ mod tests {
         );
         assert_eq!(c.init_pid, 7);
     }
+
+    #[test]
+    fn records_come_only_from_listener_metadata() {
+        let record = r#"{"version":2,"defaultAction":"SCMP_ACT_ALLOW","notify":["mkdir"]}"#;
+        let state = |metadata: &str, annotation: &str| -> ContainerProcessState {
+            serde_json::from_value(serde_json::json!({
+                "ociVersion": "1.0.2", "fds": ["seccompFd"], "pid": 42, "metadata": metadata,
+                "state": {"ociVersion": "1.0.2", "id": "abc", "status": "creating", "pid": 41,
+                          "bundle": "/nonexistent",
+                          "annotations": {"io.switchboard.original-profile": annotation}}
+            }))
+            .unwrap()
+        };
+        // A record in an annotation (which users set) is not one.
+        let c = Container::from_state(&state("team-a", record));
+        assert!(c.original.is_none());
+        assert_eq!(c.metadata, "team-a");
+        // The loaded profile's listenerMetadata carries it, beside the user's metadata.
+        let metadata =
+            format!(r#"{{"metadata":"team-a","switchboard_original_profile":{record}}}"#);
+        let c = Container::from_state(&state(&metadata, ""));
+        assert!(c.original.is_some());
+        assert_eq!(c.metadata, "team-a");
+        // One this build cannot read there denies rather than lets through.
+        let c = Container::from_state(&state(
+            r#"{"switchboard_original_profile":{"default":{"action":"allow"}}}"#,
+            "",
+        ));
+        let ceiling = c
+            .original
+            .expect("an unreadable record still makes a ceiling");
+        let mkdir = crate::syscalls::numbers("mkdir")[0];
+        let data = crate::bpf::SeccompData {
+            nr: mkdir.1 as i32,
+            arch: crate::syscalls::arches()[mkdir.0].audit,
+            instruction_pointer: 0,
+            args: [0; 6],
+        };
+        assert_eq!(ceiling.verdict(&data).errno, libc::EPERM);
+    }
 }
