@@ -398,6 +398,146 @@ fn differential_runc_kill_profile() {
     check_case(&tools, &agent, &kill_case());
 }
 
+/// Runs the probe under podman (runc) with the seccomp profile at `profile`; returns the outcomes.
+fn run_podman(
+    podman_bin: &Path,
+    tools: &Tools,
+    profile: &Path,
+    caps: &[&str],
+    calls: &[String],
+) -> (String, BTreeMap<String, String>) {
+    let bundle = probe_bundle(&tools.probe, calls);
+    let id = unique_id("podman");
+    let _guard = PodmanGuard {
+        podman: podman_bin.to_path_buf(),
+        runtime: tools.runc.clone(),
+        id: id.clone(),
+    };
+    let opt = format!("seccomp={}", profile.display());
+    let mut extra = vec!["--security-opt", opt.as_str()];
+    extra.extend(caps);
+    let mut args = vec!["/bin/probe"];
+    args.extend(calls.iter().map(String::as_str));
+    let out = run_cmd(
+        &mut podman_run(
+            podman_bin,
+            &tools.runc,
+            &id,
+            &extra,
+            &bundle.rootfs(),
+            &args,
+        ),
+        TIMEOUT,
+    );
+    assert!(!out.timed_out && out.code() == 0, "{out:?}");
+    (id, outcomes(&out.stdout))
+}
+
+/// Capability-conditioned rules exist only in the engines' profile format: podman
+/// resolves them against the container's capabilities, the agent against the bounding
+/// set in the bundle's config.
+#[test]
+fn differential_podman_capability_conditioned_rules() {
+    let test = "differential_podman_capability_conditioned_rules";
+    let Some(tools) = tools(test) else {
+        return;
+    };
+    let Some(podman_bin) = require_tool(test, "podman") else {
+        return;
+    };
+    let agent = Agent::start(&tools.agent, LOG_POLICY);
+    let original = agent.dir().join("original.json");
+    fs::write(
+        &original,
+        json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [
+                {"names": ["getpriority"], "action": "SCMP_ACT_ERRNO", "errnoRet": 22,
+                 "includes": {"caps": ["CAP_SYS_NICE"]}},
+                {"names": ["personality"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13,
+                 "args": [arg(0, "SCMP_CMP_EQ", 8)], "excludes": {"caps": ["CAP_SYS_CHROOT"]}},
+                {"names": ["prctl"], "action": "SCMP_ACT_ERRNO", "errnoRet": 25,
+                 "args": [arg(0, "SCMP_CMP_GE", 1000)], "includes": {"caps": ["CAP_SYS_CHROOT"]}}
+            ]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let merged = agent.dir().join("merged.json");
+    let out = hook(&[
+        "profile",
+        original.to_str().unwrap(),
+        "-o",
+        merged.to_str().unwrap(),
+        "--policy",
+        agent.policy_str(),
+        "--socket",
+        agent.socket_str(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let calls = calls();
+    let getpriority = call(64, GETPRIORITY, &[0, 0]);
+    let personality = call(64, PERSONALITY, &[8]);
+    let prctl = call(64, PRCTL, &[1000, 0]);
+    // podman's default capabilities hold CAP_SYS_CHROOT, not CAP_SYS_NICE.
+    for (caps, expect) in [
+        (
+            &[][..],
+            [
+                (&getpriority, "ret=20"),
+                (&personality, "ret=0"),
+                (&prctl, "errno=25"),
+            ],
+        ),
+        (
+            &["--cap-add", "SYS_NICE", "--cap-drop", "SYS_CHROOT"][..],
+            [
+                (&getpriority, "errno=22"),
+                (&personality, "errno=13"),
+                (&prctl, "errno=22"),
+            ],
+        ),
+    ] {
+        let (_, alone) = run_podman(&podman_bin, &tools, &original, caps, &calls);
+        for (call, outcome) in expect {
+            assert_eq!(
+                alone.get(call).map(String::as_str),
+                Some(outcome),
+                "{caps:?}: the original profile's own outcome for {call}"
+            );
+        }
+        let before = agent.events().len();
+        let (id, with_agent) = run_podman(&podman_bin, &tools, &merged, caps, &calls);
+        let answered = eventually(Duration::from_secs(5), || {
+            agent.events()[before..]
+                .iter()
+                .any(|e| e["event"] == "syscall")
+        });
+        assert!(
+            answered,
+            "{id}: the agent answered nothing\n{}",
+            agent.output()
+        );
+        let differ: Vec<String> = calls
+            .iter()
+            .filter(|c| alone.get(*c) != with_agent.get(*c))
+            .map(|c| {
+                format!(
+                    "{c}: original {:?}, merged {:?}",
+                    alone.get(c),
+                    with_agent.get(c)
+                )
+            })
+            .collect();
+        assert!(
+            differ.is_empty(),
+            "{caps:?}: outcomes differ:\n{}\n{}",
+            differ.join("\n"),
+            agent.output()
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Property: random profiles and policies against libseccomp's own filter
 // ---------------------------------------------------------------------------
