@@ -29,11 +29,17 @@ use switchboard::record::OriginalProfile;
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The syscalls the calls make; the agent's policy only logs them.
-const FLAGGED: &[&str] = &["personality", "getpriority", "prctl", "process_mrelease"];
+const FLAGGED: &[&str] = &[
+    "personality",
+    "getpriority",
+    "prctl",
+    "process_mrelease",
+    "socket",
+];
 const LOG_POLICY: &str = "default: log
 rules:
   - name: watch
-    syscalls: [personality, getpriority, prctl, process_mrelease]
+    syscalls: [personality, getpriority, prctl, process_mrelease, socket]
     action: log
 ";
 
@@ -47,6 +53,9 @@ const PROCESS_MRELEASE: u32 = 448;
 const I386_PERSONALITY: u32 = 136;
 const I386_GETPRIORITY: u32 = 96;
 const I386_PRCTL: u32 = 172;
+const SOCKET: u32 = 41;
+const I386_SOCKET: u32 = 359;
+const I386_SOCKETCALL: u32 = 102;
 
 /// One call: (abi, nr, args), in the probe's ABI:NR:A0:... form.
 fn call(abi: u32, nr: u32, args: &[u64]) -> String {
@@ -78,6 +87,12 @@ fn calls() -> Vec<String> {
         calls.push(call(32, I386_GETPRIORITY, &[which, 0]));
     }
     calls.push(call(32, I386_PRCTL, &[1000, 0]));
+    // socket(AF_INET, SOCK_STREAM, 0), on x86 also through socketcall (SYS_SOCKET = 1,
+    // SYS_CONNECT = 3) with a NULL argument array: EFAULT when the filter lets it run.
+    calls.push(call(64, SOCKET, &[2, 1, 0]));
+    calls.push(call(32, I386_SOCKET, &[2, 1, 0]));
+    calls.push(call(32, I386_SOCKETCALL, &[1, 0]));
+    calls.push(call(32, I386_SOCKETCALL, &[3, 0]));
     calls
 }
 
@@ -216,6 +231,21 @@ fn cases() -> Vec<Case> {
                 (g32(2), "errno=7"),
                 (c(1000, 0), "errno=33"),
                 (c(1000, 9), "errno=22"),
+            ],
+        },
+        Case {
+            // A socket call on x86 is filtered by its own number and through socketcall.
+            name: "socketcall",
+            profile: json!({
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "architectures": ALL_ARCHES,
+                "syscalls": [errno_rule(&["socket"], 13, json!([]))]
+            }),
+            expect: vec![
+                (call(64, SOCKET, &[2, 1, 0]), "errno=13"),
+                (call(32, I386_SOCKET, &[2, 1, 0]), "errno=13"),
+                (call(32, I386_SOCKETCALL, &[1, 0]), "errno=13"),
+                (call(32, I386_SOCKETCALL, &[3, 0]), "errno=14"),
             ],
         },
         Case {
