@@ -1436,7 +1436,13 @@ mod tests {
         assert_eq!(policy.rules.len(), POLICY_RULES);
         let table = crate::decision::DecisionTable::compile(&policy, &Container::default());
         let getppid = crate::syscalls::numbers("getppid")[0];
-        let verdict = table.decide(Some(getppid), &[0; 6]);
+        let data = libc::seccomp_data {
+            nr: getppid.1 as i32,
+            arch: crate::syscalls::arches()[getppid.0].audit,
+            instruction_pointer: 0,
+            args: [0; 6],
+        };
+        let verdict = table.decide(Some(getppid), &data);
         assert_eq!(verdict.rule, Some("getppid"));
     }
 

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use oci_spec::runtime::ContainerProcessState;
 use serde::Serialize;
 
+use crate::decision::Ceiling;
 use crate::policy::SelectorInput;
-use crate::record::{OriginalProfile, METADATA_RECORD_KEY, METADATA_USER_KEY, RECORD_ANNOTATION};
+use crate::record::{OriginalProfile, METADATA_RECORD_KEY, METADATA_USER_KEY};
 
 /// Annotation keys, in order of preference, for the Kubernetes names.
 /// CRI-O and podman write `io.kubernetes.cri-o.*` / `io.kubernetes.pod.*`;
@@ -40,16 +41,13 @@ pub struct Container {
     pub bundle: String,
     /// The profile's `listenerMetadata` (the user's part, when the OCI hook wrapped it).
     pub metadata: String,
-    /// What the original profile did with the syscalls the OCI hook made NOTIFY.
+    /// The record the OCI hook left in the loaded profile's `listenerMetadata`.
     #[serde(skip)]
-    pub original: Option<Arc<OriginalProfile>>,
-    /// The container's bounding capabilities, for the record's capability conditions.
+    pub record: Option<Arc<OriginalProfile>>,
+    /// The original profile's filter, compiled from `record` for the container's
+    /// capabilities; answers are never more permissive than it.
     #[serde(skip)]
-    pub capabilities: Vec<String>,
-    /// The bounding set could not be read, so `capabilities` says nothing: the record's
-    /// capability-conditioned syscalls then get their strictest recorded answer.
-    #[serde(skip)]
-    pub capabilities_unknown: bool,
+    pub original: Option<Arc<Ceiling>>,
 }
 
 impl Container {
@@ -64,18 +62,10 @@ impl Container {
                 .cloned()
                 .unwrap_or_default()
         };
+        // Only the loaded profile's listenerMetadata (which runc passes as `metadata`) may
+        // carry the record: annotations come from users, and a record could loosen answers.
         let raw_metadata = state.metadata().clone().unwrap_or_default();
-        let (metadata, from_metadata) = split_metadata(&raw_metadata);
-        let original = annotations
-            .get(RECORD_ANNOTATION)
-            .and_then(|text| match serde_json::from_str::<OriginalProfile>(text) {
-                Ok(record) => Some(record),
-                Err(e) => {
-                    tracing::warn!(error = %e, "ignoring an unreadable {RECORD_ANNOTATION} annotation");
-                    None
-                }
-            })
-            .or(from_metadata);
+        let (metadata, record) = split_metadata(&raw_metadata);
         let init_pid = inner.pid().filter(|pid| *pid > 0).unwrap_or(*state.pid());
         Container {
             container_id: inner.id().clone(),
@@ -85,16 +75,10 @@ impl Container {
             init_pid,
             bundle: inner.bundle().display().to_string(),
             metadata,
-            original: original.map(Arc::new),
-            // Filled in by intake (`bounding_capabilities`), which reads the bundle off the control plane.
-            capabilities: Vec::new(),
-            capabilities_unknown: false,
+            record: record.map(Arc::new),
+            // Compiled by intake, which first reads the bundle's capabilities off the control plane.
+            original: None,
         }
-    }
-
-    /// Whether the container holds capability `name` (e.g. "CAP_SYS_ADMIN").
-    pub fn has_capability(&self, name: &str) -> bool {
-        self.capabilities.iter().any(|c| c == name)
     }
 
     /// The fields policy selectors match on.
@@ -120,11 +104,13 @@ fn split_metadata(raw: &str) -> (String, Option<OriginalProfile>) {
         Some(serde_json::Value::String(user)) => user,
         _ => String::new(),
     };
-    match serde_json::from_value(record) {
+    match serde_json::from_value::<OriginalProfile>(record) {
         Ok(record) => (user, Some(record)),
         Err(e) => {
-            tracing::warn!(error = %e, "ignoring an unreadable record in listenerMetadata");
-            (user, None)
+            // The profile the kernel loaded carries a record this build cannot read: deny
+            // rather than answer without a ceiling.
+            tracing::error!(error = %e, "unreadable original-profile record in listenerMetadata; denying every flagged call");
+            (user, Some(OriginalProfile::unreadable()))
         }
     }
 }
@@ -288,5 +274,46 @@ mod tests {
             bounding_capabilities(dir.path()),
             Err(BundleError::NotRegular { .. })
         ));
+    }
+
+    #[test]
+    fn records_come_only_from_listener_metadata() {
+        let record = r#"{"version":2,"defaultAction":"SCMP_ACT_ALLOW","notify":["mkdir"]}"#;
+        let state = |metadata: &str, annotation: &str| -> ContainerProcessState {
+            serde_json::from_value(serde_json::json!({
+                "ociVersion": "1.0.2", "fds": ["seccompFd"], "pid": 42, "metadata": metadata,
+                "state": {"ociVersion": "1.0.2", "id": "abc", "status": "creating", "pid": 41,
+                          "bundle": "/nonexistent",
+                          "annotations": {"io.switchboard.original-profile": annotation}}
+            }))
+            .unwrap()
+        };
+        // A record in an annotation (which users set) is not one.
+        let c = Container::from_state(&state("team-a", record));
+        assert!(c.record.is_none());
+        assert_eq!(c.metadata, "team-a");
+        // The loaded profile's listenerMetadata carries it, beside the user's metadata.
+        let metadata =
+            format!(r#"{{"metadata":"team-a","switchboard_original_profile":{record}}}"#);
+        let c = Container::from_state(&state(&metadata, ""));
+        assert!(c.record.is_some());
+        assert_eq!(c.metadata, "team-a");
+        // One this build cannot read there denies rather than lets through.
+        let c = Container::from_state(&state(
+            r#"{"switchboard_original_profile":{"default":{"action":"allow"}}}"#,
+            "",
+        ));
+        let record = c
+            .record
+            .expect("an unreadable record still makes a ceiling");
+        let ceiling = Ceiling::for_container(&record, Some(&[]));
+        let mkdir = crate::syscalls::numbers("mkdir")[0];
+        let data = crate::bpf::SeccompData {
+            nr: mkdir.1 as i32,
+            arch: crate::syscalls::arches()[mkdir.0].audit,
+            instruction_pointer: 0,
+            args: [0; 6],
+        };
+        assert_eq!(ceiling.verdict(&data).errno, libc::EPERM);
     }
 }

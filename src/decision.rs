@@ -1,18 +1,19 @@
 //! A policy compiled for one container: per arch, a table indexed by syscall number.
 
 use std::collections::BTreeSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
+use crate::bpf::{self, Insn, SeccompData};
 use crate::container::Container;
 use crate::policy::{Action, ArgCondition, Policy};
-use crate::record::{OriginalProfile, Outcome};
+use crate::record::OriginalProfile;
 use crate::syscalls;
 
 /// The rule name events show when the original profile, not the policy, decided.
 pub const ORIGINAL_PROFILE_RULE: &str = "original-profile";
 
 /// The answer for one notification.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Verdict {
     pub action: Action,
     /// Errno for deny and kill; 0 otherwise.
@@ -49,15 +50,193 @@ pub struct DecisionTable {
     /// `by_arch[arch][nr]`: candidates in policy order; first match wins.
     by_arch: ByArch,
     default: Verdict,
-    /// What the original profile did, where the OCI hook recorded it: answers are never
-    /// more permissive than this.
-    ceiling: Option<Ceiling>,
+    /// What the original profile's filter answers, where the OCI hook recorded it:
+    /// answers are never more permissive than this.
+    ceiling: Option<Arc<Ceiling>>,
 }
 
-#[derive(Debug)]
-struct Ceiling {
-    /// Candidates of the original profile's rules, ending in its default.
-    by_arch: ByArch,
+/// Marks a syscall the ceiling has no precomputed answer for: the whole program runs.
+const RUN_FILTER: u16 = u16::MAX;
+
+/// The original profile's filter, as runc would have loaded it, compiled at intake.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Ceiling {
+    program: Box<[Insn]>,
+    /// `by_arch[arch][nr]`: index into `answers` for the flagged syscalls; beyond a
+    /// table's end, or [`RUN_FILTER`], the whole program runs.
+    by_arch: Box<[Box<[u16]>]>,
+    answers: Box<[Answer]>,
+}
+
+/// What the original filter does with one (arch, nr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    /// Decided on (arch, nr) alone: most syscalls never run the program.
+    Fixed(Verdict),
+    /// Decided on the arguments: the program resumes where it first reads one, past
+    /// its arch and syscall dispatch.
+    Resume(bpf::State),
+}
+
+/// What the kernel does for a filter's `SECCOMP_RET_*` value, in the agent's terms.
+pub fn verdict_of(ret: u32) -> Verdict {
+    let (action, errno) = match ret & bpf::RET_ACTION {
+        // NOTIFY: the listener the hook replaced (with --force) no longer answers; the policy does.
+        bpf::RET_ALLOW | bpf::RET_LOG | bpf::RET_USER_NOTIF => (Action::Allow, 0),
+        // The kernel caps the errno at MAX_ERRNO.
+        bpf::RET_ERRNO => (Action::Deny, (ret & bpf::RET_DATA).min(4095) as i32),
+        // Without a tracer the kernel fails a traced syscall with ENOSYS.
+        bpf::RET_TRACE => (Action::Deny, libc::ENOSYS),
+        // TRAP, KILL_THREAD, KILL_PROCESS and unknown actions: the caller dies.
+        _ => (Action::Kill, libc::EPERM),
+    };
+    Verdict {
+        action,
+        errno,
+        rule: Some(ORIGINAL_PROFILE_RULE),
+    }
+}
+
+impl Ceiling {
+    /// Precomputes, for the syscalls at `flagged` (arch table, number), the answer or
+    /// where the program starts to look at the instruction pointer or the arguments.
+    /// Any other notification runs the whole program.
+    pub fn new(program: Vec<Insn>, flagged: impl IntoIterator<Item = (usize, usize)>) -> Ceiling {
+        let arches = syscalls::arches();
+        let mut by_arch: Vec<Vec<u16>> = arches.iter().map(|_| Vec::new()).collect();
+        let mut answers: Vec<Answer> = Vec::new();
+        for (arch, nr) in flagged {
+            let (Some(info), Some(table)) = (arches.get(arch), by_arch.get_mut(arch)) else {
+                continue;
+            };
+            // A socketcall/ipc sub-call slot is no syscall number: its real `seccomp_data` is
+            // the multiplexer's, so the whole program runs on it.
+            if nr >= syscalls::MAX_NR {
+                continue;
+            }
+            let data = SeccompData {
+                nr: nr as i32 | info.nr_bit,
+                arch: info.audit,
+                instruction_pointer: 0,
+                args: [0; 6],
+            };
+            let answer = match bpf::prepare(&program, &data) {
+                bpf::Prepared::Done(ret) => Answer::Fixed(verdict_of(ret)),
+                bpf::Prepared::Resume(state) => Answer::Resume(state),
+            };
+            let at = answers
+                .iter()
+                .position(|a| *a == answer)
+                .unwrap_or_else(|| {
+                    answers.push(answer);
+                    answers.len() - 1
+                });
+            if table.len() <= nr {
+                table.resize(nr + 1, RUN_FILTER);
+            }
+            table[nr] = u16::try_from(at).unwrap_or(RUN_FILTER);
+        }
+        Ceiling {
+            program: program.into_boxed_slice(),
+            by_arch: by_arch.into_iter().map(Vec::into_boxed_slice).collect(),
+            answers: answers.into_boxed_slice(),
+        }
+    }
+
+    /// The ceiling for a container: its record's filter, given its capabilities. A record
+    /// that cannot be compiled denies every call it is asked about (EPERM).
+    pub fn from_record(record: &OriginalProfile, has_capability: impl Fn(&str) -> bool) -> Ceiling {
+        // What notifies: the flagged syscalls, and on x86 the multiplexers of socket and IPC calls.
+        let flagged = record
+            .notify
+            .iter()
+            .map(String::as_str)
+            .chain(["socketcall", "ipc"])
+            .flat_map(syscalls::numbers);
+        match record.program(has_capability) {
+            Ok(program) => Ceiling::new(program, flagged),
+            Err(e) => {
+                tracing::error!(error = %e, "the original-profile record cannot be compiled; denying every flagged call");
+                Ceiling::new(
+                    vec![Insn::ret(bpf::RET_ERRNO | libc::EPERM as u32)],
+                    flagged,
+                )
+            }
+        }
+    }
+
+    /// The ceiling for a container whose bounding set is `capabilities`, or unknown
+    /// (`None`: the bundle could not be read, or the peer is not trusted to name it).
+    pub fn for_container(record: &OriginalProfile, capabilities: Option<&[String]>) -> Ceiling {
+        match capabilities {
+            Some(capabilities) => {
+                Ceiling::from_record(record, |c| capabilities.iter().any(|have| have == c))
+            }
+            None => {
+                let mut ceiling = Ceiling::from_record(record, |_| false);
+                ceiling.fail_closed_on_capabilities(record);
+                ceiling
+            }
+        }
+    }
+
+    /// Gives every syscall a capability-conditioned rule names the strictest answer any of
+    /// its rules or the default could give: whatever the capabilities were, the original
+    /// filter answered one of those, so the ceiling is never looser than it.
+    fn fail_closed_on_capabilities(&mut self, record: &OriginalProfile) {
+        let conditioned: BTreeSet<&str> = record
+            .rules
+            .iter()
+            .filter(|r| !r.caps.is_empty() || !r.not_caps.is_empty())
+            .flat_map(|r| r.names.iter().map(String::as_str))
+            .collect();
+        let default = verdict_of(record.default_action.ret(record.default_errno_ret));
+        for name in conditioned {
+            let strictest = record
+                .rules
+                .iter()
+                .filter(|r| r.names.iter().any(|n| n == name))
+                .map(|r| verdict_of(r.action.ret(r.errno_ret)))
+                .fold(
+                    default,
+                    |worst, v| {
+                        if v.action > worst.action {
+                            v
+                        } else {
+                            worst
+                        }
+                    },
+                );
+            let at = u16::try_from(self.answers.len()).unwrap_or(RUN_FILTER);
+            let mut answers = self.answers.to_vec();
+            answers.push(Answer::Fixed(strictest));
+            self.answers = answers.into_boxed_slice();
+            for (arch, slot) in syscalls::numbers(name) {
+                let Some(table) = self.by_arch.get_mut(arch) else {
+                    continue;
+                };
+                let mut grown = table.to_vec();
+                if grown.len() <= slot {
+                    grown.resize(slot + 1, RUN_FILTER);
+                }
+                grown[slot] = at;
+                *table = grown.into_boxed_slice();
+            }
+        }
+    }
+
+    /// What the original filter answers for `data`.
+    #[inline]
+    pub fn verdict(&self, data: &SeccompData) -> Verdict {
+        let answer = syscalls::locate(data.arch, data.nr, data.args[0])
+            .and_then(|(arch, nr)| self.by_arch.get(arch)?.get(nr))
+            .and_then(|&at| self.answers.get(usize::from(at)));
+        match answer {
+            Some(Answer::Fixed(verdict)) => *verdict,
+            Some(Answer::Resume(state)) => verdict_of(bpf::resume(&self.program, data, *state)),
+            None => verdict_of(bpf::run(&self.program, data)),
+        }
+    }
 }
 
 fn index(by_arch: Vec<Vec<Vec<Candidate>>>) -> ByArch {
@@ -153,74 +332,6 @@ fn first_match<'a>(
         .map(|c| &c.verdict)
 }
 
-impl Ceiling {
-    fn compile(original: &OriginalProfile, container: &Container) -> Ceiling {
-        let verdict = |outcome: Outcome| match outcome {
-            Outcome::Allow => Verdict {
-                action: Action::Allow,
-                errno: 0,
-                rule: None,
-            },
-            Outcome::Errno { errno } => Verdict {
-                action: Action::Deny,
-                errno,
-                rule: Some(ORIGINAL_PROFILE_RULE),
-            },
-            Outcome::Kill => Verdict {
-                action: Action::Kill,
-                errno: libc::EPERM,
-                rule: Some(ORIGINAL_PROFILE_RULE),
-            },
-        };
-        let mut by_arch = empty_by_arch();
-        for (name, rules) in &original.syscalls {
-            let cap_conditioned = rules
-                .iter()
-                .any(|r| !r.caps.is_empty() || !r.not_caps.is_empty());
-            if cap_conditioned && container.capabilities_unknown {
-                // Which of these rules exist depends on capabilities nobody could read; the
-                // answer is one of the rules' or the default's, so the strictest of them is
-                // never looser than the original filter, whatever the capabilities were.
-                let strictest = rules
-                    .iter()
-                    .map(|r| verdict(r.outcome))
-                    .chain([verdict(original.default)])
-                    .max_by_key(|v| v.action)
-                    .expect("the chain holds the default");
-                push(&mut by_arch, name, || Candidate {
-                    conditions: Box::new([]),
-                    verdict: strictest.clone(),
-                });
-                continue;
-            }
-            let applicable = rules.iter().filter(|r| {
-                r.caps.iter().all(|c| container.has_capability(c))
-                    && !r.not_caps.iter().any(|c| container.has_capability(c))
-            });
-            for rule in applicable {
-                // A condition this build cannot evaluate makes the rule never match,
-                // which leaves the stricter default in charge.
-                let conditions: Option<Box<[ArgCondition]>> =
-                    rule.args.iter().map(|a| a.condition()).collect();
-                if let Some(conditions) = conditions {
-                    push(&mut by_arch, name, || Candidate {
-                        conditions: conditions.clone(),
-                        verdict: verdict(rule.outcome),
-                    });
-                }
-            }
-            push(&mut by_arch, name, || Candidate {
-                conditions: Box::new([]),
-                verdict: verdict(original.default),
-            });
-        }
-        fold_multiplexed(&mut by_arch, None);
-        Ceiling {
-            by_arch: index(by_arch),
-        }
-    }
-}
-
 impl DecisionTable {
     /// Keeps the rules whose selectors match `container` and indexes them by syscall number.
     pub fn compile(policy: &Policy, container: &Container) -> DecisionTable {
@@ -248,17 +359,14 @@ impl DecisionTable {
             for name in &rule.syscalls {
                 push(&mut by_arch, name, || Candidate {
                     conditions: rule.args.clone().into_boxed_slice(),
-                    verdict: verdict.clone(),
+                    verdict,
                 });
             }
         }
         fold_multiplexed(&mut by_arch, Some(&default));
         DecisionTable {
             by_arch: index(by_arch),
-            ceiling: container
-                .original
-                .as_deref()
-                .map(|original| Ceiling::compile(original, container)),
+            ceiling: container.original.clone(),
             default,
         }
     }
@@ -278,16 +386,21 @@ impl DecisionTable {
     }
 
     /// The verdict for a syscall at `location` (arch table, slot from `syscalls::locate`)
-    /// with `args`.
+    /// with `data`, never more permissive than the original profile's filter.
     #[inline]
-    pub fn decide(&self, location: Option<(usize, usize)>, args: &[u64; 6]) -> &Verdict {
-        let verdict = first_match(&self.by_arch, location, args).unwrap_or(&self.default);
+    pub fn decide(&self, location: Option<(usize, usize)>, data: &SeccompData) -> Verdict {
+        let verdict = *first_match(&self.by_arch, location, &data.args).unwrap_or(&self.default);
         match &self.ceiling {
-            Some(ceiling) => match first_match(&ceiling.by_arch, location, args) {
-                Some(original) if original.action > verdict.action => original,
-                _ => verdict,
-            },
-            None => verdict,
+            // Nothing is stricter than a kill: the original filter need not run.
+            Some(ceiling) if verdict.action < Action::Kill => {
+                let original = ceiling.verdict(data);
+                if original.action > verdict.action {
+                    original
+                } else {
+                    verdict
+                }
+            }
+            _ => verdict,
         }
     }
 }
@@ -306,6 +419,22 @@ mod tests {
         DecisionTable::compile(&Policy::parse(text, "t").unwrap(), &who)
     }
 
+    /// The seccomp_data of a call at `location` (arch table, number).
+    fn call(location: (usize, usize), args: [u64; 6]) -> SeccompData {
+        let arch = &syscalls::arches()[location.0];
+        SeccompData {
+            nr: location.1 as i32 | arch.nr_bit,
+            arch: arch.audit,
+            instruction_pointer: 0,
+            args,
+        }
+    }
+
+    fn decide(t: &DecisionTable, location: Option<(usize, usize)>, args: [u64; 6]) -> Verdict {
+        let data = call(location.unwrap_or((0, 0)), args);
+        t.decide(location, &data)
+    }
+
     #[test]
     fn first_matching_rule_wins_and_args_fall_through() {
         let t = table(
@@ -313,14 +442,14 @@ mod tests {
             nobody(),
         );
         let personality = syscalls::numbers("personality")[0];
-        let big = t.decide(Some(personality), &[200, 0, 0, 0, 0, 0]);
+        let big = decide(&t, Some(personality), [200, 0, 0, 0, 0, 0]);
         assert_eq!((big.action, big.errno), (Action::Deny, libc::EACCES));
         assert_eq!(big.rule, Some("big"));
-        let small = t.decide(Some(personality), &[1, 0, 0, 0, 0, 0]);
+        let small = decide(&t, Some(personality), [1, 0, 0, 0, 0, 0]);
         assert_eq!(small.action, Action::Log);
-        let unknown = t.decide(Some((0, 1)), &[0; 6]);
+        let unknown = decide(&t, Some((0, 1)), [0; 6]);
         assert_eq!((unknown.action, unknown.rule), (Action::Allow, None));
-        assert_eq!(t.decide(None, &[0; 6]).action, Action::Allow);
+        assert_eq!(decide(&t, None, [0; 6]).action, Action::Allow);
     }
 
     #[test]
@@ -329,9 +458,9 @@ mod tests {
             "rules:\n  - name: m\n    syscalls: [mkdir]\n    action: deny\n",
             nobody(),
         );
-        assert_eq!(t.decide(Some((0, 83)), &[0; 6]).action, Action::Deny);
-        assert_eq!(t.decide(Some((1, 39)), &[0; 6]).action, Action::Deny);
-        assert_eq!(t.decide(Some((1, 83)), &[0; 6]).action, Action::Log);
+        assert_eq!(decide(&t, Some((0, 83)), [0; 6]).action, Action::Deny);
+        assert_eq!(decide(&t, Some((1, 39)), [0; 6]).action, Action::Deny);
+        assert_eq!(decide(&t, Some((1, 83)), [0; 6]).action, Action::Log);
     }
 
     #[test]
@@ -342,7 +471,13 @@ mod tests {
         let x86 = libseccomp_sys::SCMP_ARCH_X86;
         // (action, errno, rule) of i386 syscall `nr` with `args`, located as the agent does.
         let answer = |t: &DecisionTable, nr: i32, args: [u64; 6]| {
-            let v = t.decide(syscalls::locate(x86, nr, args[0]), &args);
+            let data = SeccompData {
+                nr,
+                arch: x86,
+                instruction_pointer: 0,
+                args,
+            };
+            let v = t.decide(syscalls::locate(x86, nr, args[0]), &data);
             (v.action, v.errno, v.rule)
         };
         let deny = |errno, rule| (Action::Deny, errno, rule);
@@ -394,91 +529,163 @@ mod tests {
             ..nobody()
         };
         assert_eq!(
-            table(text, prod).decide(Some((0, 83)), &[0; 6]).action,
+            decide(&table(text, prod), Some((0, 83)), [0; 6]).action,
             Action::Deny
         );
         assert_eq!(
-            table(text, nobody()).decide(Some((0, 83)), &[0; 6]).action,
+            decide(&table(text, nobody()), Some((0, 83)), [0; 6]).action,
             Action::Log
         );
+    }
+
+    fn with_record(record: serde_json::Value, caps: &[&str]) -> Container {
+        let record: OriginalProfile = serde_json::from_value(record).unwrap();
+        Container {
+            original: Some(Arc::new(Ceiling::from_record(&record, |c| {
+                caps.contains(&c)
+            }))),
+            ..nobody()
+        }
     }
 
     #[test]
     fn the_original_profile_is_a_ceiling() {
-        let original: OriginalProfile = serde_json::from_str(
-            r#"{"default": {"action": "errno", "errno": 1},
-                "syscalls": {
-                  "mkdir": [{"outcome": {"action": "errno", "errno": 13}}],
-                  "personality": [{"args": [{"index": 0, "op": "eq", "value": 8}], "outcome": {"action": "allow"}}],
-                  "rmdir": [{"outcome": {"action": "allow"}}],
-                  "unshare": [{"caps": ["CAP_SYS_ADMIN"], "outcome": {"action": "allow"}}]
-                }}"#,
-        )
-        .unwrap();
+        if !cfg!(target_arch = "x86_64") {
+            return;
+        }
+        let record = serde_json::json!({
+            "version": 2, "defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 1,
+            "rules": [
+                {"names": ["mkdir"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13},
+                {"names": ["personality"], "action": "SCMP_ACT_ALLOW", "args": [{"index": 0, "op": "SCMP_CMP_EQ", "value": 8}]},
+                {"names": ["rmdir", "uname"], "action": "SCMP_ACT_ALLOW"},
+                {"names": ["unshare"], "action": "SCMP_ACT_ALLOW", "caps": ["CAP_SYS_ADMIN"]}
+            ],
+            "notify": ["mkdir", "personality", "rmdir", "uname", "unshare"]
+        });
         let text = "default: log\nrules:\n  - name: no-rmdir\n    syscalls: [rmdir]\n    action: deny\n    errno: EPERM\n";
-        let plain = Container {
-            original: Some(Arc::new(original)),
-            ..nobody()
-        };
-        let admin = Container {
-            capabilities: vec!["CAP_SYS_ADMIN".into()],
-            ..plain.clone()
-        };
-        let t = table(text, plain);
+        let t = table(text, with_record(record.clone(), &[]));
         let at = |name: &str| Some(syscalls::numbers(name)[0]);
-        let mkdir = t.decide(at("mkdir"), &[0; 6]);
+        let mkdir = decide(&t, at("mkdir"), [0; 6]);
         assert_eq!((mkdir.action, mkdir.errno), (Action::Deny, libc::EACCES));
         assert_eq!(mkdir.rule, Some(ORIGINAL_PROFILE_RULE));
-        let rmdir = t.decide(at("rmdir"), &[0; 6]);
+        let rmdir = decide(&t, at("rmdir"), [0; 6]);
         assert_eq!((rmdir.action, rmdir.rule), (Action::Deny, Some("no-rmdir")));
         assert_eq!(
-            t.decide(at("personality"), &[8, 0, 0, 0, 0, 0]).action,
+            decide(&t, at("personality"), [8, 0, 0, 0, 0, 0]).action,
             Action::Log
         );
         assert_eq!(
-            t.decide(at("personality"), &[9, 0, 0, 0, 0, 0]).errno,
+            decide(&t, at("personality"), [9, 0, 0, 0, 0, 0]).errno,
             libc::EPERM
         );
-        assert_eq!(t.decide(at("unshare"), &[0; 6]).action, Action::Deny);
-        assert_eq!(t.decide(at("uname"), &[0; 6]).action, Action::Log);
+        assert_eq!(decide(&t, at("unshare"), [0; 6]).action, Action::Deny);
+        assert_eq!(decide(&t, at("uname"), [0; 6]).action, Action::Log);
+        let admin = table(text, with_record(record, &["CAP_SYS_ADMIN"]));
+        assert_eq!(decide(&admin, at("unshare"), [0; 6]).action, Action::Log);
+    }
+
+    #[test]
+    fn overlapping_rules_answer_as_the_kernel_does() {
+        if !cfg!(target_arch = "x86_64") {
+            return;
+        }
+        // Issue 11: LOG for personality when arg0 > 1, then EACCES when arg0 == 8. The
+        // kernel answers personality(8) with EACCES.
+        let record = serde_json::json!({
+            "version": 2, "defaultAction": "SCMP_ACT_ALLOW",
+            "rules": [
+                {"names": ["personality"], "action": "SCMP_ACT_LOG", "args": [{"index": 0, "op": "SCMP_CMP_GT", "value": 1}]},
+                {"names": ["personality"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13, "args": [{"index": 0, "op": "SCMP_CMP_EQ", "value": 8}]},
+                {"names": ["getpriority"], "action": "SCMP_ACT_TRACE"},
+                {"names": ["prctl"], "action": "SCMP_ACT_TRAP"}
+            ]
+        });
+        let t = table("default: log\n", with_record(record, &[]));
+        let at = |name: &str| Some(syscalls::numbers(name)[0]);
+        let eight = decide(&t, at("personality"), [8, 0, 0, 0, 0, 0]);
+        assert_eq!((eight.action, eight.errno), (Action::Deny, libc::EACCES));
         assert_eq!(
-            table(text, admin.clone())
-                .decide(at("unshare"), &[0; 6])
-                .action,
+            decide(&t, at("personality"), [9, 0, 0, 0, 0, 0]).action,
             Action::Log
         );
-        let unknown = Container {
-            capabilities_unknown: true,
-            ..admin
-        };
-        let t = table(text, unknown);
-        let unshare = t.decide(at("unshare"), &[0; 6]);
-        assert_eq!((unshare.action, unshare.errno), (Action::Deny, libc::EPERM));
+        let traced = decide(&t, at("getpriority"), [0; 6]);
+        assert_eq!((traced.action, traced.errno), (Action::Deny, libc::ENOSYS));
+        let trapped = decide(&t, at("prctl"), [0; 6]);
         assert_eq!(
-            t.decide(at("personality"), &[8, 0, 0, 0, 0, 0]).action,
-            Action::Log
+            (trapped.action, trapped.rule),
+            (Action::Kill, Some(ORIGINAL_PROFILE_RULE))
         );
     }
 
     #[test]
+    fn an_unbuildable_record_denies() {
+        let t = table(
+            "default: allow\n",
+            with_record(
+                serde_json::json!({"version": 2, "defaultAction": "SCMP_ACT_NOTIFY"}),
+                &[],
+            ),
+        );
+        let v = decide(&t, Some((0, 83)), [0; 6]);
+        assert_eq!((v.action, v.errno), (Action::Deny, libc::EPERM));
+    }
+
+    #[test]
+    fn filter_results_map_to_verdicts() {
+        let v = |ret| {
+            let v = verdict_of(ret);
+            (v.action, v.errno)
+        };
+        assert_eq!(v(bpf::RET_ALLOW), (Action::Allow, 0));
+        assert_eq!(v(bpf::RET_LOG), (Action::Allow, 0));
+        assert_eq!(v(bpf::RET_USER_NOTIF | 5), (Action::Allow, 0));
+        assert_eq!(v(bpf::RET_ERRNO | 13), (Action::Deny, 13));
+        assert_eq!(v(bpf::RET_ERRNO | 0xffff), (Action::Deny, 4095));
+        assert_eq!(v(bpf::RET_TRACE | 1), (Action::Deny, libc::ENOSYS));
+        for kill in [
+            bpf::RET_TRAP,
+            bpf::RET_KILL_THREAD,
+            bpf::RET_KILL_PROCESS,
+            0x1234_0000,
+        ] {
+            assert_eq!(v(kill).0, Action::Kill, "{kill:#x}");
+        }
+    }
+
+    #[test]
     fn unknown_capabilities_give_the_strictest_recorded_answer() {
-        // An excludes-rule that allows when CAP_SYS_ADMIN is absent, before a rule that
-        // kills: counting the unknown capability as absent would let the call through.
-        let original: OriginalProfile = serde_json::from_str(
-            r#"{"default": {"action": "allow"},
-                "syscalls": {
-                  "unshare": [{"not_caps": ["CAP_SYS_ADMIN"], "outcome": {"action": "allow"}},
-                              {"outcome": {"action": "kill"}}]
-                }}"#,
-        )
+        if !cfg!(target_arch = "x86_64") {
+            return;
+        }
+        // An excludes-rule that allows when CAP_SYS_ADMIN is absent, and a kill otherwise:
+        // counting the unknown capability as absent would let the call through.
+        let record: OriginalProfile = serde_json::from_value(serde_json::json!({
+            "version": 2, "defaultAction": "SCMP_ACT_ALLOW",
+            "rules": [
+                {"names": ["unshare"], "action": "SCMP_ACT_ALLOW", "notCaps": ["CAP_SYS_ADMIN"]},
+                {"names": ["unshare"], "action": "SCMP_ACT_KILL_PROCESS", "caps": ["CAP_SYS_ADMIN"]},
+                {"names": ["mkdir"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}
+            ],
+            "notify": ["unshare", "mkdir", "uname"]
+        }))
         .unwrap();
         let who = Container {
-            original: Some(Arc::new(original)),
-            capabilities_unknown: true,
+            original: Some(Arc::new(Ceiling::for_container(&record, None))),
             ..nobody()
         };
         let t = table("default: log\n", who);
-        let unshare = Some(syscalls::numbers("unshare")[0]);
-        assert_eq!(t.decide(unshare, &[0; 6]).action, Action::Kill);
+        let at = |name: &str| Some(syscalls::numbers(name)[0]);
+        assert_eq!(decide(&t, at("unshare"), [0; 6]).action, Action::Kill);
+        // Syscalls without capability conditions keep the filter's exact answer.
+        let mkdir = decide(&t, at("mkdir"), [0; 6]);
+        assert_eq!((mkdir.action, mkdir.errno), (Action::Deny, libc::EACCES));
+        assert_eq!(decide(&t, at("uname"), [0; 6]).action, Action::Log);
+        // Known capabilities answer exactly.
+        let plain = Ceiling::for_container(&record, Some(&[]));
+        let admin = Ceiling::for_container(&record, Some(&["CAP_SYS_ADMIN".to_string()]));
+        let data = call(syscalls::numbers("unshare")[0], [0; 6]);
+        assert_eq!(plain.verdict(&data).action, Action::Allow);
+        assert_eq!(admin.verdict(&data).action, Action::Kill);
     }
 }

@@ -14,6 +14,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::task::AbortHandle;
 
 use crate::container::{self, Container};
+use crate::decision::Ceiling;
 use crate::notify::Engine;
 use crate::sys::{self, Listener, PidFd};
 
@@ -188,21 +189,28 @@ async fn take_listener(
     // Only root (the runtime) is believed about which process is the container's init;
     // any other peer could name a process of someone else's for a kill rule to end.
     let trusted = uid == 0;
-    if container.original.is_some() {
-        if trusted {
+    if let Some(record) = container.record.clone() {
+        let capabilities = if trusted {
             match read_capabilities(Path::new(&container.bundle), bundle_reads).await {
-                Ok(caps) => container.capabilities = caps,
+                Ok(caps) => Some(caps),
                 Err(why) => {
                     engine.metrics().intake_error(BUNDLE_REFUSED);
                     tracing::warn!(reason = BUNDLE_REFUSED, container = %container.container_id, error = %why,
                         "cannot read the bundle's capabilities; the record's capability-conditioned syscalls get their strictest answer");
-                    container.capabilities_unknown = true;
+                    None
                 }
             }
         } else {
             // Nor is a bundle path from a non-root peer opened by the (root) agent.
-            container.capabilities_unknown = true;
-        }
+            None
+        };
+        // libseccomp builds the filter in milliseconds: off the control-plane thread.
+        let ceiling = tokio::task::spawn_blocking(move || {
+            Ceiling::for_container(&record, capabilities.as_deref())
+        })
+        .await
+        .map_err(|e| IntakeError::Io(std::io::Error::other(e)))?;
+        container.original = Some(Arc::new(ceiling));
     }
     let init = if trusted {
         match PidFd::open(container.init_pid) {

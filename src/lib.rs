@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod bench;
+pub mod bpf;
 pub mod container;
 pub mod decision;
 pub mod events;

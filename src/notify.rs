@@ -271,7 +271,7 @@ impl Worker {
             }
             let data = &notif.data;
             let location = syscalls::locate(data.arch, data.nr, data.args[0]);
-            let verdict = self.table.decide(location, &data.args);
+            let verdict = self.table.decide(location, data);
             let (action, errno, rule) = (verdict.action, verdict.errno, verdict.rule);
             let answered = if action == Action::Kill {
                 self.kill(&notif, errno, rule == Some(ORIGINAL_PROFILE_RULE))

@@ -2,9 +2,9 @@
 
 use std::str::FromStr;
 
-use libseccomp::{ScmpArch, ScmpSyscall};
+use libseccomp::{ScmpAction, ScmpArch, ScmpFilterContext, ScmpSyscall};
 use serde_json::Value;
-use switchboard::syscalls;
+use switchboard::{bpf, syscalls};
 
 /// The kernel marks x32 syscalls with this bit in their numbers.
 const X32_SYSCALL_BIT: i32 = 0x4000_0000;
@@ -67,21 +67,28 @@ impl Arch {
         }
     }
 
-    /// Whether a filter for this arch flags `syscall`: libseccomp has a number for it there,
-    /// or the pseudo-number of a call the arch also runs through a multiplexer it has (x86
-    /// `socket`: 359 and `socketcall` call 1). libseccomp numbers socketcall's calls from
-    /// -101 and ipc's from -201; its other pseudo-numbers, for names the arch lacks, do not count.
-    pub fn knows(self, syscall: &str) -> bool {
-        let number = |name: &str| {
-            ScmpSyscall::from_name_by_arch(name, self.scmp).map_or(-1, |nr| nr.as_raw_syscall())
+    /// Whether the filter libseccomp builds for this arch makes `syscall` NOTIFY when a
+    /// profile names it, read from the exported program: on x86 the socket and SysV IPC
+    /// calls have pseudo-numbers yet are flagged, both by their own number and through
+    /// `socketcall`/`ipc`; a syscall the arch lacks is not flagged at all.
+    pub fn flags(self, syscall: &str) -> bool {
+        let flagged = || -> Option<bool> {
+            let native = ScmpArch::native();
+            let mut filter = ScmpFilterContext::new(ScmpAction::Allow).ok()?;
+            filter.add_arch(self.scmp).ok()?;
+            if self.scmp != native {
+                filter.remove_arch(native).ok()?;
+            }
+            // As runc resolves a name: by the native table, libseccomp maps it per arch.
+            let nr = ScmpSyscall::from_name(syscall).ok()?;
+            filter.add_rule(ScmpAction::Notify, nr).ok()?;
+            let program = switchboard::record::export(&filter).ok()?;
+            Some(program.iter().any(|insn| {
+                insn.returns()
+                    .is_some_and(|ret| ret & bpf::RET_ACTION == bpf::RET_USER_NOTIF)
+            }))
         };
-        let multiplexer = match number(syscall) {
-            nr if nr >= 0 => return true,
-            -199..=-101 => "socketcall",
-            -299..=-201 => "ipc",
-            _ => return false,
-        };
-        number(multiplexer) >= 0
+        flagged().unwrap_or(false)
     }
 
     /// Every syscall name in libseccomp's table for this arch (numbers 0 to 1023).
@@ -133,13 +140,12 @@ pub fn native_go_arch() -> &'static str {
     }
 }
 
-/// The architectures a profile's filter covers on this host.
+/// The architectures a profile lists, as the engine hands them to the runtime.
 ///
 /// `architectures` lists them outright. A Docker-format `archMap` is read the way
 /// the engines read it: only the entry for the native arch counts, with its
-/// `subArchitectures`. Without either, the filter has the native arch only.
-/// Names libseccomp does not know go to `unknown`.
-pub fn profile_arches(profile: &Value, unknown: &mut Vec<String>) -> Vec<Arch> {
+/// `subArchitectures`. Names libseccomp does not know go to `unknown`.
+pub fn listed_arches(profile: &Value, unknown: &mut Vec<String>) -> Vec<Arch> {
     let mut arches = Vec::new();
     let mut push = |name: &str, arches: &mut Vec<Arch>| match Arch::parse(name) {
         Some(arch) if !arches.contains(&arch) => arches.push(arch),
@@ -166,7 +172,13 @@ pub fn profile_arches(profile: &Value, unknown: &mut Vec<String>) -> Vec<Arch> {
             }
         }
     }
-    if let Some(native) = native {
+    arches
+}
+
+/// The architectures a filter built from `listed` covers: libseccomp always adds the native one.
+pub fn with_native(listed: &[Arch]) -> Vec<Arch> {
+    let mut arches = listed.to_vec();
+    if let Some(native) = Arch::parse("SCMP_ARCH_NATIVE") {
         if !arches.contains(&native) {
             arches.insert(0, native);
         }
@@ -186,7 +198,7 @@ mod tests {
             {"architecture": "SCMP_ARCH_AARCH64", "subArchitectures": ["SCMP_ARCH_ARM"]}
         ]});
         let mut unknown = Vec::new();
-        let names: Vec<&str> = profile_arches(&profile, &mut unknown)
+        let names: Vec<&str> = with_native(&listed_arches(&profile, &mut unknown))
             .iter()
             .map(|a| a.name)
             .collect();
@@ -210,11 +222,10 @@ mod tests {
         assert!(names.iter().any(|n| n == "mkdir"));
         assert!(x32.syscall_names().iter().any(|n| n == "mkdirat"));
         let aarch64 = Arch::parse("SCMP_ARCH_AARCH64").unwrap();
-        assert!(!aarch64.knows("mkdir"));
-        assert!(aarch64.knows("mkdirat"));
-        // Through socketcall on x86; on x86_64 `send` is only a name libseccomp knows.
-        let x86_64 = Arch::parse("SCMP_ARCH_X86_64").unwrap();
-        assert!(x86.knows("socket") && x86.knows("send") && x86.knows("shmget"));
-        assert!(!x86_64.knows("send") && x86_64.knows("socket"));
+        assert!(!aarch64.flags("mkdir"));
+        assert!(aarch64.flags("mkdirat"));
+        // Flagged through its own number and through socketcall; see the record's tests.
+        assert!(x86.flags("socket") && x86.flags("shmget"));
+        assert!(!Arch::parse("SCMP_ARCH_X86_64").unwrap().flags("socketcall"));
     }
 }

@@ -1,9 +1,9 @@
-//! `inject`: merging the policy into an OCI bundle's config.json in place, with the record as an annotation.
+//! `inject`: merging the policy into an OCI bundle's config.json in place, with the record in `linux.seccomp.listenerMetadata`.
 
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
-use switchboard::record::{OriginalProfile, RECORD_ANNOTATION};
+use switchboard::record::ANNOTATION_PREFIX;
 
 use crate::atomic::{self, WriteError};
 use crate::profile::{self, MergeError, MergeOptions};
@@ -60,24 +60,20 @@ pub fn inject(bundle: &Path, options: &MergeOptions) -> Result<Injected, InjectE
     }
     let mut config = original.clone();
 
-    let prior = match config
-        .get("annotations")
-        .and_then(|a| a.get(RECORD_ANNOTATION))
-    {
-        None => None,
-        Some(Value::String(text)) => {
-            Some(serde_json::from_str::<OriginalProfile>(text).map_err(|e| {
-                shape(&format!(
-                    "annotation {RECORD_ANNOTATION} is not a readable record: {e}"
-                ))
-            })?)
-        }
-        Some(_) => {
-            return Err(shape(&format!(
-                "annotation {RECORD_ANNOTATION} is not a string"
-            )))
-        }
-    };
+    // Annotations come from users (`podman --annotation`, pod annotations under CRI-O):
+    // none of ours may reach the runtime from outside, the record least of all.
+    let mut warnings = Vec::new();
+    if let Some(Value::Object(annotations)) = config.get_mut("annotations") {
+        annotations.retain(|key, _| {
+            let ours = key.starts_with(ANNOTATION_PREFIX);
+            if ours {
+                warnings.push(format!(
+                    "removed annotation {key:?}: the record of the original profile comes only from the profile"
+                ));
+            }
+            !ours
+        });
+    }
 
     let linux =
         object_field(&mut config, "linux").ok_or_else(|| shape("linux is not an object"))?;
@@ -85,38 +81,19 @@ pub fn inject(bundle: &Path, options: &MergeOptions) -> Result<Injected, InjectE
         None | Some(Value::Null) => profile::empty_profile(),
         Some(seccomp) => seccomp.clone(),
     };
-    // A profile merged in profile mode carries its record in listenerMetadata; without
-    // it, its NOTIFY rules would read as the original's and lose what it denied.
-    let prior = match prior {
-        Some(record) => Some(record),
-        None => {
-            profile::split_listener_metadata(&seccomp)
-                .map_err(|source| InjectError::Merge {
-                    path: path.clone(),
-                    source,
-                })?
-                .1
-        }
-    };
-    let merged =
-        profile::merge(&mut seccomp, prior, options).map_err(|source| InjectError::Merge {
+    // The record travels in listenerMetadata, which runc passes to the agent as the
+    // `metadata` of the container's state: it reaches the agent only with the profile
+    // the kernel loaded. A profile merged in profile mode already carries one there.
+    let mut merged =
+        profile::merge_profile(&mut seccomp, options).map_err(|source| InjectError::Merge {
             path: path.clone(),
             source,
         })?;
-    let notify: Vec<String> = merged.record.syscalls.keys().cloned().collect();
-    if notify.is_empty() {
-        return Ok(Injected {
-            config: path,
-            changed: false,
-            notify,
-            warnings: merged.warnings,
-        });
+    merged.warnings.splice(0..0, warnings);
+    let notify: Vec<String> = merged.record.notify.iter().cloned().collect();
+    if !notify.is_empty() {
+        linux.insert("seccomp".into(), seccomp);
     }
-    linux.insert("seccomp".into(), seccomp);
-    let record = serde_json::to_string(&merged.record).expect("a record is plain data");
-    object_field(&mut config, "annotations")
-        .ok_or_else(|| shape("annotations is not an object"))?
-        .insert(RECORD_ANNOTATION.into(), Value::String(record));
 
     let changed = config != original;
     if changed {

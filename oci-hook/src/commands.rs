@@ -47,7 +47,7 @@ pub fn profile(input: &Path, output: Option<&Path>, settings: Settings) -> anyho
             eprintln!(
                 "switchboard-oci-hook: wrote {} ({} syscalls NOTIFY, listenerPath {})",
                 path.display(),
-                merged.record.syscalls.len(),
+                merged.record.notify.len(),
                 options.socket
             );
         }

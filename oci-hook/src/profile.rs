@@ -5,38 +5,31 @@
 //! which adds `archMap`, legacy `name`, and `includes`/`excludes`. The profile is a
 //! `serde_json::Value`; every field the merge does not change passes through.
 //!
-//! How the original's answer is recorded for a flagged syscall, to match what the
-//! runtime's filter would have done:
-//! - Rules whose action and errno equal the default are left out: runc drops them
-//!   (`matchCall`: "This rule is redundant, silently skip it") and libseccomp
-//!   refuses them.
-//! - Rules without argument conditions come first, then conditional ones, each in
-//!   profile order: in libseccomp an unconditional rule replaces a syscall's
-//!   conditional ones and a later one is ignored (`db.c`, `_db_col_rule_add`), so
-//!   for a container with given capabilities the first unconditional rule that
-//!   applies decides. Overlapping conditional rules with different actions are
-//!   taken in profile order.
-//! - A rule naming one argument index twice becomes one record rule per
-//!   condition (they are alternatives), as runc adds them.
-//! - `includes.caps` / `excludes.caps` become the record's `caps` / `not_caps`;
+//! The record keeps the original's rules in the form the runtime hands them to
+//! libseccomp, for the agent to build the original filter from (see
+//! `switchboard::record`). What the engine resolves before the runtime sees a
+//! Docker-format profile is resolved here:
+//! - `includes.caps` / `excludes.caps` become the record's `caps` / `notCaps`;
 //!   the agent checks them against the container's bounding set.
-//! - `includes.arches` / `excludes.arches`: a rule is recorded only if it applies
-//!   on this host's native architecture (as the engines apply it: only Go's
+//! - `includes.arches` / `excludes.arches`: a rule is kept only if it applies on
+//!   this host's native architecture (as the engines apply it: only Go's
 //!   `runtime.GOARCH` is compared). A profile merged here is for hosts of this
 //!   architecture.
 //! - `minKernel`: treated as applicable. The profile may be merged on another host
 //!   than the one that runs it, and the kernels that run containers with a
 //!   seccomp listener (5.0+) meet every `minKernel` in the engines' defaults.
 //! - A rule whose action is already SCMP_ACT_NOTIFY (a listener replaced with
-//!   `--force`, or our own socket set by hand) counts as allow: the policy now
-//!   decides in the old listener's place.
+//!   `--force`, or our own socket set by hand) is recorded as it is; the agent
+//!   reads its answer as allow: the policy now decides in the old listener's place.
 
 use std::collections::BTreeSet;
 
+use libseccomp::ScmpAction;
 use serde_json::{json, Map, Value};
 use switchboard::policy::errno_from_name;
-use switchboard::policy::ArgOp;
-use switchboard::record::{OriginalProfile, OriginalRule, Outcome, RecordArg};
+use switchboard::record::{
+    OriginalProfile, OriginalRule, RecordAction, RecordArg, RecordOp, RECORD_VERSION,
+};
 
 use crate::arch::{self, Arch};
 use switchboard::handover;
@@ -44,8 +37,8 @@ use switchboard::handover;
 /// The action the merge writes.
 pub const NOTIFY: &str = "SCMP_ACT_NOTIFY";
 
-const EPERM: i32 = 1;
-const ENOSYS: i32 = 38;
+/// The errnos a seccomp rule can return (the kernel caps SECCOMP_RET_ERRNO at MAX_ERRNO).
+const ERRNO_RANGE: std::ops::RangeInclusive<u32> = 1..=4095;
 
 /// Why a profile could not be merged.
 #[derive(Debug, thiserror::Error)]
@@ -93,46 +86,28 @@ pub struct Merged {
     pub warnings: Vec<String>,
 }
 
-/// One rule of the profile, as far as the record needs it.
+/// One rule of the profile, as far as the merge needs it.
 struct ParsedRule {
-    names: Vec<String>,
-    outcome: Outcome,
+    /// The rule as the record keeps it.
+    rule: OriginalRule,
     /// Action and errno as the runtime compares them with the default's.
-    action_key: (String, i32),
-    /// Alternatives (any may hold); each a list of conditions that must all hold.
-    alternatives: Vec<Vec<RecordArg>>,
-    caps: Vec<String>,
-    not_caps: Vec<String>,
+    key: ScmpAction,
     /// Whether the rule exists on this host's native architecture.
     native: bool,
 }
 
-/// Maps an action and its errno to what the original answers and to the key the runtime compares.
-fn outcome_of(
-    action: &str,
-    errno: Option<i32>,
-    at: &str,
-) -> Result<(Outcome, (String, i32)), MergeError> {
-    let (outcome, key_action) = match action {
-        "SCMP_ACT_ALLOW" | "SCMP_ACT_LOG" => (Outcome::Allow, action),
-        "SCMP_ACT_ERRNO" => (
-            Outcome::Errno {
-                errno: errno.unwrap_or(EPERM),
-            },
-            action,
-        ),
-        // Without a tracer the kernel fails a traced syscall with ENOSYS.
-        "SCMP_ACT_TRACE" => (Outcome::Errno { errno: ENOSYS }, action),
-        "SCMP_ACT_KILL" | "SCMP_ACT_KILL_THREAD" => (Outcome::Kill, "SCMP_ACT_KILL_THREAD"),
-        "SCMP_ACT_KILL_PROCESS" | "SCMP_ACT_TRAP" => (Outcome::Kill, action),
-        NOTIFY => (Outcome::Allow, action),
-        other => return Err(bad(at, format!("unknown action {other:?}"))),
-    };
-    let key_errno = match outcome {
-        Outcome::Errno { errno } => errno,
-        _ => 0,
-    };
-    Ok((outcome, (key_action.to_string(), key_errno)))
+/// An action the runtime knows, by name.
+fn action_of(action: &str, at: &str) -> Result<RecordAction, MergeError> {
+    RecordAction::parse(action).ok_or_else(|| bad(at, format!("unknown action {action:?}")))
+}
+
+/// `at.key`, or `key` at the top level.
+fn field(at: &str, key: &str) -> String {
+    if at.is_empty() {
+        key.to_string()
+    } else {
+        format!("{at}.{key}")
+    }
 }
 
 /// The errno of a rule or of the default: the numeric field, else the symbolic one, else none.
@@ -141,28 +116,30 @@ fn errno_field(
     number_key: &str,
     name_key: &str,
     at: &str,
-) -> Result<Option<i32>, MergeError> {
-    if let Some(value) = object.get(number_key).filter(|v| !v.is_null()) {
+) -> Result<Option<u32>, MergeError> {
+    let errno = if let Some(value) = object.get(number_key).filter(|v| !v.is_null()) {
         let errno = value
             .as_u64()
-            .and_then(|n| i32::try_from(n).ok())
+            .and_then(|n| u32::try_from(n).ok())
+            .filter(|n| ERRNO_RANGE.contains(n))
             .ok_or_else(|| {
                 bad(
-                    format!("{at}.{number_key}"),
-                    format!("expected an errno number, found {value}"),
+                    field(at, number_key),
+                    format!("{number_key} {value} is out of range: an errno is 1 to 4095"),
                 )
             })?;
-        return Ok(Some(errno));
-    }
-    match object.get(name_key).and_then(Value::as_str) {
-        Some(name) if !name.is_empty() => errno_from_name(name).map(Some).ok_or_else(|| {
-            bad(
-                format!("{at}.{name_key}"),
-                format!("unknown errno {name:?}"),
-            )
-        }),
-        _ => Ok(None),
-    }
+        Some(errno)
+    } else {
+        match object.get(name_key).and_then(Value::as_str) {
+            Some(name) if !name.is_empty() => Some(
+                errno_from_name(name)
+                    .and_then(|n| u32::try_from(n).ok())
+                    .ok_or_else(|| bad(field(at, name_key), format!("unknown errno {name:?}")))?,
+            ),
+            _ => None,
+        }
+    };
+    Ok(errno)
 }
 
 fn strings(value: Option<&Value>) -> Vec<String> {
@@ -207,60 +184,34 @@ fn parse_arg(arg: &Value, at: &str) -> Result<RecordArg, MergeError> {
             format!("argument index {index} is out of range 0 to 5"),
         ));
     }
-    let value = number("value")?;
-    let value_two = number("valueTwo")?;
     let op = arg.get("op").and_then(Value::as_str).unwrap_or_default();
-    let (op, value, mask) = match op {
-        "SCMP_CMP_EQ" => (ArgOp::Eq, value, None),
-        "SCMP_CMP_NE" => (ArgOp::Ne, value, None),
-        "SCMP_CMP_LT" => (ArgOp::Lt, value, None),
-        "SCMP_CMP_LE" => (ArgOp::Le, value, None),
-        "SCMP_CMP_GT" => (ArgOp::Gt, value, None),
-        "SCMP_CMP_GE" => (ArgOp::Ge, value, None),
-        // libseccomp: the first value is the mask, the second the datum.
-        "SCMP_CMP_MASKED_EQ" => (ArgOp::MaskedEq, value_two, Some(value)),
-        other => {
-            return Err(bad(
-                format!("{at}.op"),
-                format!(
-                    "unknown op {other:?}, expected SCMP_CMP_EQ, NE, LT, LE, GT, GE or MASKED_EQ"
-                ),
-            ))
-        }
-    };
+    let op = RecordOp::parse(op).ok_or_else(|| {
+        bad(
+            format!("{at}.op"),
+            format!("unknown op {op:?}, expected SCMP_CMP_EQ, NE, LT, LE, GT, GE or MASKED_EQ"),
+        )
+    })?;
     Ok(RecordArg {
-        index: index as usize,
+        index: index as u32,
         op,
-        value,
-        mask,
+        value: number("value")?,
+        value_two: number("valueTwo")?,
     })
 }
 
-/// Argument alternatives of a rule: one list normally; one per condition when an
-/// index repeats (runc then adds each condition as its own rule).
-fn parse_args(rule: &Value, at: &str) -> Result<Vec<Vec<RecordArg>>, MergeError> {
-    let args = match rule.get("args") {
-        None | Some(Value::Null) => return Ok(vec![Vec::new()]),
-        Some(Value::Array(args)) => args,
-        Some(other) => {
-            return Err(bad(
-                format!("{at}.args"),
-                format!("expected a list, found {other}"),
-            ))
-        }
-    };
-    let args = args
-        .iter()
-        .enumerate()
-        .map(|(i, a)| parse_arg(a, &format!("{at}.args[{i}]")))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut seen = BTreeSet::new();
-    let repeated = args.iter().any(|a| !seen.insert(a.index));
-    Ok(if repeated {
-        args.into_iter().map(|a| vec![a]).collect()
-    } else {
-        vec![args]
-    })
+fn parse_args(rule: &Value, at: &str) -> Result<Vec<RecordArg>, MergeError> {
+    match rule.get("args") {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(args)) => args
+            .iter()
+            .enumerate()
+            .map(|(i, a)| parse_arg(a, &format!("{at}.args[{i}]")))
+            .collect(),
+        Some(other) => Err(bad(
+            format!("{at}.args"),
+            format!("expected a list, found {other}"),
+        )),
+    }
 }
 
 fn parse_rule(rule: &Value, at: &str) -> Result<ParsedRule, MergeError> {
@@ -271,8 +222,8 @@ fn parse_rule(rule: &Value, at: &str) -> Result<ParsedRule, MergeError> {
         .get("action")
         .and_then(Value::as_str)
         .ok_or_else(|| bad(at, "the rule has no action"))?;
-    let errno = errno_field(rule, "errnoRet", "errno", at)?;
-    let (outcome, action_key) = outcome_of(action, errno, &format!("{at}.action"))?;
+    let action = action_of(action, &format!("{at}.action"))?;
+    let errno_ret = errno_field(rule, "errnoRet", "errno", at)?;
     let includes = rule.get("includes");
     let excludes = rule.get("excludes");
     let go_arch = arch::native_go_arch();
@@ -281,45 +232,17 @@ fn parse_rule(rule: &Value, at: &str) -> Result<ParsedRule, MergeError> {
     let native = (included_arches.is_empty() || included_arches.iter().any(|a| a == go_arch))
         && !excluded_arches.iter().any(|a| a == go_arch);
     Ok(ParsedRule {
-        names: rule_names(rule),
-        outcome,
-        action_key,
-        alternatives: parse_args(rule, at)?,
-        caps: strings(includes.and_then(|i| i.get("caps"))),
-        not_caps: strings(excludes.and_then(|e| e.get("caps"))),
+        key: action.scmp(errno_ret),
         native,
+        rule: OriginalRule {
+            names: rule_names(rule),
+            action,
+            errno_ret,
+            args: parse_args(rule, at)?,
+            caps: strings(includes.and_then(|i| i.get("caps"))),
+            not_caps: strings(excludes.and_then(|e| e.get("caps"))),
+        },
     })
-}
-
-/// The record's rules for `name`: what the original would answer, in the order the filter decides.
-fn original_rules(
-    name: &str,
-    rules: &[ParsedRule],
-    default_key: &(String, i32),
-) -> Vec<OriginalRule> {
-    let mut unconditional = Vec::new();
-    let mut conditional = Vec::new();
-    for rule in rules {
-        if !rule.native || rule.action_key == *default_key || !rule.names.iter().any(|n| n == name)
-        {
-            continue;
-        }
-        for args in &rule.alternatives {
-            let recorded = OriginalRule {
-                args: args.clone(),
-                caps: rule.caps.clone(),
-                not_caps: rule.not_caps.clone(),
-                outcome: rule.outcome,
-            };
-            if args.is_empty() {
-                unconditional.push(recorded);
-            } else {
-                conditional.push(recorded);
-            }
-        }
-    }
-    unconditional.extend(conditional);
-    unconditional
 }
 
 /// Whether `profile` is what an earlier merge that left `record` wrote: a listener is
@@ -339,7 +262,7 @@ fn continues(profile: &Value, record: &OriginalProfile) -> bool {
         .filter(|r| r.get("action").and_then(Value::as_str) == Some(NOTIFY))
         .flat_map(rule_names)
         .collect();
-    listener && record.syscalls.keys().all(|name| notified.contains(name))
+    listener && record.notify.iter().all(|name| notified.contains(name))
 }
 
 /// Whether a rule is the NOTIFY rule an earlier merge wrote.
@@ -349,9 +272,7 @@ fn is_our_notify_rule(rule: &Value, record: &OriginalProfile) -> bool {
     };
     object.get("action").and_then(Value::as_str) == Some(NOTIFY)
         && object.keys().all(|k| k == "names" || k == "action")
-        && rule_names(rule)
-            .iter()
-            .all(|n| record.syscalls.contains_key(n))
+        && rule_names(rule).iter().all(|n| record.notify.contains(n))
 }
 
 /// Merges the policy's NOTIFY rules into `profile` (the seccomp object).
@@ -388,13 +309,9 @@ pub fn merge(
     if default_action == NOTIFY {
         return Err(MergeError::NotifyDefault);
     }
-    let default_errno = errno_field(
-        profile,
-        "defaultErrnoRet",
-        "defaultErrno",
-        "defaultErrnoRet",
-    )?;
-    let (default, default_key) = outcome_of(&default_action, default_errno, "defaultAction")?;
+    let default_errno = errno_field(profile, "defaultErrnoRet", "defaultErrno", "")?;
+    let default = action_of(&default_action, "defaultAction")?;
+    let default_key = default.scmp(default_errno);
 
     match profile.get("listenerPath") {
         None | Some(Value::Null) => {}
@@ -429,7 +346,8 @@ pub fn merge(
         .collect::<Result<Vec<_>, _>>()?;
 
     let mut unknown_arches = Vec::new();
-    let arches = arch::profile_arches(profile, &mut unknown_arches);
+    let listed = arch::listed_arches(profile, &mut unknown_arches);
+    let arches = arch::with_native(&listed);
     for name in unknown_arches {
         warnings.push(format!(
             "architecture {name:?} is unknown to libseccomp; ignored"
@@ -440,19 +358,19 @@ pub fn merge(
     for name in &options.flagged {
         let missing: Vec<&str> = arches
             .iter()
-            .filter(|a| !a.knows(name))
+            .filter(|a| !a.flags(name))
             .map(|a| a.name)
             .collect();
         if missing.len() == arches.len() {
             warnings.push(format!(
-                "syscall {name:?} is unknown to libseccomp on every architecture of the profile ({}); skipped",
+                "libseccomp's filter cannot flag syscall {name:?} on any architecture of the profile ({}); skipped",
                 arches.iter().map(|a| a.name).collect::<Vec<_>>().join(", ")
             ));
             continue;
         }
         if !missing.is_empty() {
             warnings.push(format!(
-                "syscall {name:?} is unknown to libseccomp on {}; flagged on the other architectures only",
+                "syscall {name:?} is unknown to libseccomp on {}, where the filter cannot flag it; flagged on the other architectures only",
                 missing.join(", ")
             ));
         }
@@ -460,7 +378,10 @@ pub fn merge(
     }
 
     if options.log_default_denied {
-        if matches!(default, Outcome::Allow) {
+        if matches!(
+            default,
+            RecordAction::Allow | RecordAction::Log | RecordAction::Notify
+        ) {
             warnings.push(format!(
                 "--log-default-denied has no effect: defaultAction {default_action} denies nothing"
             ));
@@ -479,18 +400,20 @@ pub fn merge(
         }
         prior => prior,
     };
-    let mut record = prior.unwrap_or(OriginalProfile {
-        default,
-        syscalls: Default::default(),
+    let mut record = prior.unwrap_or_else(|| OriginalProfile {
+        version: RECORD_VERSION,
+        default_action: default,
+        default_errno_ret: default_errno,
+        architectures: listed.iter().map(|a| a.name.to_string()).collect(),
+        rules: parsed
+            .iter()
+            .filter(|r| r.native)
+            .map(|r| r.rule.clone())
+            .collect(),
+        notify: BTreeSet::new(),
     });
-    for name in &wanted {
-        if !record.syscalls.contains_key(name) {
-            record
-                .syscalls
-                .insert(name.clone(), original_rules(name, &parsed, &default_key));
-        }
-    }
-    if record.syscalls.is_empty() {
+    record.notify.extend(wanted);
+    if record.notify.is_empty() {
         warnings.push(
             "the policy names no syscall this profile can flag; the profile is left as it was"
                 .into(),
@@ -498,7 +421,7 @@ pub fn merge(
         return Ok(Merged { record, warnings });
     }
 
-    let notify: Vec<String> = record.syscalls.keys().cloned().collect();
+    let notify: Vec<String> = record.notify.iter().cloned().collect();
     let mut ours = None;
     let mut out_rules = Vec::with_capacity(rules.len() + 1);
     for rule in rules {
@@ -527,7 +450,7 @@ fn without_names(mut rule: Value, record: &OriginalProfile) -> Option<Value> {
     let Some(object) = rule.as_object_mut() else {
         return Some(rule);
     };
-    let flagged = |n: &Value| n.as_str().is_some_and(|n| record.syscalls.contains_key(n));
+    let flagged = |n: &Value| n.as_str().is_some_and(|n| record.notify.contains(n));
     let legacy_flagged = object.get("name").is_some_and(flagged);
     if legacy_flagged {
         object.remove("name");
@@ -557,13 +480,13 @@ fn without_names(mut rule: Value, record: &OriginalProfile) -> Option<Value> {
 /// match no rule keep the default's denial in the filter and are not seen.
 fn default_denied(
     rules: &[ParsedRule],
-    default_key: &(String, i32),
+    default_key: &ScmpAction,
     arches: &[Arch],
 ) -> BTreeSet<String> {
     let decided: BTreeSet<&str> = rules
         .iter()
-        .filter(|r| r.native && r.action_key != *default_key)
-        .flat_map(|r| r.names.iter().map(String::as_str))
+        .filter(|r| r.native && r.key != *default_key)
+        .flat_map(|r| r.rule.names.iter().map(String::as_str))
         .collect();
     arches
         .iter()
@@ -636,7 +559,7 @@ pub fn listener_metadata(user: Option<String>, record: &OriginalProfile) -> Stri
 pub fn merge_profile(profile: &mut Value, options: &MergeOptions) -> Result<Merged, MergeError> {
     let (user, prior) = split_listener_metadata(profile)?;
     let merged = merge(profile, prior, options)?;
-    if !merged.record.syscalls.is_empty() {
+    if !merged.record.notify.is_empty() {
         let metadata = listener_metadata(user, &merged.record);
         profile
             .as_object_mut()
@@ -660,7 +583,7 @@ mod tests {
     }
 
     #[test]
-    fn splits_rules_and_records_outcomes() {
+    fn splits_rules_and_records_the_original_rules() {
         let mut profile = json!({
             "defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 38,
             "syscalls": [
@@ -677,40 +600,77 @@ mod tests {
             ])
         );
         let r = &merged.record;
-        assert_eq!(r.default, Outcome::Errno { errno: 38 });
-        assert_eq!(r.syscalls["mkdir"][0].outcome, Outcome::Allow);
-        assert_eq!(r.syscalls["rmdir"][0].outcome, Outcome::Errno { errno: 13 });
-        assert!(r.syscalls["chmod"].is_empty());
+        assert_eq!(r.version, RECORD_VERSION);
+        assert_eq!(
+            (r.default_action, r.default_errno_ret),
+            (RecordAction::Errno, Some(38))
+        );
+        assert_eq!(r.rules.len(), 2);
+        assert_eq!(r.rules[0].names, ["mkdir", "read"]);
+        assert_eq!(r.rules[1].names, ["rmdir"]);
+        assert_eq!(
+            (r.rules[1].action, r.rules[1].errno_ret),
+            (RecordAction::Errno, Some(13))
+        );
+        assert_eq!(
+            r.notify.iter().collect::<Vec<_>>(),
+            ["chmod", "mkdir", "rmdir"]
+        );
     }
 
     #[test]
-    fn unconditional_rules_decide_before_conditional_ones() {
+    fn arguments_are_kept_as_the_runtime_gets_them() {
         let mut profile = json!({
             "defaultAction": "SCMP_ACT_ALLOW",
             "syscalls": [
-                {"names": ["personality"], "action": "SCMP_ACT_ERRNO",
-                 "args": [{"index": 0, "value": 8, "op": "SCMP_CMP_EQ"}]},
-                {"names": ["personality"], "action": "SCMP_ACT_ALLOW"},
                 {"names": ["personality"], "action": "SCMP_ACT_KILL",
                  "args": [{"index": 0, "value": 255, "valueTwo": 7, "op": "SCMP_CMP_MASKED_EQ"},
                           {"index": 0, "value": 1, "op": "SCMP_CMP_GT"}]}
             ]
         });
         let merged = merge(&mut profile, None, &options(&["personality"])).unwrap();
-        let rules = &merged.record.syscalls["personality"];
-        // The ALLOW rule equals the default and is dropped, as runc does.
-        assert_eq!(rules.len(), 3, "{rules:?}");
-        assert_eq!(rules[0].args[0].op, ArgOp::Eq);
+        let args = &merged.record.rules[0].args;
         assert_eq!(
-            rules[1].args,
-            vec![RecordArg {
+            args[0],
+            RecordArg {
                 index: 0,
-                op: ArgOp::MaskedEq,
-                value: 7,
-                mask: Some(255)
-            }]
+                op: RecordOp::MaskedEq,
+                value: 255,
+                value_two: 7
+            }
         );
-        assert_eq!(rules[2].args[0].op, ArgOp::Gt);
+        assert_eq!(args[1].op, RecordOp::Gt);
+    }
+
+    #[test]
+    fn errno_outside_1_to_4095_is_refused() {
+        for (profile, at) in [
+            (
+                json!({"defaultAction": "SCMP_ACT_ALLOW",
+                       "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO", "errnoRet": 70000}]}),
+                "syscalls[0].errnoRet",
+            ),
+            (
+                json!({"defaultAction": "SCMP_ACT_ALLOW",
+                       "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO", "errnoRet": 0}]}),
+                "syscalls[0].errnoRet",
+            ),
+            (
+                json!({"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 4096}),
+                "defaultErrnoRet",
+            ),
+        ] {
+            let mut profile = profile;
+            let e = merge(&mut profile, None, &options(&["mkdir"]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with(&format!("{at}: ")) && e.contains("1 to 4095"),
+                "{e}"
+            );
+        }
+        let mut fine = json!({"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 4095});
+        merge(&mut fine, None, &options(&["mkdir"])).unwrap();
     }
 
     #[test]
@@ -728,8 +688,8 @@ mod tests {
             ]
         });
         let merged = merge(&mut profile, None, &options(&["chmod"])).unwrap();
-        assert_eq!(merged.record.syscalls["chmod"].len(), 1);
-        assert_eq!(merged.record.syscalls["chmod"][0].outcome, Outcome::Kill);
+        assert_eq!(merged.record.rules.len(), 1);
+        assert_eq!(merged.record.rules[0].action, RecordAction::Kill);
     }
 
     #[test]
@@ -745,22 +705,14 @@ mod tests {
         assert_eq!(profile, once);
         let (user, record) = split_listener_metadata(&profile).unwrap();
         assert_eq!(user.as_deref(), Some("team-a"));
-        assert_eq!(
-            record.unwrap().syscalls["mkdir"][0].outcome,
-            Outcome::Errno { errno: 13 }
-        );
+        let first = record.unwrap();
+        assert_eq!(first.rules[0].names, ["mkdir", "uname"]);
         // A policy that names more later adds to the same NOTIFY rule and keeps the old record.
         merge_profile(&mut profile, &options(&["uname"])).unwrap();
         let (_, record) = split_listener_metadata(&profile).unwrap();
         let record = record.unwrap();
-        assert_eq!(
-            record.syscalls["mkdir"][0].outcome,
-            Outcome::Errno { errno: 13 }
-        );
-        assert_eq!(
-            record.syscalls["uname"][0].outcome,
-            Outcome::Errno { errno: 13 }
-        );
+        assert_eq!(record.rules, first.rules);
+        assert_eq!(record.notify.iter().collect::<Vec<_>>(), ["mkdir", "uname"]);
         assert_eq!(
             profile["syscalls"],
             json!([{"names": ["mkdir", "uname"], "action": "SCMP_ACT_NOTIFY"}])
@@ -774,14 +726,11 @@ mod tests {
             "syscalls": [{"names": ["kexec_load"], "action": "SCMP_ACT_ERRNO"}]
         });
         let forged: OriginalProfile = serde_json::from_value(json!({
-            "default": {"action": "allow"}, "syscalls": {"kexec_load": []}
+            "version": 2, "defaultAction": "SCMP_ACT_ALLOW", "notify": ["kexec_load"]
         }))
         .unwrap();
         let merged = merge(&mut profile, Some(forged), &options(&["kexec_load"])).unwrap();
-        assert_eq!(
-            merged.record.syscalls["kexec_load"][0].outcome,
-            Outcome::Errno { errno: EPERM }
-        );
+        assert_eq!(merged.record.rules[0].action, RecordAction::Errno);
         assert!(merged
             .warnings
             .iter()
@@ -824,15 +773,10 @@ mod tests {
         let mut opts = options(&["mkdir"]);
         opts.log_default_denied = true;
         let merged = merge(&mut profile, None, &opts).unwrap();
-        let names = &merged.record.syscalls;
-        assert!(
-            names.contains_key("mkdir")
-                && names.contains_key("rmdir")
-                && names.contains_key("reboot")
-        );
-        assert!(!names.contains_key("personality") && !names.contains_key("read"));
-        assert!(!names.contains_key("sendmsg") && !names.contains_key("futex"));
-        assert!(names["reboot"].is_empty());
-        assert_eq!(merged.record.default, Outcome::Errno { errno: EPERM });
+        let names = &merged.record.notify;
+        assert!(names.contains("mkdir") && names.contains("rmdir") && names.contains("reboot"));
+        assert!(!names.contains("personality") && !names.contains("read"));
+        assert!(!names.contains("sendmsg") && !names.contains("futex"));
+        assert_eq!(merged.record.default_action, RecordAction::Errno);
     }
 }

@@ -97,13 +97,9 @@ fn wait_new_event(agent: &Agent, before: usize, event: &str) -> serde_json::Valu
     }
 }
 
-fn assert_mkdir_denied_by_policy(out: &RunOutput, agent: &Agent, container_id: &str) {
-    assert!(out.stdout.contains("mkdir=1"), "{out:?}");
-    assert!(
-        out.stderr.contains("Too many links"),
-        "the policy's EMLINK: {out:?}"
-    );
-    let e = agent
+/// The agent's mkdir (or mkdirat) event for the container.
+fn mkdir_event(agent: &Agent, container_id: &str) -> serde_json::Value {
+    agent
         .wait_event(
             |e| {
                 e["event"] == "syscall"
@@ -112,7 +108,16 @@ fn assert_mkdir_denied_by_policy(out: &RunOutput, agent: &Agent, container_id: &
             },
             EVENT_WAIT,
         )
-        .unwrap_or_else(|| panic!("no mkdir event\n{}", agent.output()));
+        .unwrap_or_else(|| panic!("no mkdir event\n{}", agent.output()))
+}
+
+fn assert_mkdir_denied_by_policy(out: &RunOutput, agent: &Agent, container_id: &str) {
+    assert!(out.stdout.contains("mkdir=1"), "{out:?}");
+    assert!(
+        out.stderr.contains("Too many links"),
+        "the policy's EMLINK: {out:?}"
+    );
+    let e = mkdir_event(agent, container_id);
     assert_eq!(
         (
             e["action"].as_str(),
@@ -200,4 +205,73 @@ fn podman_with_the_hook_as_runtime() {
     let (out, container) = run_script(&tools, &agent, &wrapper, &["--cap-drop", "SYS_CHROOT"]);
     assert_mkdir_denied_by_policy(&out, &agent, &container);
     assert_chroot_denied_by_original(&out, &agent, &container);
+}
+
+#[test]
+fn podman_a_forged_record_annotation_does_not_loosen_the_answer() {
+    let test = "podman_a_forged_record_annotation_does_not_loosen_the_answer";
+    let Some(tools) = tools(test) else {
+        return;
+    };
+    let agent = Agent::start(
+        &tools.agent,
+        "default: log\nrules:\n  - name: log-mkdir\n    syscalls: [mkdir, mkdirat]\n    action: log\n",
+    );
+    let hook_runtime = hook_as_runtime(&agent, &tools.runc, "sb-runtime");
+    // Keeps the config podman hands the runtime, to show the annotation got that far.
+    let wrapper = agent.dir().join("sb-keep-config");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nprev=\nfor a in \"$@\"; do\n  [ \"$prev\" = --bundle ] && cp \"$a/config.json\" '{}'\n  prev=$a\ndone\nexec '{}' \"$@\"\n",
+            agent.dir().join("seen-config.json").display(),
+            hook_runtime.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let original = agent.dir().join("original.json");
+    std::fs::write(
+        &original,
+        r#"{"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]}"#,
+    )
+    .unwrap();
+    let opt = format!("seccomp={}", original.display());
+    let forged = r#"io.switchboard.original-profile={"version":2,"defaultAction":"SCMP_ACT_ALLOW","notify":["mkdir","mkdirat"]}"#;
+    // podman reads --annotation as a CSV field.
+    let forged = format!("\"{}\"", forged.replace('"', "\"\""));
+    let (out, container) = run_script(
+        &tools,
+        &agent,
+        &wrapper,
+        &["--security-opt", &opt, "--annotation", &forged],
+    );
+    assert!(
+        out.stdout.contains("mkdir=1"),
+        "{out:?}\n{}",
+        agent.output()
+    );
+    assert!(
+        out.stderr.contains("Permission denied"),
+        "the original's EACCES, not the forged record's allow: {out:?}"
+    );
+    let seen = read_json(&agent.dir().join("seen-config.json"));
+    assert!(
+        seen["annotations"]["io.switchboard.original-profile"]
+            .as_str()
+            .is_some_and(|r| r.contains("SCMP_ACT_ALLOW")),
+        "podman handed the runtime the forged annotation: {}",
+        seen["annotations"]
+    );
+    let e = mkdir_event(&agent, &container);
+    assert_eq!(
+        (e["action"].as_str(), e["errno"].as_i64()),
+        (Some("deny"), Some(13)),
+        "{e}"
+    );
 }

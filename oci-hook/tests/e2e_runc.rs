@@ -24,37 +24,10 @@ rules:
     errno: EPERM
 ";
 
-/// An agent with `policy` and runc's path; None (after a SKIP line) without root, runc or
-/// the agent's binary.
-fn setup(test: &str, policy: &str) -> Option<(Agent, std::path::PathBuf)> {
-    if !require_root(test) {
-        return None;
-    }
-    let runc = require_tool(test, "runc")?;
-    let agent_bin = agent_bin(test)?;
-    Some((Agent::start(&agent_bin, policy), runc))
-}
-
-/// `switchboard-oci-hook inject` on the bundle with the agent's policy and socket, and `extra`.
-fn inject(agent: &Agent, bundle: &Bundle, extra: &[&str]) {
-    let mut args = vec![
-        "inject",
-        "--bundle",
-        bundle.path().to_str().unwrap(),
-        "--policy",
-        agent.policy_str(),
-        "--socket",
-        agent.socket_str(),
-    ];
-    args.extend(extra);
-    let injected = hook(&args);
-    assert!(injected.status.success(), "{injected:?}");
-}
-
 #[test]
 fn runc_original_denial_survives_a_log_policy_and_policy_deny_works() {
     let test = "runc_original_denial_survives_a_log_policy_and_policy_deny_works";
-    let Some((agent, runc)) = setup(test, POLICY) else {
+    let Some((runc, agent)) = runc_and_agent(test, POLICY) else {
         return;
     };
     let mut bundle = Bundle::new(&[
@@ -69,7 +42,7 @@ fn runc_original_denial_survives_a_log_policy_and_policy_deny_works() {
         "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]
     }));
 
-    inject(&agent, &bundle, &[]);
+    inject_for(&agent, bundle.path(), &[]);
     let config = read_json(&bundle.config_path());
     assert_eq!(
         config["linux"]["seccomp"]["syscalls"],
@@ -94,7 +67,7 @@ fn runc_original_denial_survives_a_log_policy_and_policy_deny_works() {
     assert_eq!(rmdir["rule"], "no-rmdir", "{rmdir}");
 
     // The policy only logs mkdir, but the original profile denied it with EACCES:
-    // the agent must answer as the original did (the record in the annotation).
+    // the agent must answer as the original did (the record in listenerMetadata).
     let mkdir = agent.syscall_event(&["mkdir", "mkdirat"]);
     assert!(out.stdout.contains("mkdir=1"), "{out:?}\n{mkdir}");
     assert!(
@@ -136,13 +109,13 @@ const I386_CALLS: [&str; 4] = [
     "shmget-ipc",
 ];
 
-/// [`setup`] for the i386 tests, which also need gcc.
-fn i386_setup(test: &str, policy: &str) -> Option<(Agent, std::path::PathBuf)> {
+/// [`runc_and_agent`] for the i386 tests, which also need gcc.
+fn i386_setup(test: &str, policy: &str) -> Option<(std::path::PathBuf, Agent)> {
     if !require_root(test) {
         return None;
     }
     require_tool(test, "gcc")?;
-    setup(test, policy)
+    runc_and_agent(test, policy)
 }
 
 /// A bundle running the i386 fixture over [`I386_CALLS`] under `profile`.
@@ -166,7 +139,7 @@ fn assert_i386_calls_fail(
     extra: &[&str],
     errno: i64,
 ) {
-    inject(agent, bundle, extra);
+    inject_for(agent, bundle.path(), extra);
     let out = runc_run(runc, bundle.path(), &unique_id("x86mux"), TIMEOUT);
     assert!(!out.timed_out, "{out:?}\n{}", agent.output());
     for call in I386_CALLS {
@@ -191,7 +164,7 @@ fn assert_i386_calls_fail(
 #[test]
 fn runc_i386_multiplexed_calls_keep_the_original_denial() {
     let test = "runc_i386_multiplexed_calls_keep_the_original_denial";
-    let Some((agent, runc)) = i386_setup(
+    let Some((runc, agent)) = i386_setup(
         test,
         "default: log\nrules:\n  - name: watch\n    syscalls: [socket, shmget]\n    action: log\n",
     ) else {
@@ -210,7 +183,7 @@ fn runc_i386_multiplexed_calls_keep_the_original_denial() {
 #[test]
 fn runc_i386_multiplexed_calls_keep_the_default_denial_with_log_default_denied() {
     let test = "runc_i386_multiplexed_calls_keep_the_default_denial_with_log_default_denied";
-    let Some((agent, runc)) = i386_setup(
+    let Some((runc, agent)) = i386_setup(
         test,
         "default: log\nrules:\n  - name: watch\n    syscalls: [mkdir]\n    action: log\n",
     ) else {
@@ -256,7 +229,7 @@ fn original_kill_outcome(
         "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_KILL_PROCESS"}]
     }));
     if merged {
-        inject(agent, &bundle, &[]);
+        inject_for(agent, bundle.path(), &[]);
     }
     let out = runc_run(runc, bundle.path(), &unique_id("origkill"), TIMEOUT);
     assert!(!out.timed_out, "{out:?}\n{}", agent.output());
@@ -274,7 +247,7 @@ fn runc_original_profile_kill_ends_only_the_calling_process() {
     if require_tool(test, "gcc").is_none() {
         return;
     }
-    let Some((agent, runc)) = setup(test, POLICY) else {
+    let Some((runc, agent)) = runc_and_agent(test, POLICY) else {
         return;
     };
     let cases: [(&str, &[&str], &[bool]); 2] = [
@@ -314,4 +287,87 @@ fn runc_original_profile_kill_ends_only_the_calling_process() {
         agent.metric_value("switchboard_containers_killed_total", &[]),
         0.0
     );
+}
+
+/// Records that claim the original allowed mkdir: today's format and the old one.
+const FORGED_RECORDS: [&str; 2] = [
+    r#"{"version":2,"defaultAction":"SCMP_ACT_ALLOW","notify":["mkdir","mkdirat"]}"#,
+    r#"{"default":{"action":"allow"},"syscalls":{"mkdir":[],"mkdirat":[]}}"#,
+];
+
+/// Only logs mkdir: what stops it must be the original profile's EACCES.
+const LOG_MKDIR: &str = "default: log
+rules:
+  - name: log-mkdir
+    syscalls: [mkdir, mkdirat]
+    action: log
+";
+
+/// A bundle whose original profile denies mkdir with EACCES and whose config carries
+/// a forged record annotation.
+fn forged_bundle(forged: &str) -> Bundle {
+    let mut bundle = Bundle::new(&["sh", "-c", "mkdir /tmp/x; echo mkdir=$?"]);
+    bundle.set_seccomp(json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]
+    }));
+    bundle.set_annotation("io.switchboard.original-profile", forged);
+    bundle
+}
+
+fn assert_mkdir_eacces(out: &RunOutput, bundle: &Bundle, agent: &Agent, id: &str) {
+    assert!(!out.timed_out, "{out:?}\n{}", agent.output());
+    assert!(
+        out.stdout.contains("mkdir=1"),
+        "{out:?}\n{}",
+        agent.output()
+    );
+    assert!(out.stderr.contains("Permission denied"), "{out:?}");
+    assert!(!bundle.rootfs().join("tmp/x").exists(), "mkdir ran");
+    let event = agent
+        .wait_event(
+            |e| e["event"] == "syscall" && e["container_id"] == id,
+            Duration::from_secs(5),
+        )
+        .unwrap_or_else(|| panic!("no syscall event for {id}\n{}", agent.output()));
+    assert_eq!(
+        (event["action"].as_str(), event["errno"].as_i64()),
+        (Some("deny"), Some(13)),
+        "{event}"
+    );
+}
+
+#[test]
+fn runc_a_forged_record_annotation_does_not_loosen_the_answer() {
+    let test = "runc_a_forged_record_annotation_does_not_loosen_the_answer";
+    let Some((runc, agent)) = runc_and_agent(test, LOG_MKDIR) else {
+        return;
+    };
+    let runtime = hook_as_runtime(&agent, &runc, "sb-runtime");
+    for forged in FORGED_RECORDS {
+        // The hook as the runtime: it strips the annotation before runc sees the config.
+        let bundle = forged_bundle(forged);
+        let id = unique_id("forged-rt");
+        let out = runc_run(&runtime, bundle.path(), &id, TIMEOUT);
+        assert_mkdir_eacces(&out, &bundle, &agent, &id);
+        let config = read_json(&bundle.config_path());
+        assert!(
+            config["annotations"]
+                .get("io.switchboard.original-profile")
+                .is_none(),
+            "{config}"
+        );
+
+        // The annotation added after the merge, where the hook never sees it: the agent
+        // takes the record only from the loaded profile's listenerMetadata.
+        let mut bundle = forged_bundle(forged);
+        inject_for(&agent, bundle.path(), &[]);
+        let merged = read_json(&bundle.config_path())["linux"]["seccomp"].clone();
+        bundle.set_seccomp(merged);
+        bundle.set_annotation("io.switchboard.original-profile", forged);
+        let id = unique_id("forged-late");
+        let out = runc_run(&runc, bundle.path(), &id, TIMEOUT);
+        assert_mkdir_eacces(&out, &bundle, &agent, &id);
+    }
 }

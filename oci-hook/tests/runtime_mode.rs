@@ -72,8 +72,7 @@ fn bundle() -> tempfile::TempDir {
 
 fn is_injected(bundle: &Path) -> bool {
     let config = read_json(&bundle.join("config.json"));
-    config["linux"]["seccomp"]["listenerPath"] == SOCKET
-        && config["annotations"]["io.switchboard.original-profile"].is_string()
+    config["linux"]["seccomp"]["listenerPath"] == SOCKET && config_record(&config)["version"] == 2
 }
 
 #[test]

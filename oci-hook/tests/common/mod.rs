@@ -81,13 +81,20 @@ pub fn with_parsed_metadata(mut profile: Value) -> Value {
     profile
 }
 
-/// A config with its record annotation parsed.
+/// A config with its seccomp profile's `listenerMetadata` (which carries the record) parsed.
 pub fn with_parsed_record(mut config: Value) -> Value {
-    let key = "io.switchboard.original-profile";
-    if let Some(text) = config["annotations"][key].as_str() {
-        config["annotations"][key] = serde_json::from_str(text).unwrap();
-    }
+    let seccomp = config["linux"]["seccomp"].take();
+    config["linux"]["seccomp"] = with_parsed_metadata(seccomp);
     config
+}
+
+/// The record in a config's `linux.seccomp.listenerMetadata`.
+pub fn config_record(config: &Value) -> Value {
+    let metadata = config["linux"]["seccomp"]["listenerMetadata"]
+        .as_str()
+        .expect("listenerMetadata is a string");
+    let metadata: Value = serde_json::from_str(metadata).expect("listenerMetadata is JSON");
+    metadata["switchboard_original_profile"].clone()
 }
 
 // ---------------------------------------------------------------------------
@@ -128,6 +135,34 @@ pub fn tmpdir() -> tempfile::TempDir {
 /// Runs the hook with `args`.
 pub fn hook(args: &[&str]) -> RunOutput {
     run_cmd(Command::new(HOOK).args(args), Duration::from_secs(20))
+}
+
+/// `inject --bundle BUNDLE` with the agent's policy and socket; asserts it succeeded.
+pub fn inject_for(agent: &Agent, bundle: &Path, extra: &[&str]) -> RunOutput {
+    let mut args = vec![
+        "inject",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--policy",
+        agent.policy_str(),
+        "--socket",
+        agent.socket_str(),
+    ];
+    args.extend(extra);
+    let out = hook(&args);
+    assert!(out.status.success(), "{out:?}");
+    out
+}
+
+/// Root, runc and the agent binary for a runc test, and an agent serving `policy`;
+/// None (after a SKIP line) when the machine lacks one.
+pub fn runc_and_agent(test: &str, policy: &str) -> Option<(PathBuf, Agent)> {
+    if !require_root(test) {
+        return None;
+    }
+    let runc = require_tool(test, "runc")?;
+    let agent = Agent::start(&agent_bin(test)?, policy);
+    Some((runc, agent))
 }
 
 // ---------------------------------------------------------------------------
