@@ -979,6 +979,8 @@ fn check_random_case(probe: &Path, case: &GenCase) -> Result<(), TestCaseError> 
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: 64,
+        // Each case runs the hook and the probe: a failure must not shrink for minutes.
+        max_shrink_iters: 64,
         failure_persistence: None,
         ..ProptestConfig::default()
     })]
