@@ -1,4 +1,4 @@
-//! The daemon: binds the agent socket, serves metrics, reloads on SIGHUP, and exits cleanly on SIGTERM.
+//! The daemon: binds the agent socket, serves metrics, reloads on SIGHUP or a change of the policy file, and exits cleanly on SIGTERM.
 
 use std::net::SocketAddr;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
@@ -16,7 +16,7 @@ use crate::metrics::Metrics;
 use crate::notify::{self, Engine};
 use crate::policy::Policy;
 use crate::status::Status;
-use crate::{http, intake};
+use crate::{http, intake, watch};
 
 /// Default path of the agent socket.
 pub const DEFAULT_SOCKET: &str = "/run/switchboard/agent.sock";
@@ -31,6 +31,9 @@ pub struct AgentConfig {
     pub socket: PathBuf,
     pub policy: Option<PathBuf>,
     pub metrics_addr: SocketAddr,
+    /// A second listener serving only `/metrics` and `/healthz`, for a scraper across the
+    /// network while `/status` (which names containers) stays on `metrics_addr`.
+    pub scrape_addr: Option<SocketAddr>,
     pub log_format: LogFormat,
     pub allowed_uids: Vec<u32>,
     /// Group given read-write access to the socket (mode 0660), for `allowed_uids`.
@@ -48,6 +51,12 @@ pub struct AgentConfig {
 pub fn run(config: AgentConfig) -> anyhow::Result<()> {
     notify::ensure_kernel_structs_fit()?;
     raise_fd_limit();
+    // Watching starts before the first load, so a change in between is not missed.
+    let changes = config.policy.as_deref().and_then(|path| {
+        watch::spawn(path)
+            .inspect_err(|e| tracing::warn!(error = %e, "not watching the policy file; reload it with SIGHUP"))
+            .ok()
+    });
     let policy = Policy::load_or_default(config.policy.as_deref())?;
     // Bound before anything can fail and remove it: a refused bind must leave a live agent's socket alone.
     let group = config
@@ -70,7 +79,7 @@ pub fn run(config: AgentConfig) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the control-plane runtime")?;
-    let result = runtime.block_on(control_plane(&config, socket, engine, recent));
+    let result = runtime.block_on(control_plane(&config, socket, engine, recent, changes));
     runtime.shutdown_timeout(Duration::from_millis(100));
     let _ = std::fs::remove_file(&config.socket);
     writer.flush_and_stop();
@@ -82,6 +91,7 @@ async fn control_plane(
     socket: std::os::unix::net::UnixListener,
     engine: Arc<Engine>,
     recent: RecentDenials,
+    mut changes: Option<tokio::sync::mpsc::UnboundedReceiver<()>>,
 ) -> anyhow::Result<()> {
     let socket = tokio::net::UnixListener::from_std(socket)?;
     tracing::info!(socket = %config.socket.display(), "agent socket listening");
@@ -105,7 +115,19 @@ async fn control_plane(
         "/healthz" => Some(("text/plain", "ok\n".to_string())),
         _ => None,
     });
-    tokio::spawn(http::serve(http_listener, handler));
+    tokio::spawn(http::serve(http_listener, handler.clone()));
+    if let Some(scrape_addr) = config.scrape_addr {
+        let scrape_listener = tokio::net::TcpListener::bind(scrape_addr)
+            .await
+            .with_context(|| format!("binding the scrape address {scrape_addr}"))?;
+        let addr = scrape_listener.local_addr()?;
+        tracing::info!(%addr, "scrape server listening (/metrics and /healthz only)");
+        let scrape: http::Handler = Arc::new(move |path| match path {
+            "/metrics" | "/healthz" => handler(path),
+            _ => None,
+        });
+        tokio::spawn(http::serve(scrape_listener, scrape));
+    }
     tokio::spawn(intake::serve(
         socket,
         engine.clone(),
@@ -118,6 +140,13 @@ async fn control_plane(
     loop {
         tokio::select! {
             _ = hangup.recv() => reload(config, &engine),
+            changed = next_change(&mut changes) => match changed {
+                Some(()) => {
+                    tracing::info!("the policy file changed");
+                    reload(config, &engine);
+                }
+                None => changes = None,
+            },
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
         }
@@ -127,6 +156,14 @@ async fn control_plane(
         "stopping; flagged syscalls of still-running containers now fail with ENOSYS"
     );
     Ok(())
+}
+
+/// The next change the policy watcher reports; never, without a watcher.
+async fn next_change(changes: &mut Option<tokio::sync::mpsc::UnboundedReceiver<()>>) -> Option<()> {
+    match changes {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 fn reload(config: &AgentConfig, engine: &Engine) {

@@ -18,3 +18,4 @@ pub mod status;
 pub mod sys;
 pub mod syscalls;
 pub mod text;
+pub mod watch;
