@@ -7,6 +7,8 @@ set -euo pipefail
 PACKAGES=(
   # OCI runtimes and podman, with what `podman --runtime runc run --rootfs DIR` needs
   runc crun podman conmon catatonit fuse-overlayfs uidmap containerd
+  # k8s-cri (tests/e2e_cri.rs) compiles the CRI protobufs at build time
+  protobuf-compiler
   # the container image of the tests: a static busybox copied into a bundle rootfs
   busybox-static
   # libseccomp-sys links libseccomp via pkg-config

@@ -1,0 +1,590 @@
+//! End-to-end on the kubelet's path: a private containerd (CRI plugin on) driven over its CRI socket with the calls the kubelet makes, for a Localhost seccomp profile and for the `switchboard` RuntimeClass.
+//!
+//! Images are built here, offline: a busybox rootfs imported with podman (private
+//! storage), saved as an OCI archive and imported with `ctr -n k8s.io images import`;
+//! containerd's `sandbox_image` is that image too. Pods use the host network, so no
+//! CNI is needed. Each test checks that the pod's mkdir fails with EPERM, that the
+//! agent's event and `switchboard_syscalls_total` carry the namespace, pod and
+//! container names the CRI plugin annotates, and that the shipped deny alert,
+//! evaluated by `promtool test rules` on the scraped series, names the pod.
+//! Needs root (SKIP otherwise); under CI=true a missing tool fails.
+
+mod common;
+
+use common::*;
+use hyper_util::rt::TokioIo;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use k8s_cri::v1::{self as cri, security_profile::ProfileType, NamespaceMode};
+use serde_json::Value;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tonic::transport::{Channel, Endpoint, Uri};
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+const IMAGE: &str = "localhost/switchboard-test/busybox:1";
+const POLICY: &str = "default: log\nrules:\n  - name: no-mkdir\n    match:\n      namespace: [shop]\n    syscalls: [mkdir, mkdirat]\n    action: deny\n    errno: EPERM\n";
+
+/// `switchboard-oci-hook`, built beside the agent by `cargo build --workspace`.
+fn hook_bin(test: &str) -> Option<PathBuf> {
+    let hook = Path::new(BIN).with_file_name("switchboard-oci-hook");
+    if hook.is_file() {
+        return Some(hook);
+    }
+    assert!(
+        !under_ci(),
+        "{test}: {} is missing; build the workspace first",
+        hook.display()
+    );
+    eprintln!(
+        "SKIP {test}: {} is missing; run `cargo build --workspace` first",
+        hook.display()
+    );
+    None
+}
+
+/// Builds the busybox image offline and writes it as an OCI archive at `archive`.
+fn build_image(dir: &Path, archive: &Path) {
+    let bundle = Bundle::new(&[]);
+    let tar = dir.join("rootfs.tar");
+    let out = run_cmd(
+        Command::new("tar")
+            .arg("-C")
+            .arg(bundle.rootfs())
+            .arg("-cf")
+            .arg(&tar)
+            .arg("."),
+        TIMEOUT,
+    );
+    assert_eq!(out.code(), 0, "{out:?}");
+    let podman = |args: &[&str]| {
+        let mut c = Command::new(tool("podman"));
+        c.arg("--root")
+            .arg(dir.join("podman-root"))
+            .arg("--runroot")
+            .arg(dir.join("podman-run"))
+            .args(["--storage-driver", "vfs", "--events-backend", "file"])
+            .args(args);
+        let out = run_cmd(&mut c, TIMEOUT);
+        assert_eq!(out.code(), 0, "podman {args:?}: {out:?}");
+    };
+    podman(&[
+        "import",
+        "--change",
+        r#"CMD ["/bin/sleep", "3600"]"#,
+        tar.to_str().unwrap(),
+        IMAGE,
+    ]);
+    podman(&[
+        "save",
+        "--format",
+        "oci-archive",
+        "-o",
+        archive.to_str().unwrap(),
+        IMAGE,
+    ]);
+}
+
+/// A private containerd with the CRI plugin: its own root, state and sockets; runc
+/// shims with cgroupfs (the host's cgroups are hybrid); a runtime handler
+/// `switchboard` whose binary is the OCI hook. Stopped on drop, with its pods.
+struct Containerd {
+    child: Child,
+    dir: tempfile::TempDir,
+    sandboxes: Vec<String>,
+}
+
+impl Containerd {
+    fn start(hook: &Path, hook_config: &Path) -> Containerd {
+        let dir = tmpdir_with_prefix("sb-cri-");
+        let d = dir.path().display();
+        let runc = tool("runc");
+        let cni = dir.path().join("cni");
+        fs::create_dir_all(&cni).unwrap();
+        let config = format!(
+            r#"version = 2
+root = "{d}/root"
+state = "{d}/state"
+disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.devmapper"]
+[grpc]
+  address = "{d}/containerd.sock"
+[ttrpc]
+  address = "{d}/containerd.sock.ttrpc"
+[debug]
+  address = ""
+[metrics]
+  address = ""
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{IMAGE}"
+  enable_selinux = false
+  # The sandbox's oom_score_adj (-998) may be below what this process may set (as in a
+  # container); keep it at containerd's own, as nodes in user namespaces do.
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{cni}"
+    conf_dir = "{cni}"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        BinaryName = "{runc}"
+        SystemdCgroup = false
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.switchboard]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.switchboard.options]
+        BinaryName = "{hook}"
+        SystemdCgroup = false
+"#,
+            cni = cni.display(),
+            runc = runc.display(),
+            hook = hook.display(),
+        );
+        let path = dir.path().join("config.toml");
+        fs::write(&path, config).unwrap();
+        let log = fs::File::create(dir.path().join("containerd.log")).unwrap();
+        let mut child = Command::new(tool("containerd"))
+            .arg("--config")
+            .arg(&path)
+            // The shim passes its environment on to the runtime binary: the hook's config.
+            .env("SWITCHBOARD_OCI_HOOK_CONFIG", hook_config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn containerd");
+        let socket = dir.path().join("containerd.sock");
+        let ready = eventually(Duration::from_secs(20), || {
+            socket.exists() || child.try_wait().unwrap().is_some()
+        });
+        let c = Containerd {
+            child,
+            dir,
+            sandboxes: Vec::new(),
+        };
+        assert!(
+            ready && socket.exists(),
+            "containerd not ready:\n{}",
+            c.log()
+        );
+        c
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("containerd.sock")
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
+    }
+
+    fn ctr(&self) -> Command {
+        let mut c = Command::new(tool("ctr"));
+        c.arg("--address")
+            .arg(self.socket())
+            .args(["--namespace", "k8s.io"]);
+        c
+    }
+
+    fn import(&self, archive: &Path) {
+        let out = run_cmd(self.ctr().args(["images", "import"]).arg(archive), TIMEOUT);
+        assert_eq!(out.code(), 0, "ctr images import: {out:?}");
+        let out = run_cmd(self.ctr().args(["images", "ls", "-q"]), TIMEOUT);
+        assert!(out.stdout.contains(IMAGE), "{out:?}");
+    }
+
+    async fn client(&self) -> RuntimeServiceClient<Channel> {
+        let socket = self.socket();
+        let channel = Endpoint::try_from("http://[::]:50051")
+            .unwrap()
+            .connect_with_connector(tower::service_fn(move |_: Uri| {
+                let socket = socket.clone();
+                async move {
+                    Ok::<_, std::io::Error>(TokioIo::new(
+                        tokio::net::UnixStream::connect(socket).await?,
+                    ))
+                }
+            }))
+            .await
+            .expect("connect to the CRI socket");
+        RuntimeServiceClient::new(channel)
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let ids = std::mem::take(&mut self.sandboxes);
+        runtime.block_on(async {
+            let mut client = self.client().await;
+            for id in ids {
+                let _ = client
+                    .stop_pod_sandbox(cri::StopPodSandboxRequest {
+                        pod_sandbox_id: id.clone(),
+                    })
+                    .await;
+                let _ = client
+                    .remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id })
+                    .await;
+            }
+        });
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // Leftover overlay mounts of a failed run would keep the temp dir busy.
+        let root = self.dir.path().join("root");
+        if let Ok(mounts) = fs::read_to_string("/proc/self/mounts") {
+            for m in mounts.lines().filter_map(|l| l.split(' ').nth(1)) {
+                if Path::new(m).starts_with(&root)
+                    || Path::new(m).starts_with(self.dir.path().join("state"))
+                {
+                    quiet(Command::new("umount").arg("-l").arg(m));
+                }
+            }
+        }
+    }
+}
+
+/// One pod as the kubelet would run it: the sandbox, then one container that tries mkdir.
+struct Pod<'a> {
+    namespace: &'a str,
+    name: &'a str,
+    container: &'a str,
+    runtime_handler: &'a str,
+    /// The Localhost profile's absolute path, as the kubelet passes `localhost_ref`.
+    profile: Option<&'a Path>,
+}
+
+/// What the container left: its exit code and its log (CRI format).
+struct Outcome {
+    exit_code: i32,
+    log: String,
+}
+
+async fn run_pod(containerd: &mut Containerd, pod: &Pod<'_>) -> Outcome {
+    let mut client = containerd.client().await;
+    let logs = containerd.dir.path().join("logs").join(pod.name);
+    fs::create_dir_all(&logs).unwrap();
+    let host_network = cri::NamespaceOption {
+        network: NamespaceMode::Node as i32,
+        ..Default::default()
+    };
+    let sandbox_config = cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name: pod.name.into(),
+            uid: format!("uid-{}", unique_id(pod.name)),
+            namespace: pod.namespace.into(),
+            attempt: 0,
+        }),
+        // Empty: containerd 1.6 would set it in the host's UTS namespace, which runc refuses.
+        hostname: String::new(),
+        log_directory: logs.display().to_string(),
+        linux: Some(cri::LinuxPodSandboxConfig {
+            security_context: Some(cri::LinuxSandboxSecurityContext {
+                namespace_options: Some(host_network.clone()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let sandbox = client
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(sandbox_config.clone()),
+            runtime_handler: pod.runtime_handler.into(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", containerd.log()))
+        .into_inner()
+        .pod_sandbox_id;
+    containerd.sandboxes.push(sandbox.clone());
+
+    let seccomp = pod.profile.map(|p| cri::SecurityProfile {
+        profile_type: ProfileType::Localhost as i32,
+        localhost_ref: p.display().to_string(),
+    });
+    let container_config = cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata {
+            name: pod.container.into(),
+            attempt: 0,
+        }),
+        image: Some(cri::ImageSpec {
+            image: IMAGE.into(),
+            ..Default::default()
+        }),
+        command: vec!["/bin/sh".into(), "-c".into(), "mkdir /tmp/x".into()],
+        log_path: format!("{}.log", pod.container),
+        linux: Some(cri::LinuxContainerConfig {
+            security_context: Some(cri::LinuxContainerSecurityContext {
+                namespace_options: Some(host_network),
+                seccomp,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let container = client
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: sandbox.clone(),
+            config: Some(container_config),
+            sandbox_config: Some(sandbox_config),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("CreateContainer: {e}\n{}", containerd.log()))
+        .into_inner()
+        .container_id;
+    client
+        .start_container(cri::StartContainerRequest {
+            container_id: container.clone(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("StartContainer: {e}\n{}", containerd.log()));
+
+    let deadline = Instant::now() + TIMEOUT;
+    let status = loop {
+        let status = client
+            .container_status(cri::ContainerStatusRequest {
+                container_id: container.clone(),
+                verbose: false,
+            })
+            .await
+            .expect("ContainerStatus")
+            .into_inner()
+            .status
+            .expect("a status");
+        if status.state == cri::ContainerState::ContainerExited as i32 {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the container did not exit: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    client
+        .stop_container(cri::StopContainerRequest {
+            container_id: container.clone(),
+            timeout: 10,
+        })
+        .await
+        .expect("StopContainer");
+    client
+        .remove_container(cri::RemoveContainerRequest {
+            container_id: container,
+        })
+        .await
+        .expect("RemoveContainer");
+    client
+        .stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: sandbox.clone(),
+        })
+        .await
+        .expect("StopPodSandbox");
+    client
+        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: sandbox.clone(),
+        })
+        .await
+        .expect("RemovePodSandbox");
+    containerd.sandboxes.retain(|s| *s != sandbox);
+    Outcome {
+        exit_code: status.exit_code,
+        log: fs::read_to_string(logs.join(format!("{}.log", pod.container))).unwrap_or_default(),
+    }
+}
+
+/// `promtool test rules` with the shipped alerts, fed the deny series scraped from the
+/// agent (as new series, the common case of a first denial): the alert must fire with
+/// the pod's names.
+fn assert_alert_names_pod(page: &str, ns: &str, pod: &str, container: &str) {
+    let series: Vec<&str> = page
+        .lines()
+        .filter(|l| l.starts_with("switchboard_syscalls_total{") && l.contains("action=\"deny\""))
+        .collect();
+    assert_eq!(series.len(), 1, "one deny series expected:\n{page}");
+    let (labels, value) = series[0].rsplit_once(' ').unwrap();
+    let value: f64 = value.parse().unwrap();
+    let labels = labels.replacen('{', "{job=\"switchboard\",instance=\"node-a:9465\",", 1);
+    let alerts = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus/alerts.yaml");
+    let test = format!(
+        r#"rule_files: ["{alerts}"]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'up{{job="switchboard", instance="node-a:9465"}}'
+        values: '1x30'
+      - series: '{labels}'
+        values: '_x10 {value}x20'
+    alert_rule_test:
+      - eval_time: 11m
+        alertname: SwitchboardSyscallDenied
+        exp_alerts:
+          - exp_labels:
+              severity: warning
+              namespace: {ns}
+              pod: {pod}
+              container: {container}
+              syscall: mkdir
+            exp_annotations:
+              summary: "Switchboard denied mkdir in {ns}/{pod} ({container})"
+              description: "Container {container} of pod {ns}/{pod} made {value:.0} mkdir call(s) in the last 5 minutes that the Switchboard policy denied. Either the workload is doing something its policy does not expect (investigate it) or the policy is too strict for it."
+"#,
+        alerts = alerts.display()
+    );
+    let dir = tmpdir();
+    let file = dir.path().join("cri.test.yaml");
+    fs::write(&file, &test).unwrap();
+    let out = run_cmd(
+        Command::new(tool("promtool"))
+            .args(["test", "rules"])
+            .arg(&file),
+        TIMEOUT,
+    );
+    assert_eq!(out.code(), 0, "promtool test rules:\n{test}\n{out:?}");
+}
+
+/// Checks the pod's outcome, the agent's event and counter, and the alert.
+fn assert_served(agent: &Agent, out: &Outcome, ns: &str, pod: &str, container: &str) {
+    assert_eq!(
+        out.exit_code,
+        1,
+        "mkdir must fail; log:\n{}\n{}",
+        out.log,
+        agent.output()
+    );
+    assert!(
+        out.log.contains("Operation not permitted"),
+        "EPERM expected in the container's log:\n{}",
+        out.log
+    );
+    let e: Value = agent
+        .wait_event(
+            |e| {
+                e["event"] == "syscall"
+                    && e["pod"] == pod
+                    && matches!(e["syscall"].as_str(), Some("mkdir" | "mkdirat"))
+            },
+            Duration::from_secs(5),
+        )
+        .unwrap_or_else(|| panic!("no mkdir event of {pod}\n{}", agent.output()));
+    assert_eq!(
+        (
+            e["namespace"].as_str(),
+            e["pod"].as_str(),
+            e["container"].as_str()
+        ),
+        (Some(ns), Some(pod), Some(container)),
+        "{e}"
+    );
+    assert_eq!(
+        (e["action"].as_str(), e["errno"].as_i64()),
+        (Some("deny"), Some(1)),
+        "{e}"
+    );
+    let page = agent.metrics();
+    let want = [
+        format!("namespace=\"{ns}\""),
+        format!("pod=\"{pod}\""),
+        format!("container=\"{container}\""),
+        "action=\"deny\"".to_string(),
+    ];
+    let want: Vec<&str> = want.iter().map(String::as_str).collect();
+    assert!(
+        metric_value(&page, "switchboard_syscalls_total", &want) >= 1.0,
+        "{want:?}\n{page}"
+    );
+    assert_alert_names_pod(&page, ns, pod, container);
+}
+
+/// The agent, the hook's config, containerd with the image imported.
+fn setup(test: &str) -> Option<(Agent, Containerd, PathBuf, tempfile::TempDir)> {
+    if !require_root(test) {
+        return None;
+    }
+    for t in ["containerd", "ctr", "runc", "podman", "promtool", "tar"] {
+        if !require_tool(t) {
+            return None;
+        }
+    }
+    let hook = hook_bin(test)?;
+    let agent = Agent::with_policy(POLICY, &[]);
+    let work = tmpdir();
+    let hook_config = work.path().join("oci-hook.toml");
+    fs::write(
+        &hook_config,
+        format!(
+            "runtime = {:?}\npolicy = {:?}\nsocket = {:?}\n",
+            tool("runc").display().to_string(),
+            agent.policy_str(),
+            agent.socket_str()
+        ),
+    )
+    .unwrap();
+    let archive = work.path().join("busybox.oci.tar");
+    build_image(work.path(), &archive);
+    let containerd = Containerd::start(&hook, &hook_config);
+    containerd.import(&archive);
+    Some((agent, containerd, hook, work))
+}
+
+#[test]
+fn cri_localhost_profile_names_the_pod() {
+    let Some((agent, mut containerd, hook, work)) = setup("cri_localhost_profile_names_the_pod")
+    else {
+        return;
+    };
+    // The profile an operator installs on each node, made from podman's default.
+    let profile = work.path().join("switchboard.json");
+    let out = run_cmd(
+        Command::new(&hook)
+            .args(["profile", "/usr/share/containers/seccomp.json", "-o"])
+            .arg(&profile)
+            .args([
+                "--policy",
+                agent.policy_str(),
+                "--socket",
+                agent.socket_str(),
+            ]),
+        TIMEOUT,
+    );
+    assert_eq!(out.code(), 0, "{out:?}");
+    let pod = Pod {
+        namespace: "shop",
+        name: "web-0",
+        container: "app",
+        runtime_handler: "",
+        profile: Some(&profile),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let outcome = runtime.block_on(run_pod(&mut containerd, &pod));
+    assert_served(&agent, &outcome, "shop", "web-0", "app");
+}
+
+#[test]
+fn cri_runtime_class_names_the_pod() {
+    let Some((agent, mut containerd, _hook, _work)) = setup("cri_runtime_class_names_the_pod")
+    else {
+        return;
+    };
+    let pod = Pod {
+        namespace: "shop",
+        name: "db-0",
+        container: "postgres",
+        runtime_handler: "switchboard",
+        profile: None,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let outcome = runtime.block_on(run_pod(&mut containerd, &pod));
+    assert_served(&agent, &outcome, "shop", "db-0", "postgres");
+}
