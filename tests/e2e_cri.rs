@@ -11,6 +11,7 @@
 
 mod common;
 
+use common::k8s::*;
 use common::*;
 use hyper_util::rt::TokioIo;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
@@ -24,7 +25,13 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 const IMAGE: &str = "localhost/switchboard-test/busybox:1";
-const POLICY: &str = "default: log\nrules:\n  - name: no-mkdir\n    match:\n      namespace: [shop]\n    syscalls: [mkdir, mkdirat]\n    action: deny\n    errno: EPERM\n";
+/// Prepended to the ConfigMap's policy: a call the kernel would allow, so its EPERM is the agent's.
+const NO_MKDIR: &str = "  - name: no-mkdir\n    match:\n      namespace: [switchboard-demo]\n    syscalls: [mkdir, mkdirat]\n    action: deny\n    errno: EPERM\n";
+
+/// The ConfigMap's policy with [`NO_MKDIR`] as its first rule.
+fn policy() -> String {
+    configmap_policy().replacen("rules:\n", &format!("rules:\n{NO_MKDIR}"), 1)
+}
 
 /// `switchboard-oci-hook`, built beside the agent by `cargo build --workspace`.
 fn hook_bin(test: &str) -> Option<PathBuf> {
@@ -248,14 +255,49 @@ impl Drop for Containerd {
     }
 }
 
-/// One pod as the kubelet would run it: the sandbox, then one container that tries mkdir.
-struct Pod<'a> {
-    namespace: &'a str,
-    name: &'a str,
-    container: &'a str,
-    runtime_handler: &'a str,
+/// One pod of deploy/kubernetes/example-pods.yaml as the kubelet would run it: the
+/// sandbox, then its container, whose command is followed by a mkdir.
+struct Pod {
+    namespace: String,
+    name: String,
+    container: String,
+    command: Vec<String>,
+    /// The RuntimeClass's handler, as the kubelet looks it up.
+    runtime_handler: String,
     /// The Localhost profile's absolute path, as the kubelet passes `localhost_ref`.
-    profile: Option<&'a Path>,
+    profile: Option<PathBuf>,
+}
+
+impl Pod {
+    /// The example pod `name`; a Localhost profile resolves to `profile`.
+    fn example(name: &str, profile: &Path) -> Pod {
+        let pod = manifest("example-pods.yaml")
+            .into_iter()
+            .find(|d| d["kind"] == "Pod" && d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no pod {name} in example-pods.yaml"));
+        let spec = &pod["spec"];
+        let container = &spec["containers"][0];
+        let mut command = strings(&container["command"]);
+        *command.last_mut().unwrap() += "; mkdir /tmp/x";
+        let runtime_handler = match spec["runtimeClassName"].as_str() {
+            Some(class) => {
+                let runtime_class = object("runtimeclass.yaml", "RuntimeClass");
+                assert_eq!(runtime_class["metadata"]["name"], class);
+                runtime_class["handler"].as_str().unwrap().to_string()
+            }
+            None => String::new(),
+        };
+        let seccomp = &spec["securityContext"]["seccompProfile"];
+        let profile = (seccomp["type"] == "Localhost").then(|| profile.to_path_buf());
+        Pod {
+            namespace: pod["metadata"]["namespace"].as_str().unwrap().into(),
+            name: name.into(),
+            container: container["name"].as_str().unwrap().into(),
+            command,
+            runtime_handler,
+            profile,
+        }
+    }
 }
 
 /// What the container left: its exit code and its log (CRI format).
@@ -264,9 +306,9 @@ struct Outcome {
     log: String,
 }
 
-async fn run_pod(containerd: &mut Containerd, pod: &Pod<'_>) -> Outcome {
+async fn run_pod(containerd: &mut Containerd, pod: &Pod) -> Outcome {
     let mut client = containerd.client().await;
-    let logs = containerd.dir.path().join("logs").join(pod.name);
+    let logs = containerd.dir.path().join("logs").join(&pod.name);
     fs::create_dir_all(&logs).unwrap();
     let host_network = cri::NamespaceOption {
         network: NamespaceMode::Node as i32,
@@ -274,9 +316,9 @@ async fn run_pod(containerd: &mut Containerd, pod: &Pod<'_>) -> Outcome {
     };
     let sandbox_config = cri::PodSandboxConfig {
         metadata: Some(cri::PodSandboxMetadata {
-            name: pod.name.into(),
-            uid: format!("uid-{}", unique_id(pod.name)),
-            namespace: pod.namespace.into(),
+            name: pod.name.clone(),
+            uid: format!("uid-{}", unique_id(&pod.name)),
+            namespace: pod.namespace.clone(),
             attempt: 0,
         }),
         // Empty: containerd 1.6 would set it in the host's UTS namespace, which runc refuses.
@@ -294,7 +336,7 @@ async fn run_pod(containerd: &mut Containerd, pod: &Pod<'_>) -> Outcome {
     let sandbox = client
         .run_pod_sandbox(cri::RunPodSandboxRequest {
             config: Some(sandbox_config.clone()),
-            runtime_handler: pod.runtime_handler.into(),
+            runtime_handler: pod.runtime_handler.clone(),
         })
         .await
         .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", containerd.log()))
@@ -302,20 +344,20 @@ async fn run_pod(containerd: &mut Containerd, pod: &Pod<'_>) -> Outcome {
         .pod_sandbox_id;
     containerd.sandboxes.push(sandbox.clone());
 
-    let seccomp = pod.profile.map(|p| cri::SecurityProfile {
+    let seccomp = pod.profile.as_ref().map(|p| cri::SecurityProfile {
         profile_type: ProfileType::Localhost as i32,
         localhost_ref: p.display().to_string(),
     });
     let container_config = cri::ContainerConfig {
         metadata: Some(cri::ContainerMetadata {
-            name: pod.container.into(),
+            name: pod.container.clone(),
             attempt: 0,
         }),
         image: Some(cri::ImageSpec {
             image: IMAGE.into(),
             ..Default::default()
         }),
-        command: vec!["/bin/sh".into(), "-c".into(), "mkdir /tmp/x".into()],
+        command: pod.command.clone(),
         log_path: format!("{}.log", pod.container),
         linux: Some(cri::LinuxContainerConfig {
             security_context: Some(cri::LinuxContainerSecurityContext {
@@ -398,17 +440,44 @@ async fn run_pod(containerd: &mut Containerd, pod: &Pod<'_>) -> Outcome {
 }
 
 /// `promtool test rules` with the shipped alerts, fed the deny series scraped from the
-/// agent (as new series, the common case of a first denial): the alert must fire with
-/// the pod's names.
-fn assert_alert_names_pod(page: &str, ns: &str, pod: &str, container: &str) {
-    let series: Vec<&str> = page
+/// agent (as new series, the common case of a first denial): an alert per denied
+/// syscall, each naming the pod.
+fn assert_alerts_name_pod(page: &str, pod: &Pod) {
+    let (ns, name, container) = (&pod.namespace, &pod.name, &pod.container);
+    let mut input = String::new();
+    let mut expected = String::new();
+    for line in page
         .lines()
         .filter(|l| l.starts_with("switchboard_syscalls_total{") && l.contains("action=\"deny\""))
-        .collect();
-    assert_eq!(series.len(), 1, "one deny series expected:\n{page}");
-    let (labels, value) = series[0].rsplit_once(' ').unwrap();
-    let value: f64 = value.parse().unwrap();
-    let labels = labels.replacen('{', "{job=\"switchboard\",instance=\"node-a:9465\",", 1);
+    {
+        let (labels, value) = line.rsplit_once(' ').unwrap();
+        let value: f64 = value.parse().unwrap();
+        let syscall = labels
+            .split("syscall=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        let labels = labels.replacen('{', "{job=\"switchboard\",instance=\"node-a:9465\",", 1);
+        input += &format!("      - series: '{labels}'\n        values: '_x10 {value}x20'\n");
+        expected += &format!(
+            r#"          - exp_labels:
+              severity: warning
+              namespace: {ns}
+              pod: {name}
+              container: {container}
+              syscall: {syscall}
+            exp_annotations:
+              summary: "Switchboard denied {syscall} in {ns}/{name} ({container})"
+              description: "Container {container} of pod {ns}/{name} made {value:.0} {syscall} call(s) in the last 5 minutes that the Switchboard policy denied. Either the workload is doing something its policy does not expect (investigate it) or the policy is too strict for it."
+"#
+        );
+    }
+    assert!(
+        expected.contains("syscall: mkdir"),
+        "no mkdir deny series:\n{page}"
+    );
     let alerts = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus/alerts.yaml");
     let test = format!(
         r#"rule_files: ["{alerts}"]
@@ -418,22 +487,11 @@ tests:
     input_series:
       - series: 'up{{job="switchboard", instance="node-a:9465"}}'
         values: '1x30'
-      - series: '{labels}'
-        values: '_x10 {value}x20'
-    alert_rule_test:
+{input}    alert_rule_test:
       - eval_time: 11m
         alertname: SwitchboardSyscallDenied
         exp_alerts:
-          - exp_labels:
-              severity: warning
-              namespace: {ns}
-              pod: {pod}
-              container: {container}
-              syscall: mkdir
-            exp_annotations:
-              summary: "Switchboard denied mkdir in {ns}/{pod} ({container})"
-              description: "Container {container} of pod {ns}/{pod} made {value:.0} mkdir call(s) in the last 5 minutes that the Switchboard policy denied. Either the workload is doing something its policy does not expect (investigate it) or the policy is too strict for it."
-"#,
+{expected}"#,
         alerts = alerts.display()
     );
     let dir = tmpdir();
@@ -448,8 +506,44 @@ tests:
     assert_eq!(out.code(), 0, "promtool test rules:\n{test}\n{out:?}");
 }
 
-/// Checks the pod's outcome, the agent's event and counter, and the alert.
-fn assert_served(agent: &Agent, out: &Outcome, ns: &str, pod: &str, container: &str) {
+/// The event of the pod's `syscalls`, which must carry its names and `rule`'s EPERM.
+fn assert_event(agent: &Agent, pod: &Pod, syscalls: &[&str], rule: &str) {
+    let e: Value = agent
+        .wait_event(
+            |e| {
+                e["event"] == "syscall"
+                    && e["pod"] == pod.name.as_str()
+                    && syscalls.iter().any(|s| e["syscall"] == *s)
+            },
+            Duration::from_secs(5),
+        )
+        .unwrap_or_else(|| panic!("no {syscalls:?} event of {}\n{}", pod.name, agent.output()));
+    assert_eq!(
+        (
+            e["namespace"].as_str(),
+            e["pod"].as_str(),
+            e["container"].as_str()
+        ),
+        (
+            Some(pod.namespace.as_str()),
+            Some(pod.name.as_str()),
+            Some(pod.container.as_str())
+        ),
+        "{e}"
+    );
+    assert_eq!(
+        (
+            e["rule"].as_str(),
+            e["action"].as_str(),
+            e["errno"].as_i64()
+        ),
+        (Some(rule), Some("deny"), Some(1)),
+        "{e}"
+    );
+}
+
+/// Checks the pod's outcome, the agent's events and counter, and the alert.
+fn assert_served(agent: &Agent, out: &Outcome, pod: &Pod) {
     assert_eq!(
         out.exit_code,
         1,
@@ -458,39 +552,20 @@ fn assert_served(agent: &Agent, out: &Outcome, ns: &str, pod: &str, container: &
         agent.output()
     );
     assert!(
-        out.log.contains("Operation not permitted"),
-        "EPERM expected in the container's log:\n{}",
+        out.log
+            .contains("can't create directory '/tmp/x': Operation not permitted"),
+        "mkdir's EPERM expected in the container's log:\n{}",
         out.log
     );
-    let e: Value = agent
-        .wait_event(
-            |e| {
-                e["event"] == "syscall"
-                    && e["pod"] == pod
-                    && matches!(e["syscall"].as_str(), Some("mkdir" | "mkdirat"))
-            },
-            Duration::from_secs(5),
-        )
-        .unwrap_or_else(|| panic!("no mkdir event of {pod}\n{}", agent.output()));
-    assert_eq!(
-        (
-            e["namespace"].as_str(),
-            e["pod"].as_str(),
-            e["container"].as_str()
-        ),
-        (Some(ns), Some(pod), Some(container)),
-        "{e}"
-    );
-    assert_eq!(
-        (e["action"].as_str(), e["errno"].as_i64()),
-        (Some("deny"), Some(1)),
-        "{e}"
-    );
+    assert_event(agent, pod, &["mkdir", "mkdirat"], "no-mkdir");
+    // The example's own command: mount, which the ConfigMap's policy denies.
+    assert_event(agent, pod, &["mount"], "no-mounts");
     let page = agent.metrics();
     let want = [
-        format!("namespace=\"{ns}\""),
-        format!("pod=\"{pod}\""),
-        format!("container=\"{container}\""),
+        format!("namespace=\"{}\"", pod.namespace),
+        format!("pod=\"{}\"", pod.name),
+        format!("container=\"{}\"", pod.container),
+        "syscall=\"mkdir\"".to_string(),
         "action=\"deny\"".to_string(),
     ];
     let want: Vec<&str> = want.iter().map(String::as_str).collect();
@@ -498,7 +573,7 @@ fn assert_served(agent: &Agent, out: &Outcome, ns: &str, pod: &str, container: &
         metric_value(&page, "switchboard_syscalls_total", &want) >= 1.0,
         "{want:?}\n{page}"
     );
-    assert_alert_names_pod(&page, ns, pod, container);
+    assert_alerts_name_pod(&page, pod);
 }
 
 /// The agent, the hook's config, containerd with the image imported.
@@ -512,7 +587,7 @@ fn setup(test: &str) -> Option<(Agent, Containerd, PathBuf, tempfile::TempDir)> 
         }
     }
     let hook = hook_bin(test)?;
-    let agent = Agent::with_policy(POLICY, &[]);
+    let agent = Agent::with_policy(&policy(), &[]);
     let work = tmpdir();
     let hook_config = work.path().join("oci-hook.toml");
     fs::write(
@@ -553,38 +628,28 @@ fn cri_localhost_profile_names_the_pod() {
         TIMEOUT,
     );
     assert_eq!(out.code(), 0, "{out:?}");
-    let pod = Pod {
-        namespace: "shop",
-        name: "web-0",
-        container: "app",
-        runtime_handler: "",
-        profile: Some(&profile),
-    };
+    let pod = Pod::example("demo-localhost", &profile);
+    assert!(pod.profile.is_some() && pod.runtime_handler.is_empty());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     let outcome = runtime.block_on(run_pod(&mut containerd, &pod));
-    assert_served(&agent, &outcome, "shop", "web-0", "app");
+    assert_served(&agent, &outcome, &pod);
 }
 
 #[test]
 fn cri_runtime_class_names_the_pod() {
-    let Some((agent, mut containerd, _hook, _work)) = setup("cri_runtime_class_names_the_pod")
+    let Some((agent, mut containerd, _hook, work)) = setup("cri_runtime_class_names_the_pod")
     else {
         return;
     };
-    let pod = Pod {
-        namespace: "shop",
-        name: "db-0",
-        container: "postgres",
-        runtime_handler: "switchboard",
-        profile: None,
-    };
+    let pod = Pod::example("demo-runtimeclass", work.path());
+    assert!(pod.profile.is_none() && pod.runtime_handler == "switchboard");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     let outcome = runtime.block_on(run_pod(&mut containerd, &pod));
-    assert_served(&agent, &outcome, "shop", "db-0", "postgres");
+    assert_served(&agent, &outcome, &pod);
 }
