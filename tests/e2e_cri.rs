@@ -103,7 +103,8 @@ struct Containerd {
 }
 
 impl Containerd {
-    fn start(hook: &Path, hook_config: &Path) -> Containerd {
+    /// `runtime_handler` is the README's TOML for the `switchboard` handler.
+    fn start(runtime_handler: &str, hook_config: &Path) -> Containerd {
         let dir = tmpdir_with_prefix("sb-cri-");
         let d = dir.path().display();
         let runc = tool("runc");
@@ -138,15 +139,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         BinaryName = "{runc}"
         SystemdCgroup = false
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.switchboard]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.switchboard.options]
-        BinaryName = "{hook}"
-        SystemdCgroup = false
-"#,
+{runtime_handler}"#,
             cni = cni.display(),
             runc = runc.display(),
-            hook = hook.display(),
         );
         let path = dir.path().join("config.toml");
         fs::write(&path, config).unwrap();
@@ -194,11 +189,28 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         c
     }
 
-    fn import(&self, archive: &Path) {
-        let out = run_cmd(self.ctr().args(["images", "import"]).arg(archive), TIMEOUT);
-        assert_eq!(out.code(), 0, "ctr images import: {out:?}");
+    /// The README's `ctr -n k8s.io images import ARCHIVE`, on this containerd, in `dir`;
+    /// `image` must then be listed.
+    fn import(&self, archive: &str, dir: &Path, image: &str) {
+        let ctr = format!(
+            "{} --address {}",
+            tool("ctr").display(),
+            self.socket().display()
+        );
+        let line = substitute(
+            &readme_command("ctr -n k8s.io images import"),
+            &[
+                ("ctr ", &format!("{ctr} ")),
+                ("switchboard-image.tar", archive),
+            ],
+        );
+        let out = run_cmd(
+            Command::new("sh").args(["-c", &line]).current_dir(dir),
+            TIMEOUT,
+        );
+        assert_eq!(out.code(), 0, "{line}: {out:?}");
         let out = run_cmd(self.ctr().args(["images", "ls", "-q"]), TIMEOUT);
-        assert!(out.stdout.contains(IMAGE), "{out:?}");
+        assert!(out.stdout.lines().any(|l| l == image), "{image}: {out:?}");
     }
 
     async fn client(&self) -> RuntimeServiceClient<Channel> {
@@ -557,6 +569,18 @@ fn assert_served(agent: &Agent, out: &Outcome, pod: &Pod) {
         "mkdir's EPERM expected in the container's log:\n{}",
         out.log
     );
+    // What the README says `kubectl logs` shows.
+    let logs = readme_kubernetes()
+        .lines()
+        .find(|l| l.starts_with("kubectl -n switchboard-demo logs"))
+        .and_then(|l| l.split("# ").nth(1))
+        .expect("the README's kubectl logs line and its output")
+        .to_string();
+    assert!(
+        out.log.contains(&logs),
+        "{logs:?} expected in the log:\n{}",
+        out.log
+    );
     assert_event(agent, pod, &["mkdir", "mkdirat"], "no-mkdir");
     // The example's own command: mount, which the ConfigMap's policy denies.
     assert_event(agent, pod, &["mount"], "no-mounts");
@@ -576,7 +600,10 @@ fn assert_served(agent: &Agent, out: &Outcome, pod: &Pod) {
     assert_alerts_name_pod(&page, pod);
 }
 
-/// The agent, the hook's config, containerd with the image imported.
+/// A node set up as the README's Kubernetes section says, in a temporary directory:
+/// the hook installed, its configuration, containerd with the `switchboard` runtime
+/// handler, the test image imported. Returns the agent, containerd, the installed hook
+/// and the directory.
 fn setup(test: &str) -> Option<(Agent, Containerd, PathBuf, tempfile::TempDir)> {
     if !require_root(test) {
         return None;
@@ -586,24 +613,50 @@ fn setup(test: &str) -> Option<(Agent, Containerd, PathBuf, tempfile::TempDir)> 
             return None;
         }
     }
-    let hook = hook_bin(test)?;
+    let built = hook_bin(test)?;
     let agent = Agent::with_policy(&policy(), &[]);
     let work = tmpdir();
+    let w = work.path().display().to_string();
+    let bin_dir = format!("{}/", built.parent().unwrap().display());
+    let install = substitute(
+        &readme_command("install -D -m 0755"),
+        &[
+            ("target/release/", &bin_dir),
+            ("/usr/local/bin/", &format!("{w}/usr/local/bin/")),
+        ],
+    );
+    let out = run_cmd(Command::new("sh").args(["-c", &install]), TIMEOUT);
+    assert_eq!(out.code(), 0, "{install}: {out:?}");
+    let hook = work.path().join("usr/local/bin/switchboard-oci-hook");
+    let runc = tool("runc").display().to_string();
     let hook_config = work.path().join("oci-hook.toml");
+    let paths = [
+        ("/etc/switchboard/policy.yaml", agent.policy_str()),
+        ("/var/run/switchboard/agent.sock", agent.socket_str()),
+    ];
     fs::write(
         &hook_config,
-        format!(
-            "runtime = {:?}\npolicy = {:?}\nsocket = {:?}\n",
-            tool("runc").display().to_string(),
-            agent.policy_str(),
-            agent.socket_str()
+        substitute(
+            &readme_toml("runtime = "),
+            &[&[("/usr/sbin/runc", runc.as_str())][..], &paths[..]].concat(),
         ),
     )
     .unwrap();
+    let handler = substitute(
+        &readme_toml("runtimes.switchboard"),
+        &[
+            (
+                "/usr/local/bin/switchboard-oci-hook",
+                hook.to_str().unwrap(),
+            ),
+            // This host's runc handler uses cgroupfs (its cgroups are hybrid).
+            ("SystemdCgroup = true", "SystemdCgroup = false"),
+        ],
+    );
     let archive = work.path().join("busybox.oci.tar");
     build_image(work.path(), &archive);
-    let containerd = Containerd::start(&hook, &hook_config);
-    containerd.import(&archive);
+    let containerd = Containerd::start(&handler, &hook_config);
+    containerd.import(archive.to_str().unwrap(), work.path(), IMAGE);
     Some((agent, containerd, hook, work))
 }
 
@@ -613,21 +666,37 @@ fn cri_localhost_profile_names_the_pod() {
     else {
         return;
     };
-    // The profile an operator installs on each node, made from podman's default.
+    // The profile the README has each node make.
     let profile = work.path().join("switchboard.json");
-    let out = run_cmd(
-        Command::new(&hook)
-            .args(["profile", "/usr/share/containers/seccomp.json", "-o"])
-            .arg(&profile)
-            .args([
-                "--policy",
-                agent.policy_str(),
-                "--socket",
-                agent.socket_str(),
-            ]),
+    let line = substitute(
+        &readme_command("switchboard-oci-hook profile"),
+        &[
+            ("switchboard-oci-hook ", &format!("{} ", hook.display())),
+            ("/etc/switchboard/policy.yaml", agent.policy_str()),
+            ("/var/run/switchboard/agent.sock", agent.socket_str()),
+            (
+                "/var/lib/kubelet/seccomp/profiles/switchboard.json",
+                profile.to_str().unwrap(),
+            ),
+        ],
+    );
+    let out = run_cmd(Command::new("sh").args(["-c", &line]), TIMEOUT);
+    assert_eq!(out.code(), 0, "{line}: {out:?}");
+
+    // The agent's image, built and loaded as the README says, under the DaemonSet's name.
+    let built = run_cmd(
+        Command::new("bash")
+            .arg(
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join(readme_command("scripts/build-image.sh")),
+            )
+            .env("SWITCHBOARD_BIN_DIR", Path::new(BIN).parent().unwrap())
+            .current_dir(work.path()),
         TIMEOUT,
     );
-    assert_eq!(out.code(), 0, "{out:?}");
+    assert_eq!(built.code(), 0, "{built:?}");
+    let image = agent_container()["image"].as_str().unwrap().to_string();
+    containerd.import("switchboard-image.tar", work.path(), &image);
     let pod = Pod::example("demo-localhost", &profile);
     assert!(pod.profile.is_some() && pod.runtime_handler.is_empty());
     let runtime = tokio::runtime::Builder::new_current_thread()

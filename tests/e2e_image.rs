@@ -50,7 +50,8 @@ fn image_builds_offline_and_serves_a_host_container() {
 
     // The README's command, with the binaries this test run built.
     let work = tmpdir();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-image.sh");
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(readme_command("scripts/build-image.sh"));
     let built = run_cmd(
         Command::new("bash")
             .arg(&script)
@@ -202,7 +203,9 @@ fn image_builds_offline_and_serves_a_host_container() {
 
     // `kubectl exec ... -- switchboard status`: /status on the pod's loopback, not on the
     // address Prometheus scrapes.
-    let status = podman_cmd(&["exec", &name, "switchboard", "status"]);
+    let exec = readme_command("kubectl -n switchboard-system exec ds/switchboard");
+    let in_pod: Vec<&str> = exec.split(" -- ").nth(1).unwrap().split(' ').collect();
+    let status = podman_cmd(&[&["exec", name.as_str()][..], &in_pod[..]].concat());
     assert_eq!(status.code(), 0, "{status:?}");
     assert!(status.stdout.contains(&id), "{status:?}");
     let scrape = agent_flag("--scrape-addr").expect("--scrape-addr in the DaemonSet");

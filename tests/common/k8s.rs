@@ -56,3 +56,53 @@ pub fn agent_flag(flag: &str) -> Option<String> {
     let i = command.iter().position(|a| a == flag)?;
     command.get(i + 1).cloned()
 }
+
+/// The README's "Kubernetes" section.
+pub fn readme_kubernetes() -> String {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README.md");
+    let start = readme
+        .find("\n## Kubernetes\n")
+        .expect("a Kubernetes section");
+    let rest = &readme[start + 1..];
+    let end = rest[3..].find("\n## ").map_or(rest.len(), |i| i + 3);
+    rest[..end].to_string()
+}
+
+/// The fenced blocks of `lang` in the README's Kubernetes section.
+fn readme_blocks(lang: &str) -> Vec<String> {
+    let section = readme_kubernetes();
+    let fence = format!("```{lang}\n");
+    section
+        .split(&fence)
+        .skip(1)
+        .map(|b| b.split("```").next().unwrap().to_string())
+        .collect()
+}
+
+/// The command line of the section's `sh` blocks that starts with `prefix`, without its comment.
+pub fn readme_command(prefix: &str) -> String {
+    readme_blocks("sh")
+        .iter()
+        .flat_map(|b| b.lines().map(str::to_string).collect::<Vec<_>>())
+        .find(|l| l.starts_with(prefix))
+        .map(|l| l.split(" #").next().unwrap().trim_end().to_string())
+        .unwrap_or_else(|| panic!("no `{prefix}` command in the README's Kubernetes section"))
+}
+
+/// The section's `toml` block that contains `needle`.
+pub fn readme_toml(needle: &str) -> String {
+    readme_blocks("toml")
+        .into_iter()
+        .find(|b| b.contains(needle))
+        .unwrap_or_else(|| panic!("no toml block with {needle} in the README's Kubernetes section"))
+}
+
+/// `text` with each `(from, to)` replaced; every `from` must occur, so that a README
+/// that drifts from what the tests run fails them.
+pub fn substitute(text: &str, pairs: &[(&str, &str)]) -> String {
+    pairs.iter().fold(text.to_string(), |t, (from, to)| {
+        assert!(t.contains(from), "{from:?} not in {text:?}");
+        t.replace(from, to)
+    })
+}
