@@ -166,3 +166,66 @@ fn parent(path: &Path) -> PathBuf {
         _ => PathBuf::from("."),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+    use std::time::Instant;
+
+    /// Whether a change arrives within `within`.
+    fn arrives(rx: &mut mpsc::UnboundedReceiver<()>, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if rx.try_recv().is_ok() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    fn changed(rx: &mut mpsc::UnboundedReceiver<()>) -> bool {
+        arrives(rx, Duration::from_secs(2))
+    }
+
+    /// No change within 1 s, five times the debounce.
+    fn unchanged(rx: &mut mpsc::UnboundedReceiver<()>) -> bool {
+        !arrives(rx, Duration::from_secs(1))
+    }
+
+    #[test]
+    fn follows_a_symlink_to_another_directory_and_its_retargeting() {
+        let base = tempfile::tempdir().unwrap();
+        let (link_dir, a, b) = (
+            base.path().join("etc"),
+            base.path().join("a"),
+            base.path().join("b"),
+        );
+        for d in [&link_dir, &a, &b] {
+            std::fs::create_dir(d).unwrap();
+        }
+        std::fs::write(a.join("policy.yaml"), "one").unwrap();
+        std::fs::write(b.join("policy.yaml"), "two").unwrap();
+        let link = link_dir.join("policy.yaml");
+        symlink(a.join("policy.yaml"), &link).unwrap();
+        let mut rx = spawn(&link).unwrap();
+
+        // Edited where it lives, not where the link is.
+        std::fs::write(a.join("policy.yaml"), "one, edited").unwrap();
+        assert!(changed(&mut rx), "an edit of the target");
+        // The link pointed elsewhere (atomically, as `ln -sfn` + rename does).
+        let tmp = link_dir.join(".policy.yaml.tmp");
+        symlink(b.join("policy.yaml"), &tmp).unwrap();
+        std::fs::rename(&tmp, &link).unwrap();
+        assert!(changed(&mut rx), "the link retargeted");
+        // The new target's directory is watched now, the old one no longer matters.
+        std::fs::write(b.join("policy.yaml"), "two, edited").unwrap();
+        assert!(changed(&mut rx), "an edit of the new target");
+        std::fs::write(a.join("policy.yaml"), "one, edited again").unwrap();
+        assert!(unchanged(&mut rx), "the old target is no longer the policy");
+        // Same content rewritten: no change.
+        std::fs::write(b.join("policy.yaml"), "two, edited").unwrap();
+        assert!(unchanged(&mut rx), "the same content again");
+    }
+}
