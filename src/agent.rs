@@ -14,9 +14,9 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::events::{EventWriter, LogFormat, RecentDenials};
 use crate::metrics::Metrics;
 use crate::notify::{self, Engine};
-use crate::policy::Policy;
 use crate::status::Status;
-use crate::{http, intake, watch};
+use crate::watch::PolicySource;
+use crate::{http, intake};
 
 /// Default path of the agent socket.
 pub const DEFAULT_SOCKET: &str = "/run/switchboard/agent.sock";
@@ -51,13 +51,8 @@ pub struct AgentConfig {
 pub fn run(config: AgentConfig) -> anyhow::Result<()> {
     notify::ensure_kernel_structs_fit()?;
     raise_fd_limit();
-    // Watching starts before the first load, so a change in between is not missed.
-    let changes = config.policy.as_deref().and_then(|path| {
-        watch::spawn(path)
-            .inspect_err(|e| tracing::warn!(error = %e, "not watching the policy file; reload it with SIGHUP"))
-            .ok()
-    });
-    let policy = Policy::load_or_default(config.policy.as_deref())?;
+    let mut source = PolicySource::new(config.policy.as_deref());
+    let policy = source.load()?;
     // Bound before anything can fail and remove it: a refused bind must leave a live agent's socket alone.
     let group = config
         .socket_group
@@ -79,7 +74,7 @@ pub fn run(config: AgentConfig) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the control-plane runtime")?;
-    let result = runtime.block_on(control_plane(&config, socket, engine, recent, changes));
+    let result = runtime.block_on(control_plane(&config, socket, engine, recent, source));
     runtime.shutdown_timeout(Duration::from_millis(100));
     let _ = std::fs::remove_file(&config.socket);
     writer.flush_and_stop();
@@ -91,7 +86,7 @@ async fn control_plane(
     socket: std::os::unix::net::UnixListener,
     engine: Arc<Engine>,
     recent: RecentDenials,
-    mut changes: Option<tokio::sync::mpsc::UnboundedReceiver<()>>,
+    mut source: PolicySource,
 ) -> anyhow::Result<()> {
     let socket = tokio::net::UnixListener::from_std(socket)?;
     tracing::info!(socket = %config.socket.display(), "agent socket listening");
@@ -139,14 +134,11 @@ async fn control_plane(
 
     loop {
         tokio::select! {
-            _ = hangup.recv() => reload(config, &engine),
-            changed = next_change(&mut changes) => match changed {
-                Some(()) => {
-                    tracing::info!("the policy file changed");
-                    reload(config, &engine);
-                }
-                None => changes = None,
-            },
+            _ = hangup.recv() => reload(&mut source, &engine),
+            () = source.changed() => {
+                tracing::info!("the policy file changed");
+                reload(&mut source, &engine);
+            }
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
         }
@@ -158,17 +150,9 @@ async fn control_plane(
     Ok(())
 }
 
-/// The next change the policy watcher reports; never, without a watcher.
-async fn next_change(changes: &mut Option<tokio::sync::mpsc::UnboundedReceiver<()>>) -> Option<()> {
-    match changes {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-fn reload(config: &AgentConfig, engine: &Engine) {
+fn reload(source: &mut PolicySource, engine: &Engine) {
     let reloads = &engine.metrics().policy_reloads;
-    match Policy::load_or_default(config.policy.as_deref()) {
+    match source.load() {
         Ok(policy) => {
             tracing::info!(source = %policy.source, rules = policy.rules.len(), "policy reloaded");
             engine.replace_policy(policy);

@@ -1,4 +1,4 @@
-//! Notices when the policy file changes (a ConfigMap's `..data` swap, an editor's rename, a write in place) and asks the control loop to reload it.
+//! The policy's source: the `--policy` file, watched (a ConfigMap's `..data` swap, an editor's rename, a write in place), and what was last loaded from it.
 
 use std::collections::HashMap;
 use std::os::fd::AsFd;
@@ -9,6 +9,8 @@ use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 use tokio::sync::mpsc;
+
+use crate::policy::{Policy, PolicyError};
 
 /// Quiet time after the last event before the file is read: the kubelet's update and an
 /// editor's save are several steps (new directory, new symlink, rename; or write, rename).
@@ -28,9 +30,71 @@ pub enum WatchError {
     Thread(#[source] std::io::Error),
 }
 
-/// Watches `path` on a thread of its own; a message arrives on the receiver each time the
-/// file's content differs from what it was at the previous message (or at the start).
-pub fn spawn(path: &Path) -> Result<mpsc::UnboundedReceiver<()>, WatchError> {
+/// Where the agent's policy comes from: the `--policy` file or the embedded default.
+pub struct PolicySource {
+    path: Option<PathBuf>,
+    /// The bytes the last load read (None: unreadable, or no load yet). A reload, by
+    /// SIGHUP or by the watcher, happens once per change: the watcher's news is
+    /// checked against this, so a change SIGHUP already loaded is not loaded again.
+    loaded: Option<Vec<u8>>,
+    /// News from the watcher thread: events in the watched directories have settled.
+    events: Option<mpsc::UnboundedReceiver<()>>,
+}
+
+impl PolicySource {
+    /// Watches `path` when given. Watching starts before the first load, so that a change
+    /// in between is not missed; when it cannot start, SIGHUP still reloads (logged).
+    pub fn new(path: Option<&Path>) -> PolicySource {
+        let events = path.and_then(|path| {
+            spawn(path)
+                .inspect_err(|e| tracing::warn!(error = %e, "not watching the policy file; reload it with SIGHUP"))
+                .ok()
+        });
+        PolicySource {
+            path: path.map(Path::to_path_buf),
+            loaded: None,
+            events,
+        }
+    }
+
+    /// Reads and validates the policy, remembering what was read, valid or not.
+    pub fn load(&mut self) -> Result<Policy, PolicyError> {
+        let Some(path) = &self.path else {
+            return Policy::load_or_default(None);
+        };
+        let read_error = |source| PolicyError::Read {
+            path: path.clone(),
+            source,
+        };
+        let bytes = std::fs::read(path);
+        self.loaded = bytes.as_ref().ok().cloned();
+        let text = String::from_utf8(bytes.map_err(read_error)?)
+            .map_err(|e| read_error(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
+        Policy::parse(&text, &path.display().to_string())
+    }
+
+    /// Returns once the file's content differs from what was last loaded; never without
+    /// a watcher. Cancel-safe (for `select!`).
+    pub async fn changed(&mut self) {
+        loop {
+            let Some(events) = &mut self.events else {
+                return std::future::pending().await;
+            };
+            if events.recv().await.is_none() {
+                self.events = None;
+                continue;
+            }
+            let path = self.path.as_deref().expect("a watcher has a path");
+            if std::fs::read(path).ok() != self.loaded {
+                return;
+            }
+        }
+    }
+}
+
+/// Watches `path` on a thread of its own; a message arrives on the receiver each time
+/// events in the file's directory or its target's have been quiet for [`DEBOUNCE`].
+fn spawn(path: &Path) -> Result<mpsc::UnboundedReceiver<()>, WatchError> {
     let mut watcher = Watcher::new(path)?;
     let (tx, rx) = mpsc::unbounded_channel();
     std::thread::Builder::new()
@@ -48,10 +112,6 @@ struct Watcher {
     /// symlink to a file elsewhere is edited there, so that directory is watched too, and
     /// re-resolved after every change.
     watched: HashMap<PathBuf, WatchDescriptor>,
-    /// The content last reported (None: unreadable). Reloading only on a real change keeps
-    /// the kubelet's periodic resyncs, attribute changes and a bad file left in place from
-    /// counting as reloads more than once.
-    last: Option<Vec<u8>>,
 }
 
 impl Watcher {
@@ -61,7 +121,6 @@ impl Watcher {
             inotify,
             path: path.to_path_buf(),
             watched: HashMap::new(),
-            last: std::fs::read(path).ok(),
         };
         // The file's own directory must be watchable; its target's is best effort.
         let dir = parent(path);
@@ -130,12 +189,8 @@ impl Watcher {
             }
             self.settle();
             self.rewatch();
-            let now = std::fs::read(&self.path).ok();
-            if now != self.last {
-                self.last = now;
-                if tx.send(()).is_err() {
-                    return;
-                }
+            if tx.send(()).is_err() {
+                return;
             }
         }
     }
@@ -171,31 +226,22 @@ fn parent(path: &Path) -> PathBuf {
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
-    use std::time::Instant;
 
-    /// Whether a change arrives within `within`.
-    fn arrives(rx: &mut mpsc::UnboundedReceiver<()>, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if rx.try_recv().is_ok() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
-    }
-
-    fn changed(rx: &mut mpsc::UnboundedReceiver<()>) -> bool {
-        arrives(rx, Duration::from_secs(2))
-    }
-
-    /// No change within 1 s, five times the debounce.
-    fn unchanged(rx: &mut mpsc::UnboundedReceiver<()>) -> bool {
-        !arrives(rx, Duration::from_secs(1))
+    /// Whether `source` reports a change within `within`.
+    fn changes(
+        runtime: &tokio::runtime::Runtime,
+        source: &mut PolicySource,
+        within: Duration,
+    ) -> bool {
+        runtime.block_on(async { tokio::time::timeout(within, source.changed()).await.is_ok() })
     }
 
     #[test]
     fn follows_a_symlink_to_another_directory_and_its_retargeting() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         let base = tempfile::tempdir().unwrap();
         let (link_dir, a, b) = (
             base.path().join("etc"),
@@ -205,27 +251,48 @@ mod tests {
         for d in [&link_dir, &a, &b] {
             std::fs::create_dir(d).unwrap();
         }
-        std::fs::write(a.join("policy.yaml"), "one").unwrap();
-        std::fs::write(b.join("policy.yaml"), "two").unwrap();
+        let policy = |text: &str| format!("default: {text}\n");
+        std::fs::write(a.join("policy.yaml"), policy("log")).unwrap();
+        std::fs::write(b.join("policy.yaml"), policy("allow")).unwrap();
         let link = link_dir.join("policy.yaml");
         symlink(a.join("policy.yaml"), &link).unwrap();
-        let mut rx = spawn(&link).unwrap();
+        let mut source = PolicySource::new(Some(&link));
+        source.load().unwrap();
+        let (changed, unchanged) = (Duration::from_secs(2), Duration::from_secs(1));
 
         // Edited where it lives, not where the link is.
-        std::fs::write(a.join("policy.yaml"), "one, edited").unwrap();
-        assert!(changed(&mut rx), "an edit of the target");
-        // The link pointed elsewhere (atomically, as `ln -sfn` + rename does).
+        std::fs::write(a.join("policy.yaml"), policy("deny")).unwrap();
+        assert!(
+            changes(&runtime, &mut source, changed),
+            "an edit of the target"
+        );
+        assert_eq!(source.load().unwrap().default, crate::policy::Action::Deny);
+        // The link pointed elsewhere (atomically: a new link renamed over it).
         let tmp = link_dir.join(".policy.yaml.tmp");
         symlink(b.join("policy.yaml"), &tmp).unwrap();
         std::fs::rename(&tmp, &link).unwrap();
-        assert!(changed(&mut rx), "the link retargeted");
-        // The new target's directory is watched now, the old one no longer matters.
-        std::fs::write(b.join("policy.yaml"), "two, edited").unwrap();
-        assert!(changed(&mut rx), "an edit of the new target");
-        std::fs::write(a.join("policy.yaml"), "one, edited again").unwrap();
-        assert!(unchanged(&mut rx), "the old target is no longer the policy");
-        // Same content rewritten: no change.
-        std::fs::write(b.join("policy.yaml"), "two, edited").unwrap();
-        assert!(unchanged(&mut rx), "the same content again");
+        assert!(
+            changes(&runtime, &mut source, changed),
+            "the link retargeted"
+        );
+        source.load().unwrap();
+        // The new target's directory is watched now; the old one no longer matters.
+        std::fs::write(b.join("policy.yaml"), policy("kill")).unwrap();
+        assert!(
+            changes(&runtime, &mut source, changed),
+            "an edit of the new target"
+        );
+        source.load().unwrap();
+        std::fs::write(a.join("policy.yaml"), policy("log")).unwrap();
+        assert!(!changes(&runtime, &mut source, unchanged), "the old target");
+        // The same content written again, or a change already loaded (as by SIGHUP), is none.
+        std::fs::write(b.join("policy.yaml"), policy("kill")).unwrap();
+        assert!(
+            !changes(&runtime, &mut source, unchanged),
+            "the same content"
+        );
+        std::fs::write(b.join("policy.yaml"), policy("log")).unwrap();
+        source.load().unwrap();
+        assert!(!changes(&runtime, &mut source, unchanged), "already loaded");
     }
 }
