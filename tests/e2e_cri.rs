@@ -19,7 +19,7 @@ use k8s_cri::v1::{self as cri, security_profile::ProfileType, NamespaceMode};
 use serde_json::Value;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 use tonic::transport::{Channel, Endpoint, Uri};
 
@@ -143,34 +143,18 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             cni = cni.display(),
             runc = runc.display(),
         );
-        let path = dir.path().join("config.toml");
-        fs::write(&path, config).unwrap();
-        let log = fs::File::create(dir.path().join("containerd.log")).unwrap();
-        let mut child = Command::new(tool("containerd"))
-            .arg("--config")
-            .arg(&path)
-            // The shim passes its environment on to the runtime binary: the hook's config.
-            .env("SWITCHBOARD_OCI_HOOK_CONFIG", hook_config)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawn containerd");
-        let socket = dir.path().join("containerd.sock");
-        let ready = eventually(Duration::from_secs(20), || {
-            socket.exists() || child.try_wait().unwrap().is_some()
-        });
-        let c = Containerd {
+        // The shim passes its environment on to the runtime binary: the hook's config.
+        let child = spawn_containerd(
+            &tool("containerd"),
+            dir.path(),
+            &config,
+            &[("SWITCHBOARD_OCI_HOOK_CONFIG", hook_config)],
+        );
+        Containerd {
             child,
             dir,
             sandboxes: Vec::new(),
-        };
-        assert!(
-            ready && socket.exists(),
-            "containerd not ready:\n{}",
-            c.log()
-        );
-        c
+        }
     }
 
     fn socket(&self) -> PathBuf {
@@ -451,6 +435,15 @@ async fn run_pod(containerd: &mut Containerd, pod: &Pod) -> Outcome {
     }
 }
 
+/// [`run_pod`] on a runtime of its own.
+fn run_pod_blocking(containerd: &mut Containerd, pod: &Pod) -> Outcome {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(run_pod(containerd, pod))
+}
+
 /// `promtool test rules` with the shipped alerts, fed the deny series scraped from the
 /// agent (as new series, the common case of a first denial): an alert per denied
 /// syscall, each naming the pod.
@@ -699,11 +692,7 @@ fn cri_localhost_profile_names_the_pod() {
     containerd.import("switchboard-image.tar", work.path(), &image);
     let pod = Pod::example("demo-localhost", &profile);
     assert!(pod.profile.is_some() && pod.runtime_handler.is_empty());
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let outcome = runtime.block_on(run_pod(&mut containerd, &pod));
+    let outcome = run_pod_blocking(&mut containerd, &pod);
     assert_served(&agent, &outcome, &pod);
 }
 
@@ -715,10 +704,6 @@ fn cri_runtime_class_names_the_pod() {
     };
     let pod = Pod::example("demo-runtimeclass", work.path());
     assert!(pod.profile.is_none() && pod.runtime_handler == "switchboard");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let outcome = runtime.block_on(run_pod(&mut containerd, &pod));
+    let outcome = run_pod_blocking(&mut containerd, &pod);
     assert_served(&agent, &outcome, &pod);
 }
