@@ -684,6 +684,10 @@ fn cri_localhost_profile_names_the_pod() {
                     .join(readme_command("scripts/build-image.sh")),
             )
             .env("SWITCHBOARD_BIN_DIR", Path::new(BIN).parent().unwrap())
+            .env(
+                "CONTAINERS_STORAGE_CONF",
+                private_podman_storage(work.path()),
+            )
             .current_dir(work.path()),
         TIMEOUT,
     );

@@ -17,17 +17,30 @@ use std::time::Duration;
 
 const TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Removes the agent container on drop.
-struct AgentContainer(String);
+/// podman on the test's own storage.
+struct Podman {
+    storage: PathBuf,
+}
 
-impl Drop for AgentContainer {
-    fn drop(&mut self) {
-        quiet(podman(&tool("podman"), &tool("runc")).args(["rm", "-f", "-t", "0", &self.0]));
+impl Podman {
+    fn command(&self) -> Command {
+        let mut c = podman(&tool("podman"), &tool("runc"));
+        c.env("CONTAINERS_STORAGE_CONF", &self.storage);
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> RunOutput {
+        run_cmd(self.command().args(args), TIMEOUT)
     }
 }
 
-fn podman_cmd(args: &[&str]) -> RunOutput {
-    run_cmd(podman(&tool("podman"), &tool("runc")).args(args), TIMEOUT)
+/// Removes the agent container on drop.
+struct AgentContainer<'a>(&'a Podman, String);
+
+impl Drop for AgentContainer<'_> {
+    fn drop(&mut self) {
+        quiet(self.0.command().args(["rm", "-f", "-t", "0", &self.1]));
+    }
 }
 
 #[test]
@@ -50,12 +63,16 @@ fn image_builds_offline_and_serves_a_host_container() {
 
     // The README's command, with the binaries this test run built.
     let work = tmpdir();
+    let podman = Podman {
+        storage: private_podman_storage(work.path()),
+    };
     let script =
         Path::new(env!("CARGO_MANIFEST_DIR")).join(readme_command("scripts/build-image.sh"));
     let built = run_cmd(
         Command::new("bash")
             .arg(&script)
             .env("SWITCHBOARD_BIN_DIR", bin_dir)
+            .env("CONTAINERS_STORAGE_CONF", &podman.storage)
             .current_dir(work.path()),
         TIMEOUT,
     );
@@ -126,7 +143,7 @@ fn image_builds_offline_and_serves_a_host_container() {
     let security = &agent["securityContext"];
     assert_eq!(strings(&security["capabilities"]["drop"]), ["ALL"]);
     let name = unique_id("image-agent");
-    let mut run = podman(&tool("podman"), &tool("runc"));
+    let mut run = podman.command();
     run.args([
         "run",
         "-d",
@@ -160,10 +177,10 @@ fn image_builds_offline_and_serves_a_host_container() {
         .arg(serde_json::to_string(&agent["command"]).unwrap())
         .arg(&image);
     let started = run_cmd(&mut run, TIMEOUT);
-    let _cleanup = AgentContainer(name.clone());
+    let _cleanup = AgentContainer(&podman, name.clone());
     assert_eq!(started.code(), 0, "podman run: {started:?}");
     let logs = || {
-        let out = podman_cmd(&["logs", &name]);
+        let out = podman.run(&["logs", &name]);
         format!("{}{}", out.stdout, out.stderr)
     };
     assert!(
@@ -205,12 +222,12 @@ fn image_builds_offline_and_serves_a_host_container() {
     // address Prometheus scrapes.
     let exec = readme_command("kubectl -n switchboard-system exec ds/switchboard");
     let in_pod: Vec<&str> = exec.split(" -- ").nth(1).unwrap().split(' ').collect();
-    let status = podman_cmd(&[&["exec", name.as_str()][..], &in_pod[..]].concat());
+    let status = podman.run(&[&["exec", name.as_str()][..], &in_pod[..]].concat());
     assert_eq!(status.code(), 0, "{status:?}");
     assert!(status.stdout.contains(&id), "{status:?}");
     let scrape = agent_flag("--scrape-addr").expect("--scrape-addr in the DaemonSet");
     let port = scrape.rsplit(':').next().unwrap();
-    let on_scrape = podman_cmd(&[
+    let on_scrape = podman.run(&[
         "exec",
         &name,
         "switchboard",

@@ -106,3 +106,20 @@ pub fn substitute(text: &str, pairs: &[(&str, &str)]) -> String {
         t.replace(from, to)
     })
 }
+
+/// Writes a podman storage configuration of the test's own under `dir` (vfs) and returns
+/// its path, for `CONTAINERS_STORAGE_CONF` in every podman the test runs, the build
+/// script's included: parallel tests' images and the host's stay apart, and nothing is
+/// left behind.
+pub fn private_podman_storage(dir: &Path) -> PathBuf {
+    let conf = dir.join("storage.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[storage]\ndriver = \"vfs\"\nrunroot = \"{0}/podman-run\"\ngraphroot = \"{0}/podman-root\"\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    conf
+}
