@@ -61,6 +61,8 @@ pub fn run(config: AgentConfig) -> anyhow::Result<()> {
         .transpose()?;
     let socket = bind_socket(&config.socket, group)?;
     tracing::info!(source = %policy.source, rules = policy.rules.len(), "policy loaded");
+    // Only after the bind: bind_socket's umask needs the process to have one thread.
+    source.watch();
     let metrics = Arc::new(Metrics::new(config.series_ttl, config.max_series));
     let (events, writer) = EventWriter::spawn(
         config.log_format,

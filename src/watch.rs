@@ -42,18 +42,27 @@ pub struct PolicySource {
 }
 
 impl PolicySource {
-    /// Watches `path` when given. Watching starts before the first load, so that a change
-    /// in between is not missed; when it cannot start, SIGHUP still reloads (logged).
     pub fn new(path: Option<&Path>) -> PolicySource {
-        let events = path.and_then(|path| {
-            spawn(path)
-                .inspect_err(|e| tracing::warn!(error = %e, "not watching the policy file; reload it with SIGHUP"))
-                .ok()
-        });
         PolicySource {
             path: path.map(Path::to_path_buf),
             loaded: None,
-            events,
+            events: None,
+        }
+    }
+
+    /// Starts watching the file, if there is one. A change since the last load counts:
+    /// the first check is made at once. When watching cannot start, SIGHUP still
+    /// reloads (logged).
+    pub fn watch(&mut self) {
+        let Some(path) = &self.path else { return };
+        match spawn(path) {
+            Ok((tx, rx)) => {
+                let _ = tx.send(());
+                self.events = Some(rx);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "not watching the policy file; reload it with SIGHUP")
+            }
         }
     }
 
@@ -92,16 +101,20 @@ impl PolicySource {
     }
 }
 
+type Channel = (mpsc::UnboundedSender<()>, mpsc::UnboundedReceiver<()>);
+
 /// Watches `path` on a thread of its own; a message arrives on the receiver each time
 /// events in the file's directory or its target's have been quiet for [`DEBOUNCE`].
-fn spawn(path: &Path) -> Result<mpsc::UnboundedReceiver<()>, WatchError> {
+/// Returns a sender too, for news of the caller's own.
+fn spawn(path: &Path) -> Result<Channel, WatchError> {
     let mut watcher = Watcher::new(path)?;
     let (tx, rx) = mpsc::unbounded_channel();
+    let sender = tx.clone();
     std::thread::Builder::new()
         .name("policy-watch".into())
         .spawn(move || watcher.run(&tx))
         .map_err(WatchError::Thread)?;
-    Ok(rx)
+    Ok((sender, rx))
 }
 
 struct Watcher {
@@ -257,6 +270,14 @@ mod tests {
         let link = link_dir.join("policy.yaml");
         symlink(a.join("policy.yaml"), &link).unwrap();
         let mut source = PolicySource::new(Some(&link));
+        source.load().unwrap();
+        // Changed between the load and the start of the watch: noticed all the same.
+        std::fs::write(a.join("policy.yaml"), policy("allow")).unwrap();
+        source.watch();
+        assert!(
+            changes(&runtime, &mut source, Duration::from_secs(2)),
+            "a change before the watch"
+        );
         source.load().unwrap();
         let (changed, unchanged) = (Duration::from_secs(2), Duration::from_secs(1));
 
