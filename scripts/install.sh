@@ -7,6 +7,8 @@ set -euo pipefail
 PACKAGES=(
   # OCI runtimes and podman, with what `podman --runtime runc run --rootfs DIR` needs
   runc crun podman conmon catatonit fuse-overlayfs uidmap containerd
+  # k8s-cri (tests/e2e_cri.rs) compiles the CRI protobufs at build time
+  protobuf-compiler
   # the container image of the tests: a static busybox copied into a bundle rootfs
   busybox-static
   # libseccomp-sys links libseccomp via pkg-config
@@ -14,6 +16,8 @@ PACKAGES=(
   # promtool lints the agent's /metrics; setpriv/unshare come from util-linux
   prometheus util-linux
   ca-certificates python3
+  # the virtualenv of the manifest validators (below)
+  python3-venv
 )
 
 missing=()
@@ -35,6 +39,19 @@ if ((${#missing[@]})); then
   retry apt-get install -y -q --no-install-recommends "${PACKAGES[@]}"
 else
   echo "install.sh: all ${#PACKAGES[@]} packages already installed"
+fi
+
+# The manifest validators (scripts/validate-manifests.sh), from PyPI, pinned, in a
+# virtualenv of Debian's python3 (Debian 12's system Python refuses pip installs).
+VENV=/opt/switchboard/venv
+PY_PACKAGES=(kubernetes-validate==1.37.0 cloudcoil-models-prometheus-operator==0.80.1.0)
+# A stamp names what the virtualenv holds, so a changed pin reinstalls.
+if [[ $(cat "$VENV/installed" 2>/dev/null) != "${PY_PACKAGES[*]}" ]]; then
+  echo "install.sh: installing ${PY_PACKAGES[*]} into $VENV"
+  /usr/bin/python3 -m venv "$VENV"
+  pip_install() { "$VENV/bin/pip" install --quiet --disable-pip-version-check "${PY_PACKAGES[@]}"; }
+  pip_install || { sleep 5; pip_install; } || { sleep 15; pip_install; }
+  echo "${PY_PACKAGES[*]}" >"$VENV/installed"
 fi
 
 if ! cargo nextest --version >/dev/null 2>&1; then

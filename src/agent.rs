@@ -1,4 +1,4 @@
-//! The daemon: binds the agent socket, serves metrics, reloads on SIGHUP, and exits cleanly on SIGTERM.
+//! The daemon: binds the agent socket, serves metrics, reloads on SIGHUP or a change of the policy file, and exits cleanly on SIGTERM.
 
 use std::net::SocketAddr;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
@@ -14,8 +14,8 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::events::{EventWriter, LogFormat, RecentDenials};
 use crate::metrics::Metrics;
 use crate::notify::{self, Engine};
-use crate::policy::Policy;
 use crate::status::Status;
+use crate::watch::PolicySource;
 use crate::{http, intake};
 
 /// Default path of the agent socket.
@@ -31,6 +31,9 @@ pub struct AgentConfig {
     pub socket: PathBuf,
     pub policy: Option<PathBuf>,
     pub metrics_addr: SocketAddr,
+    /// A second listener serving only `/metrics` and `/healthz`, for a scraper across the
+    /// network while `/status` (which names containers) stays on `metrics_addr`.
+    pub scrape_addr: Option<SocketAddr>,
     pub log_format: LogFormat,
     pub allowed_uids: Vec<u32>,
     /// Group given read-write access to the socket (mode 0660), for `allowed_uids`.
@@ -48,7 +51,8 @@ pub struct AgentConfig {
 pub fn run(config: AgentConfig) -> anyhow::Result<()> {
     notify::ensure_kernel_structs_fit()?;
     raise_fd_limit();
-    let policy = Policy::load_or_default(config.policy.as_deref())?;
+    let mut source = PolicySource::new(config.policy.as_deref());
+    let policy = source.load()?;
     // Bound before anything can fail and remove it: a refused bind must leave a live agent's socket alone.
     let group = config
         .socket_group
@@ -57,6 +61,8 @@ pub fn run(config: AgentConfig) -> anyhow::Result<()> {
         .transpose()?;
     let socket = bind_socket(&config.socket, group)?;
     tracing::info!(source = %policy.source, rules = policy.rules.len(), "policy loaded");
+    // Only after the bind: bind_socket's umask needs the process to have one thread.
+    source.watch();
     let metrics = Arc::new(Metrics::new(config.series_ttl, config.max_series));
     let (events, writer) = EventWriter::spawn(
         config.log_format,
@@ -70,7 +76,7 @@ pub fn run(config: AgentConfig) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the control-plane runtime")?;
-    let result = runtime.block_on(control_plane(&config, socket, engine, recent));
+    let result = runtime.block_on(control_plane(&config, socket, engine, recent, source));
     runtime.shutdown_timeout(Duration::from_millis(100));
     let _ = std::fs::remove_file(&config.socket);
     writer.flush_and_stop();
@@ -82,6 +88,7 @@ async fn control_plane(
     socket: std::os::unix::net::UnixListener,
     engine: Arc<Engine>,
     recent: RecentDenials,
+    mut source: PolicySource,
 ) -> anyhow::Result<()> {
     let socket = tokio::net::UnixListener::from_std(socket)?;
     tracing::info!(socket = %config.socket.display(), "agent socket listening");
@@ -105,7 +112,19 @@ async fn control_plane(
         "/healthz" => Some(("text/plain", "ok\n".to_string())),
         _ => None,
     });
-    tokio::spawn(http::serve(http_listener, handler));
+    tokio::spawn(http::serve(http_listener, handler.clone()));
+    if let Some(scrape_addr) = config.scrape_addr {
+        let scrape_listener = tokio::net::TcpListener::bind(scrape_addr)
+            .await
+            .with_context(|| format!("binding the scrape address {scrape_addr}"))?;
+        let addr = scrape_listener.local_addr()?;
+        tracing::info!(%addr, "scrape server listening (/metrics and /healthz only)");
+        let scrape: http::Handler = Arc::new(move |path| match path {
+            "/metrics" | "/healthz" => handler(path),
+            _ => None,
+        });
+        tokio::spawn(http::serve(scrape_listener, scrape));
+    }
     tokio::spawn(intake::serve(
         socket,
         engine.clone(),
@@ -117,7 +136,11 @@ async fn control_plane(
 
     loop {
         tokio::select! {
-            _ = hangup.recv() => reload(config, &engine),
+            _ = hangup.recv() => reload(&mut source, &engine),
+            () = source.changed() => {
+                tracing::info!("the policy file changed");
+                reload(&mut source, &engine);
+            }
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
         }
@@ -129,9 +152,9 @@ async fn control_plane(
     Ok(())
 }
 
-fn reload(config: &AgentConfig, engine: &Engine) {
+fn reload(source: &mut PolicySource, engine: &Engine) {
     let reloads = &engine.metrics().policy_reloads;
-    match Policy::load_or_default(config.policy.as_deref()) {
+    match source.load() {
         Ok(policy) => {
             tracing::info!(source = %policy.source, rules = policy.rules.len(), "policy reloaded");
             engine.replace_policy(policy);

@@ -19,3 +19,4 @@ pub mod status;
 pub mod sys;
 pub mod syscalls;
 pub mod text;
+pub mod watch;

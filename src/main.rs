@@ -39,6 +39,9 @@ enum Command {
         /// Address of the Prometheus endpoint (`/metrics`); port 0 picks a free one.
         #[arg(long, default_value = agent::DEFAULT_METRICS_ADDR)]
         metrics_addr: SocketAddr,
+        /// A second address serving only `/metrics` and `/healthz` (no `/status`), for Prometheus.
+        #[arg(long)]
+        scrape_addr: Option<SocketAddr>,
         /// Event format on stdout.
         #[arg(long, value_enum, default_value_t = LogFormat::Json)]
         log_format: LogFormat,
@@ -136,6 +139,7 @@ fn main() -> ExitCode {
             socket,
             policy,
             metrics_addr,
+            scrape_addr,
             log_format,
             allow_uid,
             socket_group,
@@ -147,6 +151,7 @@ fn main() -> ExitCode {
             socket,
             policy,
             metrics_addr,
+            scrape_addr,
             log_format,
             allowed_uids: allow_uid,
             socket_group,

@@ -10,9 +10,8 @@ mod common;
 use common::*;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::process::{Child, Command};
+use std::time::Duration;
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -29,10 +28,7 @@ impl Containerd {
     fn start(containerd: &Path, ctr: &Path) -> Containerd {
         let dir = tmpdir();
         let d = dir.path().display();
-        let config = dir.path().join("config.toml");
-        fs::write(
-            &config,
-            format!(
+        let config = format!(
                 "version = 2\nroot = \"{d}/root\"\nstate = \"{d}/state\"\n\
                  disabled_plugins = [\"io.containerd.grpc.v1.cri\", \"io.containerd.snapshotter.v1.btrfs\", \
                  \"io.containerd.snapshotter.v1.zfs\", \"io.containerd.snapshotter.v1.aufs\", \
@@ -40,34 +36,8 @@ impl Containerd {
                  [grpc]\n  address = \"{d}/containerd.sock\"\n\
                  [ttrpc]\n  address = \"{d}/containerd.sock.ttrpc\"\n\
                  [debug]\n  address = \"\"\n[metrics]\n  address = \"\"\n"
-            ),
-        )
-        .unwrap();
-        let log = fs::File::create(dir.path().join("containerd.log")).unwrap();
-        let mut child = Command::new(containerd)
-            .arg("--config")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawn containerd");
-        let socket = dir.path().join("containerd.sock");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !socket.exists() {
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!(
-                    "containerd exited ({status}):\n{}",
-                    fs::read_to_string(dir.path().join("containerd.log")).unwrap_or_default()
-                );
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("containerd not ready after 10 s");
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
+            );
+        let child = spawn_containerd(containerd, dir.path(), &config, &[]);
         Containerd {
             child,
             dir,

@@ -5,6 +5,7 @@
 //! - [`run_cmd`]: a command with its output captured and a time limit.
 //! - [`Bundle`]: a temporary OCI bundle whose rootfs is a static busybox.
 //! - [`Agent`]: a running `switchboard agent`, its JSON events and its `/metrics`.
+//! - [`spawn_containerd`]: a private containerd.
 //!
 //! What differs per crate (the binaries under test, fixtures, runtimes) stays in
 //! each crate's `tests/common/mod.rs`, which wraps what is here.
@@ -262,6 +263,50 @@ pub fn podman_run_command(podman_bin: &Path, runtime: &Path, id: &str) -> Comman
         "nproc=1024:1024",
     ]);
     c
+}
+
+// ---------------------------------------------------------------------------
+// A private containerd
+// ---------------------------------------------------------------------------
+
+/// Starts `containerd --config <dir>/config.toml` (written from `config`, which must put
+/// its gRPC socket at `<dir>/containerd.sock`), logging to `<dir>/containerd.log`, with
+/// `env` added; returns once the socket exists. Panics with the log if it exits first
+/// or is not ready within 20 s.
+pub fn spawn_containerd(
+    containerd: &Path,
+    dir: &Path,
+    config: &str,
+    env: &[(&str, &Path)],
+) -> Child {
+    let path = dir.join("config.toml");
+    fs::write(&path, config).unwrap();
+    let log_path = dir.join("containerd.log");
+    let log = fs::File::create(&log_path).unwrap();
+    let mut child = Command::new(containerd)
+        .arg("--config")
+        .arg(&path)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("spawn containerd");
+    let socket = dir.join("containerd.sock");
+    let log = || fs::read_to_string(&log_path).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !socket.exists() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("containerd exited ({status}):\n{}", log());
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("containerd not ready after 20 s:\n{}", log());
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    child
 }
 
 // ---------------------------------------------------------------------------

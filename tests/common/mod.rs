@@ -10,6 +10,8 @@
 //! lives in the `switchboard-test-support` crate, shared with the oci-hook tests.
 #![allow(dead_code)]
 
+pub mod k8s;
+
 pub use switchboard_test_support::*;
 
 use serde_json::{json, Value};
