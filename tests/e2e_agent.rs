@@ -527,11 +527,13 @@ fn churn_leaks_nothing_and_idles() {
         assert_eq!(n("listener_removed"), 1, "listener_removed for {id}");
     }
 
-    // Idle means idle: no thread spinning on a dead listener.
+    // Idle means idle: no thread spinning on a dead listener (one would use 100 ticks a
+    // second). Over 2 s, so the writer's and the watcher's wake-ups on a loaded CI machine
+    // do not round up to a failure.
     let t0 = cpu_ticks(pid);
-    thread::sleep(Duration::from_secs(1));
+    thread::sleep(Duration::from_secs(2));
     let used = cpu_ticks(pid) - t0;
-    assert!(used <= 2, "idle agent used {used} clock ticks in 1 s");
+    assert!(used <= 5, "idle agent used {used} clock ticks in 2 s");
 }
 
 // ---------------------------------------------------------------------------
