@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::decision::Ceiling;
 use crate::policy::SelectorInput;
-use crate::record::{OriginalProfile, METADATA_RECORD_KEY, METADATA_USER_KEY};
+use crate::record::{ListenerMetadata, OriginalProfile};
 
 /// Annotation keys, in order of preference, for the Kubernetes names.
 /// CRI-O and podman write `io.kubernetes.cri-o.*` / `io.kubernetes.pod.*`;
@@ -94,19 +94,12 @@ impl Container {
 
 /// Splits a JSON `listenerMetadata` written by the OCI hook into the user's metadata and the record.
 fn split_metadata(raw: &str) -> (String, Option<OriginalProfile>) {
-    let Ok(serde_json::Value::Object(mut object)) = serde_json::from_str(raw) else {
-        return (raw.to_string(), None);
-    };
-    let Some(record) = object.remove(METADATA_RECORD_KEY) else {
-        return (raw.to_string(), None);
-    };
-    let user = match object.remove(METADATA_USER_KEY) {
-        Some(serde_json::Value::String(user)) => user,
-        _ => String::new(),
-    };
-    match serde_json::from_value::<OriginalProfile>(record) {
-        Ok(record) => (user, Some(record)),
-        Err(e) => {
+    let split = ListenerMetadata::split(raw);
+    let user = split.user.unwrap_or_default();
+    match split.record {
+        None => (user, None),
+        Some(Ok(record)) => (user, Some(record)),
+        Some(Err(e)) => {
             // The profile the kernel loaded carries a record this build cannot read: deny
             // rather than answer without a ceiling.
             tracing::error!(error = %e, "unreadable original-profile record in listenerMetadata; denying every flagged call");

@@ -13,7 +13,7 @@ use crate::handover;
 use crate::syscalls;
 
 /// The policy used when no `--policy` is given: log every flagged syscall, deny nothing.
-pub const EMBEDDED_DEFAULT: &str = include_str!("../examples/default.yaml");
+pub const EMBEDDED_DEFAULT: &str = include_str!("../../examples/default.yaml");
 
 /// What the agent does with a flagged syscall.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -575,7 +575,7 @@ mod tests {
 
     #[test]
     fn every_example_is_valid() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
         let mut checked = 0;
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
