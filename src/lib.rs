@@ -1,10 +1,10 @@
 //! Switchboard: a seccomp user-notification agent for Linux containers.
 
 pub mod agent;
-pub mod bench;
 pub mod container;
 pub mod decision;
 pub mod events;
+pub mod handoff;
 pub mod http;
 pub mod intake;
 pub mod kill;

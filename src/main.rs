@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use switchboard::agent::{self, AgentConfig};
-use switchboard::bench::{self, BenchConfig, Rows};
 use switchboard::events::LogFormat;
 use switchboard::policy::Policy;
 use switchboard::run::{self, RunConfig};
@@ -82,21 +81,6 @@ enum Command {
         #[arg(long, default_value = agent::DEFAULT_METRICS_ADDR)]
         metrics_addr: SocketAddr,
         /// Print the report as JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Measure the round trip of a notified syscall, from no filter to a separate agent.
-    Bench {
-        /// Timed getppid calls per workload process and run.
-        #[arg(long, default_value_t = 20_000)]
-        calls: u64,
-        /// Runs per measurement; tables show the median.
-        #[arg(long, default_value_t = 5)]
-        runs: usize,
-        /// Which tables to measure.
-        #[arg(long, value_enum, default_value_t = Rows::All)]
-        rows: Rows,
-        /// Print JSON instead of Markdown.
         #[arg(long)]
         json: bool,
     },
@@ -178,18 +162,6 @@ fn main() -> ExitCode {
             }
             0
         }),
-        Command::Bench {
-            calls,
-            runs,
-            rows,
-            json,
-        } => bench::run(BenchConfig {
-            calls,
-            runs,
-            rows,
-            json,
-        })
-        .map(|()| 0),
         Command::Check { file } => Policy::load(&file)
             .map(|policy| {
                 println!("{}: ok, {} rules", file.display(), policy.rules.len());

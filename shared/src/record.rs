@@ -31,7 +31,6 @@ pub const RECORD_VERSION: u32 = 2;
 
 /// `SECCOMP_RET_ERRNO | ENOSYS`: runc's `retErrnoEnosys`.
 const RET_ERRNO_ENOSYS: u32 = bpf::RET_ERRNO | libc::ENOSYS as u32;
-/// The kernel's mark for x32 syscall numbers.
 
 /// Why a record cannot be compiled; the agent then answers every flagged call with a denial.
 #[derive(Debug, thiserror::Error)]
