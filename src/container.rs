@@ -109,11 +109,11 @@ fn split_metadata(raw: &str) -> (String, Option<OriginalProfile>) {
 }
 
 /// Largest bundle `config.json` read for capabilities; real ones are a few KiB.
-pub const MAX_CONFIG_BYTES: u64 = 4 << 20;
+pub(crate) const MAX_CONFIG_BYTES: u64 = 4 << 20;
 
 /// Why the bundle's capabilities could not be read.
 #[derive(Debug, thiserror::Error)]
-pub enum BundleError {
+pub(crate) enum BundleError {
     #[error("opening {path}: {source}")]
     Open {
         path: String,
@@ -143,7 +143,7 @@ pub enum BundleError {
 /// symlink and without blocking (a FIFO would otherwise wait for a writer), must be a
 /// regular file, and is read up to a size cap. It still blocks on a slow file system:
 /// call it off the control plane, with a timeout.
-pub fn bounding_capabilities(bundle: &Path) -> Result<Vec<String>, BundleError> {
+pub(crate) fn bounding_capabilities(bundle: &Path) -> Result<Vec<String>, BundleError> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
     let file_path = bundle.join("config.json");

@@ -10,7 +10,7 @@ use crate::record::OriginalProfile;
 use crate::syscalls;
 
 /// The rule name events show when the original profile, not the policy, decided.
-pub const ORIGINAL_PROFILE_RULE: &str = "original-profile";
+pub(crate) const ORIGINAL_PROFILE_RULE: &str = "original-profile";
 
 /// The answer for one notification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,7 +79,7 @@ enum Answer {
 }
 
 /// What the kernel does for a filter's `SECCOMP_RET_*` value, in the agent's terms.
-pub fn verdict_of(ret: u32) -> Verdict {
+pub(crate) fn verdict_of(ret: u32) -> Verdict {
     let (action, errno) = match ret & bpf::RET_ACTION {
         // NOTIFY: the listener the hook replaced (with --force) no longer answers; the policy does.
         bpf::RET_ALLOW | bpf::RET_LOG | bpf::RET_USER_NOTIF => (Action::Allow, 0),

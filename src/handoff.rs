@@ -99,7 +99,7 @@ pub fn hand_to_agent(
 
 /// Sends `listener` over a connected agent socket as a runtime does: a
 /// ContainerProcessState naming it "seccompFd", with the fd as SCM_RIGHTS.
-pub fn send_listener(
+pub(crate) fn send_listener(
     stream: &UnixStream,
     container: &Container,
     listener: Listener,

@@ -11,7 +11,7 @@ const MAX_REQUEST_HEAD: usize = 16 * 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Renders the body of one path, or `None` for 404.
-pub type Handler = Arc<dyn Fn(&str) -> Option<(&'static str, String)> + Send + Sync>;
+pub(crate) type Handler = Arc<dyn Fn(&str) -> Option<(&'static str, String)> + Send + Sync>;
 
 /// Serves requests for ever; each connection on its own task.
 pub async fn serve(listener: TcpListener, handler: Handler) {

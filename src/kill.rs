@@ -20,7 +20,7 @@ const FREEZE_WAIT: Duration = Duration::from_millis(500);
 
 /// What ending "the container" reaches, resolved when its listener is attached.
 #[derive(Debug)]
-pub enum Scope {
+pub(crate) enum Scope {
     /// A cgroup v2 directory of the container's own: writing `cgroup.kill` SIGKILLs every
     /// process in it, and forks racing the kill fail. `init` is the fallback.
     Cgroup2 { dir: OwnedFd, init: PidFd },
@@ -36,7 +36,7 @@ pub enum Scope {
 
 /// The process group of a command we forked, which it leads while we have not reaped it.
 #[derive(Debug)]
-pub struct ProcessGroup {
+pub(crate) struct ProcessGroup {
     pgid: Pid,
     /// Set once the leader is reaped: its pid, and so the pgid, may then be reused.
     reaped: Mutex<bool>,
@@ -111,7 +111,7 @@ impl Scope {
 /// when it cannot be had safely. The pidfd is opened first and the notification checked
 /// after: a still-pending id proves the task never left the syscall, so `tid` was not
 /// recycled before the pidfd pinned it.
-pub fn open_caller(listener: &Listener, id: u64, tid: u32) -> Option<PidFd> {
+pub(crate) fn open_caller(listener: &Listener, id: u64, tid: u32) -> Option<PidFd> {
     let tid = i32::try_from(tid).ok().filter(|tid| *tid > 0)?;
     let caller = match PidFd::open_task(tid) {
         Ok(caller) => caller,

@@ -39,7 +39,7 @@ const MAX_LABEL_LEN: usize = 128;
 type SeriesKey = [String; 5];
 
 /// The label value every label of the overflow series carries.
-pub const OVERFLOW_LABEL: &str = "_overflow";
+pub(crate) const OVERFLOW_LABEL: &str = "_overflow";
 
 /// A fixed point that lets the notification path store times as plain nanoseconds.
 fn epoch() -> &'static (Instant, SystemTime) {
@@ -259,7 +259,7 @@ fn label(name: &str, value: &str) -> LabelPair {
 }
 
 /// Caps an untrusted label value's length; the text encoder escapes the rest.
-pub fn sanitize_label(value: &str) -> String {
+pub(crate) fn sanitize_label(value: &str) -> String {
     if value.len() <= MAX_LABEL_LEN {
         return value.to_string();
     }

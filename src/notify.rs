@@ -45,7 +45,7 @@ struct Worker {
 
 /// Refuses to serve when the kernel's notification structs are larger than this build's:
 /// RECV would write past the buffer. Every command that serves listeners calls it first.
-pub fn ensure_kernel_structs_fit() -> anyhow::Result<()> {
+pub(crate) fn ensure_kernel_structs_fit() -> anyhow::Result<()> {
     use anyhow::Context;
     let fit = sys::kernel_struct_sizes_fit()
         .context("asking the kernel for seccomp notification sizes")?;
@@ -140,7 +140,7 @@ impl Engine {
     }
 
     /// [`Engine::attach`] with what a kill rule ends besides the caller already resolved.
-    pub fn attach_scoped(
+    pub(crate) fn attach_scoped(
         self: &Arc<Self>,
         listener: Listener,
         container: Container,

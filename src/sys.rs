@@ -6,7 +6,7 @@ use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 /// One notification as the kernel hands it over (`struct seccomp_notif`).
-pub type Notification = libc::seccomp_notif;
+pub(crate) type Notification = libc::seccomp_notif;
 
 /// Tells the kernel to wake the agent on the CPU of the trapped task (Linux ≥ 6.6).
 const SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: u64 = 1;
@@ -172,7 +172,7 @@ fn id_valid(fd: BorrowedFd<'_>, id: u64) -> Result<(), Errno> {
 
 /// False when the running kernel's notification structs are larger than ours, in
 /// which case RECV would write past our buffer.
-pub fn kernel_struct_sizes_fit() -> Result<bool, Errno> {
+pub(crate) fn kernel_struct_sizes_fit() -> Result<bool, Errno> {
     // SAFETY: seccomp_notif_sizes is three u16; zero is valid.
     let mut sizes: libc::seccomp_notif_sizes = unsafe { std::mem::zeroed() };
     // SAFETY: SECCOMP_GET_NOTIF_SIZES writes one seccomp_notif_sizes through the pointer.
@@ -262,7 +262,7 @@ impl PidFd {
 
 /// Most fds one `receive_with_fds` makes room for; the kernel closes any beyond
 /// and sets MSG_CTRUNC. A runtime sends one.
-pub const MAX_FDS_PER_MESSAGE: usize = 16;
+pub(crate) const MAX_FDS_PER_MESSAGE: usize = 16;
 
 /// What one `receive_with_fds` got.
 #[derive(Debug, Clone, Copy)]
@@ -349,21 +349,21 @@ pub fn fork_single_threaded() -> Result<nix::unistd::ForkResult, Errno> {
 }
 
 /// The foreground process group of the terminal on stdin; None when stdin is no terminal.
-pub fn foreground_group() -> Option<nix::unistd::Pid> {
+pub(crate) fn foreground_group() -> Option<nix::unistd::Pid> {
     // SAFETY: tcgetpgrp only reads the fd's terminal state; a non-terminal fd fails with ENOTTY.
     let rc = unsafe { libc::tcgetpgrp(libc::STDIN_FILENO) };
     (rc > 0).then(|| nix::unistd::Pid::from_raw(rc))
 }
 
 /// Makes `group` the foreground process group of the terminal on stdin.
-pub fn set_foreground_group(group: nix::unistd::Pid) -> Result<(), Errno> {
+pub(crate) fn set_foreground_group(group: nix::unistd::Pid) -> Result<(), Errno> {
     // SAFETY: tcsetpgrp takes an fd and a pgid by value.
     let rc = unsafe { libc::tcsetpgrp(libc::STDIN_FILENO, group.as_raw()) };
     Errno::result(rc).map(drop)
 }
 
 /// Sets a signal's disposition back to the default.
-pub fn default_signal(signal: nix::sys::signal::Signal) -> Result<(), Errno> {
+pub(crate) fn default_signal(signal: nix::sys::signal::Signal) -> Result<(), Errno> {
     use nix::sys::signal::SigHandler;
     // SAFETY: SIG_DFL runs no handler code, so nothing can be async-signal-unsafe.
     unsafe { nix::sys::signal::signal(signal, SigHandler::SigDfl) }.map(drop)

@@ -16,7 +16,7 @@ const IP_OFFSET: u32 = 8;
 /// `BPF_MEMWORDS`.
 const MEM_WORDS: usize = 16;
 /// `BPF_MAXINSNS`.
-pub const MAX_INSNS: usize = 4096;
+pub(crate) const MAX_INSNS: usize = 4096;
 
 pub const RET_KILL_PROCESS: u32 = 0x8000_0000;
 pub const RET_KILL_THREAD: u32 = 0x0000_0000;

@@ -13,7 +13,7 @@ use crate::handover;
 use crate::syscalls;
 
 /// The policy used when no `--policy` is given: log every flagged syscall, deny nothing.
-pub const EMBEDDED_DEFAULT: &str = include_str!("../../examples/default.yaml");
+pub(crate) const EMBEDDED_DEFAULT: &str = include_str!("../../examples/default.yaml");
 
 /// What the agent does with a flagged syscall.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

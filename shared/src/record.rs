@@ -21,7 +21,7 @@ use crate::syscalls::X32_SYSCALL_BIT;
 /// Key of the record inside a JSON `listenerMetadata`.
 pub const METADATA_RECORD_KEY: &str = "switchboard_original_profile";
 /// Key of the user's own metadata string inside a JSON `listenerMetadata`.
-pub const METADATA_USER_KEY: &str = "metadata";
+pub(crate) const METADATA_USER_KEY: &str = "metadata";
 /// Prefix of the annotations this project owns; the hook strips incoming ones.
 pub const ANNOTATION_PREFIX: &str = "io.switchboard.";
 

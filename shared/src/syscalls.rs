@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 use libseccomp::{ScmpArch, ScmpSyscall};
 
 /// The kernel marks x32 syscalls with this bit in `nr`, under the x86_64 audit arch.
-pub const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+pub(crate) const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 
 /// What the kernel sets in `seccomp_data.nr` for every call of `arch` (x32's bit), else 0.
 pub fn nr_bit(arch: ScmpArch) -> i32 {
@@ -247,7 +247,7 @@ pub fn numbers(name: &str) -> Vec<(usize, usize)> {
 }
 
 /// True when libseccomp knows `name` on at least one arch of this host.
-pub fn is_known(name: &str) -> bool {
+pub(crate) fn is_known(name: &str) -> bool {
     !numbers(name).is_empty()
 }
 
