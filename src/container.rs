@@ -167,7 +167,7 @@ pub(crate) fn bounding_capabilities(bundle: &Path) -> Result<Vec<String>, Bundle
         return Err(BundleError::TooLarge { path: path() });
     }
     // The take() also bounds a file that grows after the fstat.
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
     file.take(MAX_CONFIG_BYTES + 1)
         .read_to_end(&mut bytes)
         .map_err(|source| BundleError::Read {
@@ -249,7 +249,7 @@ mod tests {
             bounding_capabilities(dir.path()),
             Err(BundleError::BadJson { .. })
         ));
-        let big = vec![b' '; MAX_CONFIG_BYTES as usize + 1];
+        let big = vec![b' '; usize::try_from(MAX_CONFIG_BYTES).unwrap() + 1];
         std::fs::write(&config, big).unwrap();
         assert!(matches!(
             bounding_capabilities(dir.path()),
@@ -302,7 +302,7 @@ mod tests {
         let ceiling = Ceiling::for_container(&record, Some(&[]));
         let mkdir = crate::syscalls::numbers("mkdir")[0];
         let data = crate::bpf::SeccompData {
-            nr: mkdir.1 as i32,
+            nr: i32::try_from(mkdir.1).unwrap(),
             arch: crate::syscalls::arches()[mkdir.0].audit,
             instruction_pointer: 0,
             args: [0; 6],

@@ -84,7 +84,7 @@ pub(crate) fn verdict_of(ret: u32) -> Verdict {
         // NOTIFY: the listener the hook replaced (with --force) no longer answers; the policy does.
         bpf::RET_ALLOW | bpf::RET_LOG | bpf::RET_USER_NOTIF => (Action::Allow, 0),
         // The kernel caps the errno at MAX_ERRNO.
-        bpf::RET_ERRNO => (Action::Deny, (ret & bpf::RET_DATA).min(4095) as i32),
+        bpf::RET_ERRNO => (Action::Deny, (ret & bpf::RET_DATA).min(4095).cast_signed()),
         // Without a tracer the kernel fails a traced syscall with ENOSYS.
         bpf::RET_TRACE => (Action::Deny, libc::ENOSYS),
         // TRAP, KILL_THREAD, KILL_PROCESS and unknown actions: the caller dies.
@@ -115,7 +115,7 @@ impl Ceiling {
                 continue;
             }
             let data = SeccompData {
-                nr: nr as i32 | info.nr_bit,
+                nr: i32::try_from(nr).expect("below MAX_NR") | info.nr_bit,
                 arch: info.audit,
                 instruction_pointer: 0,
                 args: [0; 6],
@@ -423,7 +423,7 @@ mod tests {
     fn call(location: (usize, usize), args: [u64; 6]) -> SeccompData {
         let arch = &syscalls::arches()[location.0];
         SeccompData {
-            nr: location.1 as i32 | arch.nr_bit,
+            nr: i32::try_from(location.1).unwrap() | arch.nr_bit,
             arch: arch.audit,
             instruction_pointer: 0,
             args,

@@ -10,10 +10,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use prometheus::IntCounter;
 use serde_json::{json, Value};
+use switchboard_shared::rfc3339;
 
 use crate::container::Container;
 use crate::policy::{errno_name, Action};
 use crate::syscalls;
+
 use crate::text::Printable;
 
 /// How the writer waits for more when the queue is empty. Polling keeps wake-ups
@@ -88,10 +90,6 @@ pub enum Event {
         container: Arc<Container>,
         reason: &'static str,
     },
-}
-
-fn rfc3339(time: SystemTime) -> String {
-    humantime::format_rfc3339_micros(time).to_string()
 }
 
 impl SyscallEvent {
@@ -226,7 +224,7 @@ impl LineCache {
         if self.second != Some(since.as_secs()) {
             self.second = Some(since.as_secs());
             let whole = SystemTime::UNIX_EPOCH + Duration::from_secs(since.as_secs());
-            self.date = humantime::format_rfc3339_seconds(whole).to_string();
+            self.date = switchboard_shared::rfc3339_seconds(whole);
             self.date.pop(); // the 'Z'
         }
         out.extend_from_slice(self.date.as_bytes());

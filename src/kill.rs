@@ -407,7 +407,7 @@ mod tests {
             return;
         };
         let (shell, grandchild) = cgroup.spawn_tree();
-        let scope = Scope::for_container(Some(PidFd::open(shell.id() as i32).unwrap()));
+        let scope = Scope::for_container(Some(PidFd::open(shell.id().cast_signed()).unwrap()));
         assert!(matches!(scope, Scope::Cgroup2 { .. }), "{scope:?}");
         assert_tree_ends(&scope, shell, grandchild);
     }
@@ -420,7 +420,7 @@ mod tests {
             return;
         };
         let (shell, grandchild) = cgroup.spawn_tree();
-        let init = PidFd::open(shell.id() as i32).unwrap();
+        let init = PidFd::open(shell.id().cast_signed()).unwrap();
         let scope = Scope::Freezer {
             dir: open_dir(&cgroup.0).unwrap(),
             init,
@@ -437,7 +437,7 @@ mod tests {
     #[test]
     fn a_process_in_its_parents_cgroup_is_no_container() {
         let mut child = Command::new("sleep").arg("60").spawn().unwrap();
-        let scope = Scope::for_container(Some(PidFd::open(child.id() as i32).unwrap()));
+        let scope = Scope::for_container(Some(PidFd::open(child.id().cast_signed()).unwrap()));
         assert!(matches!(scope, Scope::Init(_)), "{scope:?}");
         let _ = child.kill();
         let _ = child.wait();
@@ -456,7 +456,7 @@ mod tests {
         assert!(PidFd::open(tid).is_err());
         let pidfd = PidFd::open_task(tid).unwrap();
         assert!(pidfd.is_alive());
-        assert_eq!(thread_group_of(tid), Some(std::process::id() as i32));
+        assert_eq!(thread_group_of(tid), Some(std::process::id().cast_signed()));
         done_tx.send(()).unwrap();
         thread.join().unwrap();
     }

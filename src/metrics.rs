@@ -98,7 +98,8 @@ impl ListenerStats {
     /// Notes that a notification arrived at `received`; `record` closes it.
     #[inline]
     pub fn begin(&self, received: Instant) {
-        let since = received.saturating_duration_since(epoch().0).as_nanos() as u64;
+        let since = u64::try_from(received.saturating_duration_since(epoch().0).as_nanos())
+            .unwrap_or(u64::MAX - 1);
         self.last_received.store(since + 1, Ordering::Relaxed);
         self.deciding.store(1, Ordering::Relaxed);
     }
@@ -113,6 +114,8 @@ impl ListenerStats {
     /// Counts one decision. Only the listener's own worker may call this.
     #[inline]
     pub fn record(&self, location: Option<(usize, usize)>, action: Action, latency: Duration) {
+        // Arch tables are a handful and slots below 2^16, so the key is exact.
+        #[allow(clippy::cast_possible_truncation, reason = "see above")]
         let key = location.map_or(0, |(arch, nr)| ((arch as u32) << 16 | nr as u32) + 1);
         let mut index = (key as usize).wrapping_mul(0x9E37_79B9) % COUNT_SLOTS;
         let mut counted = false;
@@ -139,7 +142,7 @@ impl ListenerStats {
         if !counted {
             bump(&self.overflow[action.index()], 1);
         }
-        let ns = latency.as_nanos().min(u128::from(u64::MAX)) as u64;
+        let ns = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
         if let Some(bucket) = LATENCY_BOUNDS_NS.iter().position(|bound| ns <= *bound) {
             bump(&self.latency_buckets[bucket], 1);
         }

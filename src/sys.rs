@@ -1,4 +1,10 @@
 //! The one home of unsafe code: seccomp listener ioctls and pidfds, behind a safe API.
+//!
+//! The listener ioctls are issued here rather than through libseccomp's
+//! `ScmpNotifReq::receive`/`ScmpNotifResp::respond`: `receive` allocates a notification
+//! per call (`seccomp_notify_alloc`) and converts it to owned Rust values, which the
+//! notification path must not do, and libseccomp 2.5 has no call for
+//! `SECCOMP_IOCTL_NOTIF_SET_FLAGS`, so no `SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP`.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
@@ -10,6 +16,10 @@ pub(crate) type Notification = libc::seccomp_notif;
 
 /// Tells the kernel to wake the agent on the CPU of the trapped task (Linux ≥ 6.6).
 const SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: u64 = 1;
+
+/// `SECCOMP_USER_NOTIF_FLAG_CONTINUE` as `seccomp_notif_resp.flags` holds it (libc has it as u64).
+#[allow(clippy::cast_possible_truncation, reason = "the flag is bit 0")]
+const FLAG_CONTINUE: u32 = libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32;
 
 /// A zeroed notification buffer, as RECV requires.
 pub fn empty_notification() -> Notification {
@@ -49,7 +59,15 @@ impl Listener {
     ///
     /// ID_VALID on a bogus id fails with ENOENT on a listener and ENOTTY (or EINVAL)
     /// on anything else, which makes it a cheap type check.
+    ///
+    /// Fails with EOVERFLOW, without touching the fd, if this kernel's notification structs
+    /// are larger than this build's: RECV would write past the buffer [`Listener::receive`] owns.
     pub fn from_fd(fd: OwnedFd) -> Result<Self, (OwnedFd, Errno)> {
+        match kernel_structs_fit() {
+            Ok(true) => {}
+            Ok(false) => return Err((fd, Errno::EOVERFLOW)),
+            Err(errno) => return Err((fd, errno)),
+        }
         match id_valid(fd.as_fd(), u64::MAX) {
             Err(Errno::ENOENT) | Ok(()) => Ok(Listener { fd }),
             Err(errno) => Err((fd, errno)),
@@ -73,8 +91,8 @@ impl Listener {
     #[inline]
     pub fn receive(&self, notif: &mut Notification) -> Result<(), ListenerError> {
         *notif = empty_notification();
-        // SAFETY: `notif` is a valid, zeroed seccomp_notif the kernel writes into;
-        // notify::ensure_kernel_structs_fit() checked at startup that the kernel's struct is no larger.
+        // SAFETY: `notif` is a valid, zeroed seccomp_notif the kernel writes into; a Listener
+        // exists only once `from_fd` saw that the kernel's struct is no larger.
         let rc = unsafe {
             libc::ioctl(
                 self.fd.as_raw_fd(),
@@ -92,7 +110,7 @@ impl Listener {
             id,
             val: 0,
             error: 0,
-            flags: libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32,
+            flags: FLAG_CONTINUE,
         })
     }
 
@@ -170,6 +188,12 @@ fn id_valid(fd: BorrowedFd<'_>, id: u64) -> Result<(), Errno> {
     Errno::result(rc).map(drop)
 }
 
+/// [`kernel_struct_sizes_fit`], asked once per process.
+fn kernel_structs_fit() -> Result<bool, Errno> {
+    static FIT: std::sync::OnceLock<Result<bool, Errno>> = std::sync::OnceLock::new();
+    *FIT.get_or_init(kernel_struct_sizes_fit)
+}
+
 /// False when the running kernel's notification structs are larger than ours, in
 /// which case RECV would write past our buffer.
 pub(crate) fn kernel_struct_sizes_fit() -> Result<bool, Errno> {
@@ -222,12 +246,10 @@ impl PidFd {
     fn open_with(pid: i32, flags: libc::c_uint) -> Result<Self, Errno> {
         // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
         let rc = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, flags) };
-        let raw = Errno::result(rc)? as RawFd;
+        let raw = RawFd::try_from(Errno::result(rc)?).map_err(|_| Errno::EBADF)?;
         // SAFETY: the kernel just returned this fd to us; nothing else owns it.
-        Ok(PidFd {
-            fd: unsafe { OwnedFd::from_raw_fd(raw) },
-            pid,
-        })
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        Ok(PidFd { fd, pid })
     }
 
     /// The pid (or tid) it was opened for, in the agent's pid namespace.
@@ -277,6 +299,7 @@ pub struct ReceivedChunk {
 struct ControlBuffer([u8; CONTROL_SPACE]);
 
 // SAFETY: CMSG_SPACE is pure arithmetic on its argument.
+#[allow(clippy::cast_possible_truncation, reason = "16 fds' worth of bytes")]
 const CONTROL_SPACE: usize = unsafe {
     libc::CMSG_SPACE((MAX_FDS_PER_MESSAGE * std::mem::size_of::<RawFd>()) as u32) as usize
 };
@@ -310,7 +333,7 @@ pub fn receive_with_fds(
             libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT,
         )
     };
-    let bytes = Errno::result(rc)? as usize;
+    let bytes = usize::try_from(Errno::result(rc)?).map_err(|_| Errno::EINVAL)?;
     // SAFETY: after recvmsg, msg_controllen is the part of `control` the kernel filled,
     // and CMSG_FIRSTHDR/CMSG_NXTHDR stay within it, returning null past its end.
     let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&header) };
@@ -342,10 +365,27 @@ pub fn receive_with_fds(
     })
 }
 
-/// Forks. Only call while the process has a single thread, so the child may allocate.
+/// Forks, so that the child may allocate and take locks: refused with EBUSY unless this
+/// process has a single thread (none can then hold a lock across the fork), or with the
+/// error of reading `/proc/self/task` if that cannot be counted.
 pub fn fork_single_threaded() -> Result<nix::unistd::ForkResult, Errno> {
-    // SAFETY: callers guarantee no other thread exists, so no lock can be held across the fork.
+    if thread_count()? != 1 {
+        return Err(Errno::EBUSY);
+    }
+    // SAFETY: checked just above that this is the only thread; only this thread could start
+    // another, so none exists at the fork and no lock can be held across it.
     unsafe { nix::unistd::fork() }
+}
+
+/// Threads of this process, from `/proc/self/task`.
+fn thread_count() -> Result<usize, Errno> {
+    let io = |e: std::io::Error| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
+    let mut count = 0;
+    for task in std::fs::read_dir("/proc/self/task").map_err(io)? {
+        task.map_err(io)?;
+        count += 1;
+    }
+    Ok(count)
 }
 
 /// The foreground process group of the terminal on stdin; None when stdin is no terminal.

@@ -100,7 +100,7 @@ impl AgentProcess {
 
 impl Drop for AgentProcess {
     fn drop(&mut self) {
-        let pid = Pid::from_raw(self.child.id() as i32);
+        let pid = Pid::from_raw(self.child.id().cast_signed());
         let _ = kill(pid, Signal::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(3);
         while Instant::now() < deadline {

@@ -303,7 +303,7 @@ impl Bench {
         let threads_idle = proc_status_field(crowded.pid(), "Threads")?;
         let children_private: u64 = idle_pids
             .iter()
-            .filter_map(|pid| private_kib(*pid as u32))
+            .filter_map(|pid| private_kib(pid.cast_unsigned()))
             .sum();
 
         let mut single_ns = Vec::new();
@@ -420,7 +420,7 @@ mod tests {
         let table = switchboard::decision::DecisionTable::compile(&policy, &Container::default());
         let getppid = switchboard::syscalls::numbers("getppid")[0];
         let data = libc::seccomp_data {
-            nr: getppid.1 as i32,
+            nr: i32::try_from(getppid.1).unwrap(),
             arch: switchboard::syscalls::arches()[getppid.0].audit,
             instruction_pointer: 0,
             args: [0; 6],

@@ -193,7 +193,7 @@ fn parse_arg(arg: &Value, at: &str) -> Result<RecordArg, MergeError> {
         )
     })?;
     Ok(RecordArg {
-        index: index as u32,
+        index: u32::try_from(index).expect("checked to be 0 to 5"),
         op,
         value: number("value")?,
         value_two: number("valueTwo")?,

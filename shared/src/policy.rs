@@ -288,7 +288,9 @@ impl Checker<'_> {
 
     fn errno(&self, raw: &Spanned<RawErrno>) -> Result<i32, PolicyError> {
         match &raw.value {
-            RawErrno::Number(n) if (1..4096).contains(n) => Ok(*n as i32),
+            RawErrno::Number(n) if (1..4096).contains(n) => {
+                Ok(i32::try_from(*n).expect("1 to 4095 fits"))
+            }
             RawErrno::Number(n) => Err(self.error(
                 raw,
                 format!("errno {n} is out of range, expected 1 to 4095 or a name such as EPERM"),
@@ -327,7 +329,7 @@ impl Checker<'_> {
             (None, _) => u64::MAX,
         };
         Ok(ArgCondition {
-            index: arg.index.value as usize,
+            index: usize::try_from(arg.index.value).expect("checked to be 0 to 5"),
             op,
             value: arg.value,
             mask,

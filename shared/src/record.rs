@@ -86,6 +86,10 @@ impl RecordAction {
     /// runc's `getAction`: KILL is KILL_THREAD, errno and trace data default to EPERM and
     /// keep 16 bits.
     pub fn scmp(self, errno: Option<u32>) -> ScmpAction {
+        #[allow(
+            clippy::cast_possible_truncation,
+            reason = "runc keeps the low 16 bits"
+        )]
         let data = errno.map_or(libc::EPERM as u16, |e| e as u16);
         match self {
             RecordAction::Kill | RecordAction::KillThread => ScmpAction::KillThread,
@@ -410,7 +414,7 @@ impl OriginalProfile {
                 .max()
                 .unwrap_or(0);
             if largest > 0 {
-                groups[at].1.push((arch, largest as u32));
+                groups[at].1.push((arch, largest.cast_unsigned()));
             }
         }
         Ok(stub(&groups))
@@ -485,10 +489,10 @@ fn stub(groups: &[(u32, Vec<(ScmpArch, u32)>)]) -> Vec<Insn> {
             };
             let mut insn = *insn;
             if insn == Insn::jump(0) {
-                insn.k = offset(To::Filter) as u32;
+                insn.k = u32::try_from(offset(To::Filter)).expect("a stub is short");
             } else {
-                insn.jt = offset(*jt) as u8;
-                insn.jf = offset(*jf) as u8;
+                insn.jt = u8::try_from(offset(*jt)).expect("a stub section is short");
+                insn.jf = u8::try_from(offset(*jf)).expect("a stub section is short");
             }
             insn
         })

@@ -150,6 +150,10 @@ impl ArchTable {
     /// kernel does: the sub-call is an `int` (socketcall) or its low 16 bits (ipc, whose
     /// upper 16 are a version).
     #[inline]
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "the kernel truncates the sub-call too"
+    )]
     fn resolve_multiplexed(&self, nr: usize, arg0: u64) -> usize {
         let offset = if Some(nr) == self.socketcall {
             arg0 as u32 as usize

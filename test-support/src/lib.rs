@@ -295,7 +295,7 @@ fn elf_has_interp(path: &Path) -> bool {
     if b.len() < 64 || &b[..4] != b"\x7fELF" || b[4] != 2 {
         return false;
     }
-    let phoff = u64::from_le_bytes(b[0x20..0x28].try_into().unwrap()) as usize;
+    let phoff = usize::try_from(u64::from_le_bytes(b[0x20..0x28].try_into().unwrap())).unwrap();
     let (phentsize, phnum) = (u16_at(0x36), u16_at(0x38));
     (0..phnum).any(|i| {
         let o = phoff + i * phentsize;
@@ -583,7 +583,7 @@ impl Agent {
     }
 
     pub fn pid(&self) -> i32 {
-        self.child.id() as i32
+        self.child.id().cast_signed()
     }
 
     /// Every stdout line that parses as JSON, in order.
