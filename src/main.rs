@@ -14,6 +14,24 @@ use switchboard::policy::Policy;
 use switchboard::run::{self, RunConfig};
 use switchboard::status::Status;
 
+/// `--log-format`: the CLI's spelling of [`LogFormat`].
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Format {
+    /// One JSON object per line.
+    Json,
+    /// One line per event, for people.
+    Text,
+}
+
+impl From<Format> for LogFormat {
+    fn from(format: Format) -> LogFormat {
+        match format {
+            Format::Json => LogFormat::Json,
+            Format::Text => LogFormat::Text,
+        }
+    }
+}
+
 #[derive(Parser)]
 #[command(
     name = "switchboard",
@@ -39,8 +57,8 @@ enum Command {
         #[arg(long, default_value = agent::DEFAULT_METRICS_ADDR)]
         metrics_addr: SocketAddr,
         /// Event format on stdout.
-        #[arg(long, value_enum, default_value_t = LogFormat::Json)]
-        log_format: LogFormat,
+        #[arg(long, value_enum, default_value_t = Format::Json)]
+        log_format: Format,
         /// A uid allowed to connect besides root; repeatable. Pair with --socket-group.
         #[arg(long = "allow-uid")]
         allow_uid: Vec<u32>,
@@ -69,8 +87,8 @@ enum Command {
         #[arg(long)]
         agent: Option<PathBuf>,
         /// Event format on stderr.
-        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
-        log_format: LogFormat,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        log_format: Format,
         /// The command and its arguments.
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<OsString>,
@@ -131,7 +149,7 @@ fn main() -> ExitCode {
             socket,
             policy,
             metrics_addr,
-            log_format,
+            log_format: log_format.into(),
             allowed_uids: allow_uid,
             socket_group,
             max_connections,
@@ -148,7 +166,7 @@ fn main() -> ExitCode {
         } => run::run(RunConfig {
             policy,
             agent,
-            log_format,
+            log_format: log_format.into(),
             command,
         }),
         Command::Status { metrics_addr, json } => Status::fetch(metrics_addr).map(|status| {

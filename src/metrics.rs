@@ -243,11 +243,58 @@ impl ListenerCollector {
     }
 }
 
-fn gauge_family(name: &str, help: &str, value: f64) -> MetricFamily {
-    let mut family = MetricFamily::default();
-    family.set_name(name.into());
-    family.set_help(help.into());
-    family.set_field_type(MetricType::GAUGE);
+/// A family the listener collector builds at scrape time: its descriptor and the family
+/// itself take the name and help from here, so the two cannot disagree.
+struct Family {
+    name: &'static str,
+    help: &'static str,
+    kind: MetricType,
+}
+
+const SYSCALLS_TOTAL: Family = Family {
+    name: "switchboard_syscalls_total",
+    help: "Flagged syscalls decided, by container, syscall and action.",
+    kind: MetricType::COUNTER,
+};
+const DECISION_DURATION: Family = Family {
+    name: "switchboard_decision_duration_seconds",
+    help: "Time from RECV's return to SEND, per notification.",
+    kind: MetricType::HISTOGRAM,
+};
+const DECISIONS_IN_PROGRESS: Family = Family {
+    name: "switchboard_decisions_in_progress",
+    help: "Notifications received and not yet answered; stuck above 0 means a stuck listener.",
+    kind: MetricType::GAUGE,
+};
+const LAST_NOTIFICATION: Family = Family {
+    name: "switchboard_last_notification_timestamp_seconds",
+    help: "Unix time of the latest notification on any live listener.",
+    kind: MetricType::GAUGE,
+};
+
+impl Family {
+    fn desc(&self) -> Desc {
+        Desc::new(
+            self.name.into(),
+            self.help.into(),
+            vec![],
+            Default::default(),
+        )
+        .expect("a valid metric name")
+    }
+
+    /// An empty family of this name, help and type.
+    fn family(&self) -> MetricFamily {
+        let mut family = MetricFamily::default();
+        family.set_name(self.name.into());
+        family.set_help(self.help.into());
+        family.set_field_type(self.kind);
+        family
+    }
+}
+
+fn gauge_family(spec: &Family, value: f64) -> MetricFamily {
+    let mut family = spec.family();
     let mut gauge = proto::Gauge::default();
     gauge.set_value(value);
     family.set_metric(vec![proto::Metric::from_gauge(gauge)]);
@@ -313,11 +360,7 @@ impl Collector for ListenerCollector {
         drop(listeners);
         let counts = self.apply_budget(counts);
 
-        let mut syscalls_family = MetricFamily::default();
-        syscalls_family.set_name("switchboard_syscalls_total".into());
-        syscalls_family
-            .set_help("Flagged syscalls decided, by container, syscall and action.".into());
-        syscalls_family.set_field_type(MetricType::COUNTER);
+        let mut syscalls_family = SYSCALLS_TOTAL.family();
         for ([namespace, pod, container, syscall, action], n) in counts {
             let mut metric = proto::Metric::from_label(vec![
                 label("action", &action),
@@ -332,10 +375,7 @@ impl Collector for ListenerCollector {
             syscalls_family.mut_metric().push(metric);
         }
 
-        let mut latency_family = MetricFamily::default();
-        latency_family.set_name("switchboard_decision_duration_seconds".into());
-        latency_family.set_help("Time from RECV's return to SEND, per notification.".into());
-        latency_family.set_field_type(MetricType::HISTOGRAM);
+        let mut latency_family = DECISION_DURATION.family();
         let mut histogram = proto::Histogram::default();
         let mut cumulative = 0;
         histogram.set_bucket(
@@ -359,18 +399,10 @@ impl Collector for ListenerCollector {
 
         let mut families = vec![
             latency_family,
-            gauge_family(
-                "switchboard_decisions_in_progress",
-                "Notifications received and not yet answered; stuck above 0 means a stuck listener.",
-                deciding as f64,
-            ),
+            gauge_family(&DECISIONS_IN_PROGRESS, deciding as f64),
         ];
         if let Some(at) = last_notification {
-            families.push(gauge_family(
-                "switchboard_last_notification_timestamp_seconds",
-                "Unix time of the latest notification on any live listener.",
-                at,
-            ));
+            families.push(gauge_family(&LAST_NOTIFICATION, at));
         }
         if !syscalls_family.get_metric().is_empty() {
             families.push(syscalls_family);
@@ -441,36 +473,15 @@ impl Metrics {
         }
         let collector = ListenerCollector {
             listeners: listeners.clone(),
-            descs: vec![
-                Desc::new(
-                    "switchboard_syscalls_total".into(),
-                    "Flagged syscalls decided.".into(),
-                    vec![],
-                    Default::default(),
-                )
-                .unwrap(),
-                Desc::new(
-                    "switchboard_decision_duration_seconds".into(),
-                    "Decision latency.".into(),
-                    vec![],
-                    Default::default(),
-                )
-                .unwrap(),
-                Desc::new(
-                    "switchboard_decisions_in_progress".into(),
-                    "Notifications being decided.".into(),
-                    vec![],
-                    Default::default(),
-                )
-                .unwrap(),
-                Desc::new(
-                    "switchboard_last_notification_timestamp_seconds".into(),
-                    "Latest notification.".into(),
-                    vec![],
-                    Default::default(),
-                )
-                .unwrap(),
-            ],
+            descs: [
+                SYSCALLS_TOTAL,
+                DECISION_DURATION,
+                DECISIONS_IN_PROGRESS,
+                LAST_NOTIFICATION,
+            ]
+            .iter()
+            .map(Family::desc)
+            .collect(),
             series_ttl,
             max_series,
             budget: Mutex::default(),

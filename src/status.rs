@@ -8,9 +8,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
-use crate::events::RecentDenials;
+use crate::events::{RecentDenials, SyscallLine};
 use crate::metrics::Metrics;
 use crate::policy::Action;
 use crate::text::{printable, Printable};
@@ -26,8 +25,8 @@ pub struct ListenerStatus {
     pub pod: String,
     pub container: String,
     pub init_pid: i32,
-    /// Decisions by action name.
-    pub counts: BTreeMap<String, u64>,
+    /// Decisions by action.
+    pub counts: BTreeMap<Action, u64>,
     /// Unix time of the latest notification.
     pub last_notification: Option<f64>,
 }
@@ -36,7 +35,7 @@ pub struct ListenerStatus {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct SyscallCount {
     pub syscall: String,
-    pub action: String,
+    pub action: Action,
     pub count: u64,
 }
 
@@ -47,7 +46,7 @@ pub struct Status {
     pub listeners: Vec<ListenerStatus>,
     pub top_syscalls: Vec<SyscallCount>,
     /// Latest deny and kill events, oldest first, as the JSON event log prints them.
-    pub recent_denials: Vec<Value>,
+    pub recent_denials: Vec<SyscallLine>,
 }
 
 impl Status {
@@ -58,7 +57,7 @@ impl Status {
         for stats in metrics.live_listeners() {
             let mut counts = BTreeMap::new();
             for (syscall, action, n) in stats.counts() {
-                *counts.entry(action.as_str().to_string()).or_default() += n;
+                *counts.entry(action).or_default() += n;
                 *totals.entry((syscall, action)).or_default() += n;
             }
             let c = &stats.container;
@@ -77,7 +76,7 @@ impl Status {
             .into_iter()
             .map(|((syscall, action), count)| SyscallCount {
                 syscall: syscall.to_string(),
-                action: action.as_str().to_string(),
+                action,
                 count,
             })
             .collect();
@@ -127,7 +126,7 @@ impl Status {
             "CONTAINER", "NAMESPACE/POD/NAME", "ALLOW", "LOG", "DENY", "KILL"
         );
         for l in &self.listeners {
-            let count = |a: &str| l.counts.get(a).copied().unwrap_or(0);
+            let count = |a: Action| l.counts.get(&a).copied().unwrap_or(0);
             let k8s = if l.namespace.is_empty() && l.pod.is_empty() {
                 "-".to_string()
             } else {
@@ -143,10 +142,10 @@ impl Status {
                 "{:<28} {:<36} {:>8} {:>8} {:>8} {:>8}",
                 truncate(&printable(&l.container_id), 28),
                 truncate(&k8s, 36),
-                count("allow"),
-                count("log"),
-                count("deny"),
-                count("kill")
+                count(Action::Allow),
+                count(Action::Log),
+                count(Action::Deny),
+                count(Action::Kill)
             );
         }
         let _ = writeln!(out, "\nTOP SYSCALLS");
@@ -155,7 +154,7 @@ impl Status {
                 out,
                 "  {:<24} {:<6} {:>10}",
                 printable(&row.syscall),
-                printable(&row.action),
+                row.action.as_str(),
                 row.count
             );
         }
@@ -164,21 +163,16 @@ impl Status {
             let _ = writeln!(out, "  (none)");
         }
         for event in self.recent_denials.iter().rev() {
-            let field = |k: &str| match &event[k] {
-                Value::String(s) => printable(s),
-                Value::Null => "-".to_string(),
-                other => printable(&other.to_string()),
-            };
             let _ = writeln!(
                 out,
                 "  {} {:<5} {:<16} container={} pid={} rule={} errno={}",
-                field("time"),
-                field("action"),
-                field("syscall"),
-                field("container_id"),
-                field("pid"),
-                field("rule"),
-                field("errno")
+                Printable(&event.time),
+                event.action.as_str(),
+                printable(&event.syscall),
+                Printable(&event.container_id),
+                event.pid,
+                event.rule.as_deref().map_or("-".to_string(), printable),
+                event.errno
             );
         }
         out

@@ -15,8 +15,11 @@ use crate::syscalls;
 /// The policy used when no `--policy` is given: log every flagged syscall, deny nothing.
 pub(crate) const EMBEDDED_DEFAULT: &str = include_str!("../../examples/default.yaml");
 
-/// What the agent does with a flagged syscall.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// What the agent does with a flagged syscall; serialized as [`Action::as_str`] spells it.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Action {
     /// Let it run; counted, no event.
     Allow,
