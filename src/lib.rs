@@ -5,7 +5,7 @@ pub mod container;
 pub mod decision;
 pub mod events;
 pub mod handoff;
-pub(crate) mod http;
+pub mod http;
 pub mod intake;
 pub(crate) mod kill;
 pub mod metrics;

@@ -2,8 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -13,6 +12,9 @@ use crate::events::{RecentDenials, SyscallLine};
 use crate::metrics::Metrics;
 use crate::policy::Action;
 use crate::text::{printable, Printable};
+
+/// How long `switchboard status` waits for the agent.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How many syscalls the report ranks.
 const TOP_SYSCALLS: usize = 10;
@@ -92,23 +94,12 @@ impl Status {
 
     /// Asks the agent whose metrics server listens on `addr`.
     pub fn fetch(addr: SocketAddr) -> anyhow::Result<Status> {
-        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-            .with_context(|| format!("connecting to the agent's metrics server at {addr}"))?;
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        write!(stream, "GET /status HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response)?;
-        let text = String::from_utf8_lossy(&response);
-        let Some((head, body)) = text.split_once("\r\n\r\n") else {
-            bail!("the agent at {addr} sent no HTTP response");
-        };
-        if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
-            bail!(
-                "the agent at {addr} answered {}",
-                head.lines().next().unwrap_or("")
-            );
+        let (status, body) = crate::http::get(&addr.to_string(), "/status", FETCH_TIMEOUT)
+            .with_context(|| format!("asking the agent's metrics server at {addr}"))?;
+        if status != 200 {
+            bail!("the agent at {addr} answered {status}");
         }
-        serde_json::from_str(body).context("reading the agent's status")
+        serde_json::from_str(&body).context("reading the agent's status")
     }
 
     /// The report for people.

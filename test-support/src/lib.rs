@@ -11,8 +11,7 @@
 
 use serde_json::{json, Value};
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -699,19 +698,12 @@ impl Drop for Agent {
     }
 }
 
-/// A plain HTTP/1.0 GET; returns the body. Panics unless the status is 200.
+/// A GET with the agent's own client; returns the body. Panics unless the status is 200.
 pub fn http_get(addr: &str, path: &str) -> String {
-    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
-    assert!(
-        head.lines().next().is_some_and(|l| l.contains(" 200")),
-        "GET {path}: {head}"
-    );
-    body.to_string()
+    let (status, body) = switchboard::http::get(addr, path, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(status, 200, "GET {path}: {body}");
+    body
 }
 
 /// See [`Agent::metric_value`].
