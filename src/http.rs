@@ -57,9 +57,10 @@ fn respond(request: &Request<Incoming>, handler: &Handler) -> Response<Full<Byte
     };
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, hyper::header::HeaderValue::from_static(content_type));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(content_type),
+    );
     response
 }
 
@@ -118,7 +119,10 @@ pub fn get(addr: &str, path: &str, timeout: Duration) -> Result<(u16, String), G
             let response = sender.send_request(request).await.map_err(http)?;
             let status = response.status().as_u16();
             let body = response.into_body().collect().await.map_err(http)?;
-            Ok((status, String::from_utf8_lossy(&body.to_bytes()).into_owned()))
+            Ok((
+                status,
+                String::from_utf8_lossy(&body.to_bytes()).into_owned(),
+            ))
         };
         tokio::time::timeout(timeout, exchange)
             .await
