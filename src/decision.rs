@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::bpf::{self, Insn, SeccompData};
 use crate::container::Container;
+use crate::lock::Locked;
 use crate::policy::{Action, ArgCondition, Policy};
 use crate::record::OriginalProfile;
 use crate::syscalls;
@@ -32,7 +33,7 @@ struct Candidate {
 /// A `'static` copy of a rule name; each distinct name is stored once for the life of the process.
 fn intern(name: &str) -> &'static str {
     static NAMES: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
-    let mut names = NAMES.lock().unwrap_or_else(|e| e.into_inner());
+    let mut names = NAMES.locked();
     if let Some(known) = names.get(name) {
         return known;
     }

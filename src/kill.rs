@@ -13,6 +13,7 @@ use nix::sys::signal::{kill, killpg, Signal};
 use nix::sys::stat::Mode;
 use nix::unistd::Pid;
 
+use crate::lock::Locked;
 use crate::sys::{Listener, PidFd};
 
 /// How long a v1 freezer may take to freeze a container before its tasks are killed anyway.
@@ -53,14 +54,14 @@ impl ProcessGroup {
 
     /// Runs `reap` (which reaps the leader, already a zombie) while no kill can use the pgid.
     pub fn reap<T>(&self, reap: impl FnOnce() -> T) -> T {
-        let mut reaped = self.reaped.lock().unwrap_or_else(|e| e.into_inner());
+        let mut reaped = self.reaped.locked();
         let out = reap();
         *reaped = true;
         out
     }
 
     fn kill(&self) -> Result<(), Errno> {
-        let reaped = self.reaped.lock().unwrap_or_else(|e| e.into_inner());
+        let reaped = self.reaped.locked();
         if *reaped {
             return Err(Errno::ESRCH);
         }

@@ -8,6 +8,7 @@ pub mod handoff;
 pub mod http;
 pub mod intake;
 pub(crate) mod kill;
+mod lock;
 pub mod metrics;
 pub mod notify;
 pub mod run;

@@ -10,6 +10,7 @@ use prometheus::proto::{self, LabelPair, MetricFamily, MetricType};
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 use crate::container::Container;
+use crate::lock::Locked;
 use crate::policy::Action;
 use crate::syscalls;
 
@@ -221,7 +222,7 @@ struct ListenerCollector {
 impl ListenerCollector {
     /// Keeps at most `max_series` label sets, first come first served; folds the rest.
     fn apply_budget(&self, counts: BTreeMap<SeriesKey, u64>) -> BTreeMap<SeriesKey, u64> {
-        let mut budget = self.budget.lock().unwrap_or_else(|e| e.into_inner());
+        let mut budget = self.budget.locked();
         budget.admitted.retain(|key| counts.contains_key(key));
         budget.folded.retain(|key| counts.contains_key(key));
         let mut kept = BTreeMap::new();
@@ -326,7 +327,7 @@ impl Collector for ListenerCollector {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let mut listeners = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        let mut listeners = self.listeners.locked();
         let ttl = self.series_ttl;
         listeners.retired.retain(|(gone, _)| gone.elapsed() < ttl);
         let mut counts: BTreeMap<SeriesKey, u64> = BTreeMap::new();
@@ -512,17 +513,13 @@ impl Metrics {
 
     /// Starts exporting a new listener's statistics.
     pub fn add_listener(&self, stats: Arc<ListenerStats>) {
-        self.listeners
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .live
-            .push(stats);
+        self.listeners.locked().live.push(stats);
         self.listeners_open.inc();
     }
 
     /// Moves a gone listener's series to the retired set, kept until the TTL.
     pub fn retire_listener(&self, stats: &Arc<ListenerStats>) {
-        let mut listeners = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        let mut listeners = self.listeners.locked();
         if let Some(at) = listeners.live.iter().position(|s| Arc::ptr_eq(s, stats)) {
             let stats = listeners.live.swap_remove(at);
             stats.latency_into(&mut listeners.retired_latency);
@@ -533,11 +530,7 @@ impl Metrics {
 
     /// Statistics of every live listener.
     pub fn live_listeners(&self) -> Vec<Arc<ListenerStats>> {
-        self.listeners
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .live
-            .clone()
+        self.listeners.locked().live.clone()
     }
 
     /// Counts a refused connection.

@@ -12,6 +12,7 @@ use crate::container::Container;
 use crate::decision::{DecisionTable, ORIGINAL_PROFILE_RULE};
 use crate::events::{Event, EventSink, SyscallEvent};
 use crate::kill::{self, Scope};
+use crate::lock::Locked;
 use crate::metrics::{ListenerStats, Metrics};
 use crate::policy::{Action, Policy};
 use crate::sys::{self, Listener, ListenerError, Notification, PidFd};
@@ -125,7 +126,7 @@ impl Engine {
 
     /// Listeners being served now.
     pub fn live_count(&self) -> usize {
-        self.live.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.live.locked().len()
     }
 
     /// Starts serving `listener` for `container` on a thread of its own. `init` is the
@@ -147,16 +148,8 @@ impl Engine {
         scope: Scope,
     ) -> std::io::Result<Attached> {
         let container = Arc::new(container);
-        let policy = self
-            .policy
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let table = self
-            .tables
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .table(&policy, &container);
+        let policy = self.policy.locked().clone();
+        let table = self.tables.locked().table(&policy, &container);
         let sync_wakeup = match self.sync_wakeup.then(|| listener.enable_sync_wakeup()) {
             None => false,
             Some(Ok(())) => true,
@@ -200,11 +193,7 @@ impl Engine {
                 }
                 let stats = worker.stats.clone();
                 let reason = worker.run();
-                engine
-                    .live
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&id);
+                engine.live.locked().remove(&id);
                 engine.metrics.retire_listener(&stats);
                 engine.events.emit(Event::ListenerRemoved {
                     time: SystemTime::now(),
@@ -212,10 +201,7 @@ impl Engine {
                     reason,
                 });
             })?;
-        self.live
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, control);
+        self.live.locked().insert(id, control);
         self.metrics.add_listener(stats.clone());
         self.events.emit(Event::ListenerAdded {
             time: SystemTime::now(),
@@ -229,12 +215,12 @@ impl Engine {
     /// Makes `policy` current and hands every live listener its recompiled table.
     pub fn replace_policy(&self, policy: Policy) {
         let policy = Arc::new(policy);
-        *self.policy.lock().unwrap_or_else(|e| e.into_inner()) = policy.clone();
-        let mut tables = self.tables.lock().unwrap_or_else(|e| e.into_inner());
-        let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        *self.policy.locked() = policy.clone();
+        let mut tables = self.tables.locked();
+        let live = self.live.locked();
         for control in live.values() {
             let table = tables.table(&policy, &control.container);
-            *control.pending.lock().unwrap_or_else(|e| e.into_inner()) = Some(table);
+            *control.pending.locked() = Some(table);
             control.dirty.store(true, Ordering::Release);
         }
     }
@@ -306,12 +292,7 @@ impl Worker {
     #[cold]
     fn take_new_table(&mut self) {
         self.control.dirty.store(false, Ordering::Release);
-        let pending = self
-            .control
-            .pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let pending = self.control.pending.locked().take();
         if let Some(table) = pending {
             self.table = table;
         }

@@ -17,6 +17,8 @@ use prometheus::IntCounter;
 
 use encode::LineCache;
 
+use crate::lock::Locked;
+
 /// How the writer waits for more when the queue is empty. Polling keeps wake-ups
 /// off the notification path: a sender never has to wake a sleeping writer.
 const IDLE_POLL: Duration = Duration::from_millis(10);
@@ -33,7 +35,7 @@ pub struct RecentDenials(Arc<Mutex<VecDeque<SyscallLine>>>);
 
 impl RecentDenials {
     fn push(&self, event: SyscallLine) {
-        let mut recent = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut recent = self.0.locked();
         if recent.len() == RECENT_DENIALS {
             recent.pop_front();
         }
@@ -42,12 +44,7 @@ impl RecentDenials {
 
     /// A copy of the events, oldest first.
     pub fn snapshot(&self) -> Vec<SyscallLine> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .cloned()
-            .collect()
+        self.0.locked().iter().cloned().collect()
     }
 }
 
