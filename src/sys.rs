@@ -308,6 +308,12 @@ const CONTROL_SPACE: usize = unsafe {
 /// once and appended to `fds`, so it is closed unless the caller keeps it; this holds
 /// for a truncated control message too (MSG_CTRUNC), where nix's `cmsgs()` would fail
 /// before handing over the fds the kernel did install.
+///
+/// Not the `sendfd` crate's `recv_with_fd`: it hands back `RawFd`s, so taking ownership
+/// would need unsafe code outside this module; it does not report MSG_CTRUNC (fds lost
+/// to a short buffer go unnoticed), cannot pass MSG_DONTWAIT for the non-blocking intake,
+/// and allocates its control buffer per call. Its send side only takes `UnixStream`s and
+/// `RawFd`s, which nix's `sendmsg` (used by `handoff`) already covers.
 pub fn receive_with_fds(
     socket: BorrowedFd<'_>,
     buf: &mut [u8],
