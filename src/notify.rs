@@ -90,15 +90,21 @@ impl TableCache {
     }
 }
 
+/// What attaching and reloading read and change together, under one lock: a listener is
+/// registered under the policy its table was compiled from, or handed the newer one's.
+struct EngineState {
+    policy: Arc<Policy>,
+    tables: TableCache,
+    live: HashMap<u64, Arc<ListenerControl>>,
+}
+
 /// Serves listeners with the current policy and swaps in new ones.
 pub struct Engine {
     /// Whether to ask for SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP (off only to measure without it).
     sync_wakeup: bool,
-    policy: Mutex<Arc<Policy>>,
-    tables: Mutex<TableCache>,
+    state: Mutex<EngineState>,
     metrics: Arc<Metrics>,
     events: EventSink,
-    live: Mutex<HashMap<u64, Arc<ListenerControl>>>,
     next_id: AtomicU64,
 }
 
@@ -111,11 +117,13 @@ impl Engine {
     ) -> Arc<Engine> {
         Arc::new(Engine {
             sync_wakeup,
-            policy: Mutex::new(Arc::new(policy)),
-            tables: Mutex::default(),
+            state: Mutex::new(EngineState {
+                policy: Arc::new(policy),
+                tables: TableCache::default(),
+                live: HashMap::new(),
+            }),
             metrics,
             events,
-            live: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
         })
     }
@@ -126,7 +134,7 @@ impl Engine {
 
     /// Listeners being served now.
     pub fn live_count(&self) -> usize {
-        self.live.locked().len()
+        self.state.locked().live.len()
     }
 
     /// Starts serving `listener` for `container` on a thread of its own. `init` is the
@@ -148,8 +156,12 @@ impl Engine {
         scope: Scope,
     ) -> std::io::Result<Attached> {
         let container = Arc::new(container);
-        let policy = self.policy.locked().clone();
-        let table = self.tables.locked().table(&policy, &container);
+        let (policy, table) = {
+            let mut state = self.state.locked();
+            let policy = state.policy.clone();
+            let table = state.tables.table(&policy, &container);
+            (policy, table)
+        };
         let sync_wakeup = match self.sync_wakeup.then(|| listener.enable_sync_wakeup()) {
             None => false,
             Some(Ok(())) => true,
@@ -193,7 +205,7 @@ impl Engine {
                 }
                 let stats = worker.stats.clone();
                 let reason = worker.run();
-                engine.live.locked().remove(&id);
+                engine.state.locked().live.remove(&id);
                 engine.metrics.retire_listener(&stats);
                 engine.events.emit(Event::ListenerRemoved {
                     time: SystemTime::now(),
@@ -201,7 +213,18 @@ impl Engine {
                     reason,
                 });
             })?;
-        self.live.locked().insert(id, control);
+        {
+            let mut state = self.state.locked();
+            // A reload between compiling the table and now did not see this listener:
+            // hand it the current policy's table before anyone else can reload again.
+            if !Arc::ptr_eq(&state.policy, &policy) {
+                let current = state.policy.clone();
+                let table = state.tables.table(&current, &control.container);
+                *control.pending.locked() = Some(table);
+                control.dirty.store(true, Ordering::Release);
+            }
+            state.live.insert(id, control);
+        }
         self.metrics.add_listener(stats.clone());
         self.events.emit(Event::ListenerAdded {
             time: SystemTime::now(),
@@ -215,9 +238,9 @@ impl Engine {
     /// Makes `policy` current and hands every live listener its recompiled table.
     pub fn replace_policy(&self, policy: Policy) {
         let policy = Arc::new(policy);
-        *self.policy.locked() = policy.clone();
-        let mut tables = self.tables.locked();
-        let live = self.live.locked();
+        let mut state = self.state.locked();
+        state.policy = policy.clone();
+        let EngineState { tables, live, .. } = &mut *state;
         for control in live.values() {
             let table = tables.table(&policy, &control.container);
             *control.pending.locked() = Some(table);
