@@ -28,7 +28,7 @@ pub(crate) async fn serve(listener: TcpListener, handler: Handler) {
         let handler = handler.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                let response = respond(&request, &handler);
+                let response = respond(request.method(), request.uri().path(), &handler);
                 async move { Ok::<_, Infallible>(response) }
             });
             let connection = hyper::server::conn::http1::Builder::new()
@@ -41,8 +41,8 @@ pub(crate) async fn serve(listener: TcpListener, handler: Handler) {
 }
 
 /// The answer to one request; hyper leaves the body out for HEAD.
-fn respond(request: &Request<Incoming>, handler: &Handler) -> Response<Full<Bytes>> {
-    let (status, content_type, body) = match (request.method(), handler(request.uri().path())) {
+fn respond(method: &Method, path: &str, handler: &Handler) -> Response<Full<Bytes>> {
+    let (status, content_type, body) = match (method, handler(path)) {
         (&Method::GET | &Method::HEAD, Some((content_type, body))) => {
             (StatusCode::OK, content_type, body)
         }
@@ -132,4 +132,66 @@ pub fn get(addr: &str, path: &str, timeout: Duration) -> Result<(u16, String), G
                 timeout,
             })?
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handler() -> Handler {
+        Arc::new(|path| {
+            (path == "/metrics").then(|| ("text/plain; version=0.0.4", "up 1\n".into()))
+        })
+    }
+
+    #[test]
+    fn status_codes_follow_method_and_path() {
+        let code = |method: Method, path: &str| respond(&method, path, &handler()).status();
+        assert_eq!(code(Method::GET, "/metrics"), StatusCode::OK);
+        assert_eq!(code(Method::HEAD, "/metrics"), StatusCode::OK);
+        assert_eq!(code(Method::GET, "/nope"), StatusCode::NOT_FOUND);
+        assert_eq!(
+            code(Method::POST, "/metrics"),
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+        let ok = respond(&Method::GET, "/metrics", &handler());
+        assert_eq!(ok.headers()[CONTENT_TYPE], "text/plain; version=0.0.4");
+    }
+
+    #[test]
+    fn the_client_reads_what_the_server_serves() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = std::thread::spawn(move || {
+            runtime.block_on(async {
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(5), serve(listener, handler())).await;
+            })
+        });
+        let timeout = Duration::from_secs(5);
+        assert_eq!(
+            get(&addr, "/metrics", timeout).unwrap(),
+            (200, "up 1\n".into())
+        );
+        assert_eq!(
+            get(&addr, "/other", timeout).unwrap(),
+            (404, "not found\n".into())
+        );
+        drop(server);
+    }
+
+    #[test]
+    fn nothing_listening_is_a_connect_error() {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .to_string();
+        let err = get(&addr, "/metrics", Duration::from_secs(5)).unwrap_err();
+        assert!(matches!(err, GetError::Connect { .. }), "{err}");
+    }
 }

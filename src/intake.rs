@@ -423,4 +423,40 @@ mod tests {
         assert_eq!(frame(&[r#"{"a":"}"#]), None);
         assert_eq!(frame(&["  \n", "x{}"]), Some(6));
     }
+
+    fn received(fds_named: &[&str], fds: Vec<OwnedFd>) -> Received {
+        let state = serde_json::json!({
+            "ociVersion": "1.0.2",
+            "fds": fds_named,
+            "pid": 1,
+            "state": {"ociVersion": "1.0.2", "id": "c", "status": "creating", "bundle": "/"},
+        });
+        Received {
+            state: serde_json::from_value(state).unwrap(),
+            fds,
+        }
+    }
+
+    fn pipe_end() -> OwnedFd {
+        nix::unistd::pipe().unwrap().0
+    }
+
+    #[test]
+    fn pick_listener_names_what_is_wrong() {
+        let reason = |mut r: Received| r.pick_listener().unwrap_err().reason();
+        assert_eq!(reason(received(&["seccompFd"], vec![])), "no_fd");
+        assert_eq!(
+            reason(received(&["seccompFd"], vec![pipe_end(), pipe_end()])),
+            "fd_count"
+        );
+        assert_eq!(
+            reason(received(&["other"], vec![pipe_end()])),
+            "no_seccomp_fd"
+        );
+        // A pipe named seccompFd is refused by the kernel's own ID_VALID check.
+        assert_eq!(
+            reason(received(&["seccompFd"], vec![pipe_end()])),
+            "not_a_listener"
+        );
+    }
 }

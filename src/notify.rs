@@ -368,3 +368,39 @@ impl Worker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(text: &str) -> Arc<Policy> {
+        Arc::new(Policy::parse(text, "test").unwrap())
+    }
+
+    #[test]
+    fn containers_the_same_rules_apply_to_share_a_table() {
+        let p = policy("default: log\nrules:\n  - name: prod\n    match: {namespace: [prod]}\n    syscalls: [mkdir]\n    action: deny\n");
+        let in_ns = |ns: &str| Container {
+            namespace: ns.into(),
+            ..Container::default()
+        };
+        let mut cache = TableCache::default();
+        let a = cache.table(&p, &in_ns("prod"));
+        let b = cache.table(&p, &in_ns("prod"));
+        let other = cache.table(&p, &in_ns("dev"));
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(!Arc::ptr_eq(&a, &other));
+        // A new policy never reuses a table compiled from the old one.
+        let newer = policy("default: log\nrules:\n  - name: prod\n    match: {namespace: [prod]}\n    syscalls: [mkdir]\n    action: deny\n");
+        assert!(!Arc::ptr_eq(&a, &cache.table(&newer, &in_ns("prod"))));
+    }
+
+    #[test]
+    fn dropped_tables_are_not_kept() {
+        let p = policy("default: log\nrules: []\n");
+        let mut cache = TableCache::default();
+        let table = cache.table(&p, &Container::default());
+        // Only listeners keep a table alive: the cache holds it weakly.
+        assert_eq!(Arc::strong_count(&table), 1);
+    }
+}

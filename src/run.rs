@@ -248,3 +248,32 @@ fn wait_status(child: Pid) -> anyhow::Result<i32> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[allow(clippy::zombie_processes, reason = "wait_status reaps it by pid")]
+    fn status_of(script: &str) -> i32 {
+        let child = std::process::Command::new("sh")
+            .args(["-c", script])
+            .spawn()
+            .unwrap();
+        wait_status(Pid::from_raw(child.id().cast_signed())).unwrap()
+    }
+
+    #[test]
+    fn exit_status_is_the_code_or_128_plus_the_signal() {
+        assert_eq!(status_of("exit 3"), 3);
+        assert_eq!(status_of("kill -9 $$"), 128 + 9);
+    }
+
+    #[test]
+    fn unknown_names_are_skipped_not_fatal() {
+        let filter = build_filter(&["mkdir".into(), "no_such_call".into()]).unwrap();
+        let program = crate::record::export(&filter).unwrap();
+        assert!(program.iter().any(|insn| insn
+            .returns()
+            .is_some_and(|ret| ret & crate::bpf::RET_ACTION == crate::bpf::RET_USER_NOTIF)));
+    }
+}

@@ -178,3 +178,80 @@ fn truncate(text: &str, width: usize) -> String {
         format!("{kept}…")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::SyscallKind;
+
+    fn status() -> Status {
+        Status {
+            version: "0.1.0".into(),
+            listeners: vec![ListenerStatus {
+                container_id: "c\n1".into(),
+                namespace: "ns".into(),
+                pod: "pod".into(),
+                container: "app".into(),
+                init_pid: 42,
+                counts: BTreeMap::from([(Action::Log, 3), (Action::Deny, 2)]),
+                last_notification: None,
+            }],
+            top_syscalls: vec![SyscallCount {
+                syscall: "mkdir".into(),
+                action: Action::Deny,
+                count: 2,
+            }],
+            recent_denials: vec![SyscallLine {
+                time: "2026-01-01T00:00:00.000000Z".into(),
+                event: SyscallKind::Syscall,
+                container_id: "c\n1".into(),
+                namespace: "ns".into(),
+                pod: "pod".into(),
+                container: "app".into(),
+                pid: 7,
+                syscall: "mkdir".into(),
+                nr: 83,
+                arch: "x86_64".into(),
+                args: [0; 6],
+                rule: None,
+                action: Action::Deny,
+                errno: 1,
+                via: None,
+            }],
+        }
+    }
+
+    #[test]
+    fn text_has_counts_by_action_and_escapes() {
+        let text = status().to_text();
+        let row = text.lines().find(|l| l.starts_with("c\\n1")).unwrap();
+        let counts: Vec<&str> = row.split_whitespace().skip(2).collect();
+        assert_eq!(counts, ["0", "3", "2", "0"], "{text}");
+        assert!(
+            text.contains("  mkdir                    deny            2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("deny  mkdir            container=c\\n1 pid=7 rule=- errno=1"),
+            "{text}"
+        );
+        assert!(!text.contains("c\n1"), "{text}");
+    }
+
+    #[test]
+    fn json_round_trips_with_actions_as_words() {
+        let json = serde_json::to_value(status()).unwrap();
+        assert_eq!(json["listeners"][0]["counts"]["deny"], 2);
+        assert_eq!(json["recent_denials"][0]["action"], "deny");
+        assert!(json["recent_denials"][0].get("via").is_none());
+        let back: Status = serde_json::from_value(json).unwrap();
+        assert_eq!(back.recent_denials, status().recent_denials);
+        assert_eq!(back.listeners[0].counts, status().listeners[0].counts);
+    }
+
+    #[test]
+    fn long_names_are_cut_with_an_ellipsis() {
+        assert_eq!(truncate("abcdef", 4), "abc…");
+        assert_eq!(truncate("abc", 4), "abc");
+    }
+}

@@ -421,3 +421,81 @@ pub fn ignore_signal(signal: nix::sys::signal::Signal) -> Result<(), Errno> {
     // SAFETY: SIG_IGN runs no handler code, so nothing can be async-signal-unsafe.
     unsafe { nix::sys::signal::signal(signal, SigHandler::SigIgn) }.map(drop)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::IoSlice;
+
+    use nix::sys::socket::{
+        sendmsg, socketpair, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType,
+    };
+
+    use super::*;
+
+    fn pair() -> (OwnedFd, OwnedFd) {
+        socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap()
+    }
+
+    fn send(socket: &OwnedFd, bytes: &[u8], n_fds: usize) {
+        let pipes: Vec<_> = (0..n_fds).map(|_| nix::unistd::pipe().unwrap().0).collect();
+        let raw: Vec<RawFd> = pipes.iter().map(AsRawFd::as_raw_fd).collect();
+        sendmsg::<()>(
+            socket.as_raw_fd(),
+            &[IoSlice::new(bytes)],
+            &[ControlMessage::ScmRights(&raw)],
+            MsgFlags::empty(),
+            None,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn received_fds_are_owned_and_truncation_is_reported() {
+        let (ours, theirs) = pair();
+        let mut buf = [0u8; 8];
+        let mut fds = Vec::new();
+        assert_eq!(
+            receive_with_fds(ours.as_fd(), &mut buf, &mut fds).unwrap_err(),
+            Errno::EAGAIN
+        );
+        send(&theirs, b"two", 2);
+        let chunk = receive_with_fds(ours.as_fd(), &mut buf, &mut fds).unwrap();
+        assert_eq!((chunk.bytes, chunk.fds_lost, fds.len()), (3, false, 2));
+        fds.clear();
+        // More than there is room for: the kernel closes the rest and says so.
+        send(&theirs, b"many", MAX_FDS_PER_MESSAGE + 4);
+        let chunk = receive_with_fds(ours.as_fd(), &mut buf, &mut fds).unwrap();
+        assert!(chunk.fds_lost);
+        assert_eq!(fds.len(), MAX_FDS_PER_MESSAGE);
+    }
+
+    #[test]
+    fn only_a_listener_becomes_a_listener() {
+        let (read, _write) = nix::unistd::pipe().unwrap();
+        let (fd, errno) = Listener::from_fd(read).unwrap_err();
+        assert!(matches!(errno, Errno::ENOTTY | Errno::EINVAL), "{errno}");
+        assert!(fd.as_raw_fd() >= 0);
+    }
+
+    #[test]
+    fn this_kernel_fits_our_structs() {
+        assert_eq!(kernel_struct_sizes_fit(), Ok(true));
+    }
+
+    #[test]
+    fn fork_refuses_while_other_threads_run() {
+        // The test harness runs this test on a thread of its own, besides main.
+        assert!(thread_count().unwrap() > 1);
+        match fork_single_threaded() {
+            Err(errno) => assert_eq!(errno, Errno::EBUSY),
+            Ok(nix::unistd::ForkResult::Child) => std::process::exit(0),
+            Ok(nix::unistd::ForkResult::Parent { .. }) => panic!("forked with other threads"),
+        }
+    }
+}
