@@ -296,7 +296,9 @@ fn merge_container(value: &mut Value, container: &Container) {
 mod tests {
     use super::*;
     use crate::container::Container;
+    use crate::events::{EventWriter, LogFormat};
     use crate::policy::Action;
+    use prometheus::IntCounter;
     use serde_json::json;
     use std::sync::Arc;
     use std::time::{Duration, SystemTime};
@@ -432,5 +434,21 @@ mod tests {
         assert_eq!(v["nr"], 102);
         assert!(e.to_text().ends_with(" via=socketcall"), "{}", e.to_text());
         assert!(event(Action::Deny, 13).to_json().get("via").is_none());
+    }
+
+    #[test]
+    fn full_queue_drops_and_counts() {
+        let dropped = IntCounter::new("d", "d").unwrap();
+        let (sink, writer) = EventWriter::spawn(
+            LogFormat::Json,
+            Box::new(std::io::sink()),
+            1,
+            dropped.clone(),
+        );
+        for _ in 0..1000 {
+            sink.emit(event(Action::Log, 0));
+        }
+        writer.flush_and_stop();
+        assert!(dropped.get() > 0);
     }
 }
