@@ -1,5 +1,4 @@
-//! The encoders of events: JSON (a typed line, and a direct writer that prints the same bytes
-//! without building one) and text for people.
+//! Event encoders: JSON (the typed line, and a direct writer printing the same bytes) and text.
 
 use std::io::Write;
 use std::sync::Arc;
