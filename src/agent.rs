@@ -18,8 +18,7 @@ use crate::status::Status;
 use crate::watch::PolicySource;
 use crate::{http, intake};
 
-/// Default path of the agent socket.
-pub const DEFAULT_SOCKET: &str = "/run/switchboard/agent.sock";
+pub use switchboard_shared::DEFAULT_SOCKET;
 /// Default metrics address: 9464 is the port commonly used by Prometheus exporters of this kind.
 pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9464";
 /// Events that may wait for the writer before new ones are dropped.

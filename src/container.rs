@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::decision::Ceiling;
 use crate::policy::SelectorInput;
-use crate::record::{OriginalProfile, METADATA_RECORD_KEY, METADATA_USER_KEY};
+use crate::record::{ListenerMetadata, OriginalProfile};
 
 /// Annotation keys, in order of preference, for the Kubernetes names.
 /// CRI-O and podman write `io.kubernetes.cri-o.*` / `io.kubernetes.pod.*`;
@@ -94,19 +94,12 @@ impl Container {
 
 /// Splits a JSON `listenerMetadata` written by the OCI hook into the user's metadata and the record.
 fn split_metadata(raw: &str) -> (String, Option<OriginalProfile>) {
-    let Ok(serde_json::Value::Object(mut object)) = serde_json::from_str(raw) else {
-        return (raw.to_string(), None);
-    };
-    let Some(record) = object.remove(METADATA_RECORD_KEY) else {
-        return (raw.to_string(), None);
-    };
-    let user = match object.remove(METADATA_USER_KEY) {
-        Some(serde_json::Value::String(user)) => user,
-        _ => String::new(),
-    };
-    match serde_json::from_value::<OriginalProfile>(record) {
-        Ok(record) => (user, Some(record)),
-        Err(e) => {
+    let split = ListenerMetadata::split(raw);
+    let user = split.user.unwrap_or_default();
+    match split.record {
+        None => (user, None),
+        Some(Ok(record)) => (user, Some(record)),
+        Some(Err(e)) => {
             // The profile the kernel loaded carries a record this build cannot read: deny
             // rather than answer without a ceiling.
             tracing::error!(error = %e, "unreadable original-profile record in listenerMetadata; denying every flagged call");
@@ -116,11 +109,11 @@ fn split_metadata(raw: &str) -> (String, Option<OriginalProfile>) {
 }
 
 /// Largest bundle `config.json` read for capabilities; real ones are a few KiB.
-pub const MAX_CONFIG_BYTES: u64 = 4 << 20;
+pub(crate) const MAX_CONFIG_BYTES: u64 = 4 << 20;
 
 /// Why the bundle's capabilities could not be read.
 #[derive(Debug, thiserror::Error)]
-pub enum BundleError {
+pub(crate) enum BundleError {
     #[error("opening {path}: {source}")]
     Open {
         path: String,
@@ -150,7 +143,7 @@ pub enum BundleError {
 /// symlink and without blocking (a FIFO would otherwise wait for a writer), must be a
 /// regular file, and is read up to a size cap. It still blocks on a slow file system:
 /// call it off the control plane, with a timeout.
-pub fn bounding_capabilities(bundle: &Path) -> Result<Vec<String>, BundleError> {
+pub(crate) fn bounding_capabilities(bundle: &Path) -> Result<Vec<String>, BundleError> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
     let file_path = bundle.join("config.json");
@@ -174,7 +167,7 @@ pub fn bounding_capabilities(bundle: &Path) -> Result<Vec<String>, BundleError> 
         return Err(BundleError::TooLarge { path: path() });
     }
     // The take() also bounds a file that grows after the fstat.
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
     file.take(MAX_CONFIG_BYTES + 1)
         .read_to_end(&mut bytes)
         .map_err(|source| BundleError::Read {
@@ -256,7 +249,7 @@ mod tests {
             bounding_capabilities(dir.path()),
             Err(BundleError::BadJson { .. })
         ));
-        let big = vec![b' '; MAX_CONFIG_BYTES as usize + 1];
+        let big = vec![b' '; usize::try_from(MAX_CONFIG_BYTES).unwrap() + 1];
         std::fs::write(&config, big).unwrap();
         assert!(matches!(
             bounding_capabilities(dir.path()),
@@ -309,7 +302,7 @@ mod tests {
         let ceiling = Ceiling::for_container(&record, Some(&[]));
         let mkdir = crate::syscalls::numbers("mkdir")[0];
         let data = crate::bpf::SeccompData {
-            nr: mkdir.1 as i32,
+            nr: i32::try_from(mkdir.1).unwrap(),
             arch: crate::syscalls::arches()[mkdir.0].audit,
             instruction_pointer: 0,
             args: [0; 6],

@@ -5,12 +5,13 @@ use std::sync::{Arc, Mutex};
 
 use crate::bpf::{self, Insn, SeccompData};
 use crate::container::Container;
+use crate::lock::Locked;
 use crate::policy::{Action, ArgCondition, Policy};
 use crate::record::OriginalProfile;
 use crate::syscalls;
 
 /// The rule name events show when the original profile, not the policy, decided.
-pub const ORIGINAL_PROFILE_RULE: &str = "original-profile";
+pub(crate) const ORIGINAL_PROFILE_RULE: &str = "original-profile";
 
 /// The answer for one notification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,7 +33,7 @@ struct Candidate {
 /// A `'static` copy of a rule name; each distinct name is stored once for the life of the process.
 fn intern(name: &str) -> &'static str {
     static NAMES: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
-    let mut names = NAMES.lock().unwrap_or_else(|e| e.into_inner());
+    let mut names = NAMES.locked();
     if let Some(known) = names.get(name) {
         return known;
     }
@@ -79,12 +80,12 @@ enum Answer {
 }
 
 /// What the kernel does for a filter's `SECCOMP_RET_*` value, in the agent's terms.
-pub fn verdict_of(ret: u32) -> Verdict {
+pub(crate) fn verdict_of(ret: u32) -> Verdict {
     let (action, errno) = match ret & bpf::RET_ACTION {
         // NOTIFY: the listener the hook replaced (with --force) no longer answers; the policy does.
         bpf::RET_ALLOW | bpf::RET_LOG | bpf::RET_USER_NOTIF => (Action::Allow, 0),
         // The kernel caps the errno at MAX_ERRNO.
-        bpf::RET_ERRNO => (Action::Deny, (ret & bpf::RET_DATA).min(4095) as i32),
+        bpf::RET_ERRNO => (Action::Deny, (ret & bpf::RET_DATA).min(4095).cast_signed()),
         // Without a tracer the kernel fails a traced syscall with ENOSYS.
         bpf::RET_TRACE => (Action::Deny, libc::ENOSYS),
         // TRAP, KILL_THREAD, KILL_PROCESS and unknown actions: the caller dies.
@@ -115,7 +116,7 @@ impl Ceiling {
                 continue;
             }
             let data = SeccompData {
-                nr: nr as i32 | info.nr_bit,
+                nr: i32::try_from(nr).expect("below MAX_NR") | info.nr_bit,
                 arch: info.audit,
                 instruction_pointer: 0,
                 args: [0; 6],
@@ -423,7 +424,7 @@ mod tests {
     fn call(location: (usize, usize), args: [u64; 6]) -> SeccompData {
         let arch = &syscalls::arches()[location.0];
         SeccompData {
-            nr: location.1 as i32 | arch.nr_bit,
+            nr: i32::try_from(location.1).unwrap() | arch.nr_bit,
             arch: arch.audit,
             instruction_pointer: 0,
             args,

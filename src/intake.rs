@@ -19,17 +19,17 @@ use crate::notify::Engine;
 use crate::sys::{self, Listener, PidFd};
 
 /// Largest state a runtime may send; real ones are a few KiB.
-pub const MAX_STATE_BYTES: usize = 1 << 20;
+pub(crate) const MAX_STATE_BYTES: usize = 1 << 20;
 
 /// How long a client may take to send its state.
-pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The name of the listener in the state's `fds`, per the runtime spec.
 const SECCOMP_FD_NAME: &str = "seccompFd";
 
 /// Why a connection was refused; `reason()` is its metric label.
 #[derive(Debug, thiserror::Error)]
-pub enum IntakeError {
+pub(crate) enum IntakeError {
     #[error("peer uid {0} is not allowed (root and --allow-uid only)")]
     PeerRefused(u32),
     #[error("no complete state within {READ_TIMEOUT:?}")]
@@ -230,7 +230,7 @@ async fn take_listener(
 }
 
 /// The `reason` label counted when a bundle's capabilities cannot be read; the container is still served.
-pub const BUNDLE_REFUSED: &str = "bundle_config";
+pub(crate) const BUNDLE_REFUSED: &str = "bundle_config";
 
 /// `container::bounding_capabilities` on a blocking thread, with a timeout and a cap on
 /// reads under way, so a FIFO, a huge file or a hung file system never holds up the control plane.
@@ -422,5 +422,41 @@ mod tests {
         assert_eq!(found, Some(end));
         assert_eq!(frame(&[r#"{"a":"}"#]), None);
         assert_eq!(frame(&["  \n", "x{}"]), Some(6));
+    }
+
+    fn received(fds_named: &[&str], fds: Vec<OwnedFd>) -> Received {
+        let state = serde_json::json!({
+            "ociVersion": "1.0.2",
+            "fds": fds_named,
+            "pid": 1,
+            "state": {"ociVersion": "1.0.2", "id": "c", "status": "creating", "bundle": "/"},
+        });
+        Received {
+            state: serde_json::from_value(state).unwrap(),
+            fds,
+        }
+    }
+
+    fn pipe_end() -> OwnedFd {
+        nix::unistd::pipe().unwrap().0
+    }
+
+    #[test]
+    fn pick_listener_names_what_is_wrong() {
+        let reason = |mut r: Received| r.pick_listener().unwrap_err().reason();
+        assert_eq!(reason(received(&["seccompFd"], vec![])), "no_fd");
+        assert_eq!(
+            reason(received(&["seccompFd"], vec![pipe_end(), pipe_end()])),
+            "fd_count"
+        );
+        assert_eq!(
+            reason(received(&["other"], vec![pipe_end()])),
+            "no_seccomp_fd"
+        );
+        // A pipe named seccompFd is refused by the kernel's own ID_VALID check.
+        assert_eq!(
+            reason(received(&["seccompFd"], vec![pipe_end()])),
+            "not_a_listener"
+        );
     }
 }

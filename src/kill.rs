@@ -13,6 +13,7 @@ use nix::sys::signal::{kill, killpg, Signal};
 use nix::sys::stat::Mode;
 use nix::unistd::Pid;
 
+use crate::lock::Locked;
 use crate::sys::{Listener, PidFd};
 
 /// How long a v1 freezer may take to freeze a container before its tasks are killed anyway.
@@ -20,7 +21,7 @@ const FREEZE_WAIT: Duration = Duration::from_millis(500);
 
 /// What ending "the container" reaches, resolved when its listener is attached.
 #[derive(Debug)]
-pub enum Scope {
+pub(crate) enum Scope {
     /// A cgroup v2 directory of the container's own: writing `cgroup.kill` SIGKILLs every
     /// process in it, and forks racing the kill fail. `init` is the fallback.
     Cgroup2 { dir: OwnedFd, init: PidFd },
@@ -36,7 +37,7 @@ pub enum Scope {
 
 /// The process group of a command we forked, which it leads while we have not reaped it.
 #[derive(Debug)]
-pub struct ProcessGroup {
+pub(crate) struct ProcessGroup {
     pgid: Pid,
     /// Set once the leader is reaped: its pid, and so the pgid, may then be reused.
     reaped: Mutex<bool>,
@@ -53,14 +54,14 @@ impl ProcessGroup {
 
     /// Runs `reap` (which reaps the leader, already a zombie) while no kill can use the pgid.
     pub fn reap<T>(&self, reap: impl FnOnce() -> T) -> T {
-        let mut reaped = self.reaped.lock().unwrap_or_else(|e| e.into_inner());
+        let mut reaped = self.reaped.locked();
         let out = reap();
         *reaped = true;
         out
     }
 
     fn kill(&self) -> Result<(), Errno> {
-        let reaped = self.reaped.lock().unwrap_or_else(|e| e.into_inner());
+        let reaped = self.reaped.locked();
         if *reaped {
             return Err(Errno::ESRCH);
         }
@@ -111,7 +112,7 @@ impl Scope {
 /// when it cannot be had safely. The pidfd is opened first and the notification checked
 /// after: a still-pending id proves the task never left the syscall, so `tid` was not
 /// recycled before the pidfd pinned it.
-pub fn open_caller(listener: &Listener, id: u64, tid: u32) -> Option<PidFd> {
+pub(crate) fn open_caller(listener: &Listener, id: u64, tid: u32) -> Option<PidFd> {
     let tid = i32::try_from(tid).ok().filter(|tid| *tid > 0)?;
     let caller = match PidFd::open_task(tid) {
         Ok(caller) => caller,
@@ -407,7 +408,7 @@ mod tests {
             return;
         };
         let (shell, grandchild) = cgroup.spawn_tree();
-        let scope = Scope::for_container(Some(PidFd::open(shell.id() as i32).unwrap()));
+        let scope = Scope::for_container(Some(PidFd::open(shell.id().cast_signed()).unwrap()));
         assert!(matches!(scope, Scope::Cgroup2 { .. }), "{scope:?}");
         assert_tree_ends(&scope, shell, grandchild);
     }
@@ -420,7 +421,7 @@ mod tests {
             return;
         };
         let (shell, grandchild) = cgroup.spawn_tree();
-        let init = PidFd::open(shell.id() as i32).unwrap();
+        let init = PidFd::open(shell.id().cast_signed()).unwrap();
         let scope = Scope::Freezer {
             dir: open_dir(&cgroup.0).unwrap(),
             init,
@@ -437,7 +438,7 @@ mod tests {
     #[test]
     fn a_process_in_its_parents_cgroup_is_no_container() {
         let mut child = Command::new("sleep").arg("60").spawn().unwrap();
-        let scope = Scope::for_container(Some(PidFd::open(child.id() as i32).unwrap()));
+        let scope = Scope::for_container(Some(PidFd::open(child.id().cast_signed()).unwrap()));
         assert!(matches!(scope, Scope::Init(_)), "{scope:?}");
         let _ = child.kill();
         let _ = child.wait();
@@ -456,7 +457,7 @@ mod tests {
         assert!(PidFd::open(tid).is_err());
         let pidfd = PidFd::open_task(tid).unwrap();
         assert!(pidfd.is_alive());
-        assert_eq!(thread_group_of(tid), Some(std::process::id() as i32));
+        assert_eq!(thread_group_of(tid), Some(std::process::id().cast_signed()));
         done_tx.send(()).unwrap();
         thread.join().unwrap();
     }

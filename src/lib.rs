@@ -1,22 +1,20 @@
 //! Switchboard: a seccomp user-notification agent for Linux containers.
 
 pub mod agent;
-pub mod bench;
-pub mod bpf;
 pub mod container;
 pub mod decision;
 pub mod events;
-pub mod handover;
+pub mod handoff;
 pub mod http;
 pub mod intake;
-pub mod kill;
+pub(crate) mod kill;
+mod lock;
 pub mod metrics;
 pub mod notify;
-pub mod policy;
-pub mod record;
 pub mod run;
 pub mod status;
 pub mod sys;
-pub mod syscalls;
 pub mod text;
 pub mod watch;
+
+pub use switchboard_shared::{bpf, handover, policy, record, syscalls};

@@ -9,11 +9,28 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use switchboard::agent::{self, AgentConfig};
-use switchboard::bench::{self, BenchConfig, Rows};
 use switchboard::events::LogFormat;
 use switchboard::policy::Policy;
 use switchboard::run::{self, RunConfig};
 use switchboard::status::Status;
+
+/// `--log-format`: the CLI's spelling of [`LogFormat`].
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Format {
+    /// One JSON object per line.
+    Json,
+    /// One line per event, for people.
+    Text,
+}
+
+impl From<Format> for LogFormat {
+    fn from(format: Format) -> LogFormat {
+        match format {
+            Format::Json => LogFormat::Json,
+            Format::Text => LogFormat::Text,
+        }
+    }
+}
 
 #[derive(Parser)]
 #[command(
@@ -43,8 +60,8 @@ enum Command {
         #[arg(long)]
         scrape_addr: Option<SocketAddr>,
         /// Event format on stdout.
-        #[arg(long, value_enum, default_value_t = LogFormat::Json)]
-        log_format: LogFormat,
+        #[arg(long, value_enum, default_value_t = Format::Json)]
+        log_format: Format,
         /// A uid allowed to connect besides root; repeatable. Pair with --socket-group.
         #[arg(long = "allow-uid")]
         allow_uid: Vec<u32>,
@@ -73,8 +90,8 @@ enum Command {
         #[arg(long)]
         agent: Option<PathBuf>,
         /// Event format on stderr.
-        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
-        log_format: LogFormat,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        log_format: Format,
         /// The command and its arguments.
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<OsString>,
@@ -85,21 +102,6 @@ enum Command {
         #[arg(long, default_value = agent::DEFAULT_METRICS_ADDR)]
         metrics_addr: SocketAddr,
         /// Print the report as JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Measure the round trip of a notified syscall, from no filter to a separate agent.
-    Bench {
-        /// Timed getppid calls per workload process and run.
-        #[arg(long, default_value_t = 20_000)]
-        calls: u64,
-        /// Runs per measurement; tables show the median.
-        #[arg(long, default_value_t = 5)]
-        runs: usize,
-        /// Which tables to measure.
-        #[arg(long, value_enum, default_value_t = Rows::All)]
-        rows: Rows,
-        /// Print JSON instead of Markdown.
         #[arg(long)]
         json: bool,
     },
@@ -152,7 +154,7 @@ fn main() -> ExitCode {
             policy,
             metrics_addr,
             scrape_addr,
-            log_format,
+            log_format: log_format.into(),
             allowed_uids: allow_uid,
             socket_group,
             max_connections,
@@ -169,7 +171,7 @@ fn main() -> ExitCode {
         } => run::run(RunConfig {
             policy,
             agent,
-            log_format,
+            log_format: log_format.into(),
             command,
         }),
         Command::Status { metrics_addr, json } => Status::fetch(metrics_addr).map(|status| {
@@ -183,18 +185,6 @@ fn main() -> ExitCode {
             }
             0
         }),
-        Command::Bench {
-            calls,
-            runs,
-            rows,
-            json,
-        } => bench::run(BenchConfig {
-            calls,
-            runs,
-            rows,
-            json,
-        })
-        .map(|()| 0),
         Command::Check { file } => Policy::load(&file)
             .map(|policy| {
                 println!("{}: ok, {} rules", file.display(), policy.rules.len());

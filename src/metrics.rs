@@ -10,6 +10,7 @@ use prometheus::proto::{self, LabelPair, MetricFamily, MetricType};
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 use crate::container::Container;
+use crate::lock::Locked;
 use crate::policy::Action;
 use crate::syscalls;
 
@@ -39,7 +40,7 @@ const MAX_LABEL_LEN: usize = 128;
 type SeriesKey = [String; 5];
 
 /// The label value every label of the overflow series carries.
-pub const OVERFLOW_LABEL: &str = "_overflow";
+pub(crate) const OVERFLOW_LABEL: &str = "_overflow";
 
 /// A fixed point that lets the notification path store times as plain nanoseconds.
 fn epoch() -> &'static (Instant, SystemTime) {
@@ -98,7 +99,8 @@ impl ListenerStats {
     /// Notes that a notification arrived at `received`; `record` closes it.
     #[inline]
     pub fn begin(&self, received: Instant) {
-        let since = received.saturating_duration_since(epoch().0).as_nanos() as u64;
+        let since = u64::try_from(received.saturating_duration_since(epoch().0).as_nanos())
+            .unwrap_or(u64::MAX - 1);
         self.last_received.store(since + 1, Ordering::Relaxed);
         self.deciding.store(1, Ordering::Relaxed);
     }
@@ -113,6 +115,8 @@ impl ListenerStats {
     /// Counts one decision. Only the listener's own worker may call this.
     #[inline]
     pub fn record(&self, location: Option<(usize, usize)>, action: Action, latency: Duration) {
+        // Arch tables are a handful and slots below 2^16, so the key is exact.
+        #[allow(clippy::cast_possible_truncation, reason = "see above")]
         let key = location.map_or(0, |(arch, nr)| ((arch as u32) << 16 | nr as u32) + 1);
         let mut index = (key as usize).wrapping_mul(0x9E37_79B9) % COUNT_SLOTS;
         let mut counted = false;
@@ -139,7 +143,7 @@ impl ListenerStats {
         if !counted {
             bump(&self.overflow[action.index()], 1);
         }
-        let ns = latency.as_nanos().min(u128::from(u64::MAX)) as u64;
+        let ns = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
         if let Some(bucket) = LATENCY_BOUNDS_NS.iter().position(|bound| ns <= *bound) {
             bump(&self.latency_buckets[bucket], 1);
         }
@@ -218,7 +222,7 @@ struct ListenerCollector {
 impl ListenerCollector {
     /// Keeps at most `max_series` label sets, first come first served; folds the rest.
     fn apply_budget(&self, counts: BTreeMap<SeriesKey, u64>) -> BTreeMap<SeriesKey, u64> {
-        let mut budget = self.budget.lock().unwrap_or_else(|e| e.into_inner());
+        let mut budget = self.budget.locked();
         budget.admitted.retain(|key| counts.contains_key(key));
         budget.folded.retain(|key| counts.contains_key(key));
         let mut kept = BTreeMap::new();
@@ -240,11 +244,58 @@ impl ListenerCollector {
     }
 }
 
-fn gauge_family(name: &str, help: &str, value: f64) -> MetricFamily {
-    let mut family = MetricFamily::default();
-    family.set_name(name.into());
-    family.set_help(help.into());
-    family.set_field_type(MetricType::GAUGE);
+/// A family the listener collector builds at scrape time: its descriptor and the family
+/// itself take the name and help from here, so the two cannot disagree.
+struct Family {
+    name: &'static str,
+    help: &'static str,
+    kind: MetricType,
+}
+
+const SYSCALLS_TOTAL: Family = Family {
+    name: "switchboard_syscalls_total",
+    help: "Flagged syscalls decided, by container, syscall and action.",
+    kind: MetricType::COUNTER,
+};
+const DECISION_DURATION: Family = Family {
+    name: "switchboard_decision_duration_seconds",
+    help: "Time from RECV's return to SEND, per notification.",
+    kind: MetricType::HISTOGRAM,
+};
+const DECISIONS_IN_PROGRESS: Family = Family {
+    name: "switchboard_decisions_in_progress",
+    help: "Notifications received and not yet answered; stuck above 0 means a stuck listener.",
+    kind: MetricType::GAUGE,
+};
+const LAST_NOTIFICATION: Family = Family {
+    name: "switchboard_last_notification_timestamp_seconds",
+    help: "Unix time of the latest notification on any live listener.",
+    kind: MetricType::GAUGE,
+};
+
+impl Family {
+    fn desc(&self) -> Desc {
+        Desc::new(
+            self.name.into(),
+            self.help.into(),
+            vec![],
+            Default::default(),
+        )
+        .expect("a valid metric name")
+    }
+
+    /// An empty family of this name, help and type.
+    fn family(&self) -> MetricFamily {
+        let mut family = MetricFamily::default();
+        family.set_name(self.name.into());
+        family.set_help(self.help.into());
+        family.set_field_type(self.kind);
+        family
+    }
+}
+
+fn gauge_family(spec: &Family, value: f64) -> MetricFamily {
+    let mut family = spec.family();
     let mut gauge = proto::Gauge::default();
     gauge.set_value(value);
     family.set_metric(vec![proto::Metric::from_gauge(gauge)]);
@@ -259,7 +310,7 @@ fn label(name: &str, value: &str) -> LabelPair {
 }
 
 /// Caps an untrusted label value's length; the text encoder escapes the rest.
-pub fn sanitize_label(value: &str) -> String {
+pub(crate) fn sanitize_label(value: &str) -> String {
     if value.len() <= MAX_LABEL_LEN {
         return value.to_string();
     }
@@ -276,7 +327,7 @@ impl Collector for ListenerCollector {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let mut listeners = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        let mut listeners = self.listeners.locked();
         let ttl = self.series_ttl;
         listeners.retired.retain(|(gone, _)| gone.elapsed() < ttl);
         let mut counts: BTreeMap<SeriesKey, u64> = BTreeMap::new();
@@ -310,11 +361,7 @@ impl Collector for ListenerCollector {
         drop(listeners);
         let counts = self.apply_budget(counts);
 
-        let mut syscalls_family = MetricFamily::default();
-        syscalls_family.set_name("switchboard_syscalls_total".into());
-        syscalls_family
-            .set_help("Flagged syscalls decided, by container, syscall and action.".into());
-        syscalls_family.set_field_type(MetricType::COUNTER);
+        let mut syscalls_family = SYSCALLS_TOTAL.family();
         for ([namespace, pod, container, syscall, action], n) in counts {
             let mut metric = proto::Metric::from_label(vec![
                 label("action", &action),
@@ -329,10 +376,7 @@ impl Collector for ListenerCollector {
             syscalls_family.mut_metric().push(metric);
         }
 
-        let mut latency_family = MetricFamily::default();
-        latency_family.set_name("switchboard_decision_duration_seconds".into());
-        latency_family.set_help("Time from RECV's return to SEND, per notification.".into());
-        latency_family.set_field_type(MetricType::HISTOGRAM);
+        let mut latency_family = DECISION_DURATION.family();
         let mut histogram = proto::Histogram::default();
         let mut cumulative = 0;
         histogram.set_bucket(
@@ -356,18 +400,10 @@ impl Collector for ListenerCollector {
 
         let mut families = vec![
             latency_family,
-            gauge_family(
-                "switchboard_decisions_in_progress",
-                "Notifications received and not yet answered; stuck above 0 means a stuck listener.",
-                deciding as f64,
-            ),
+            gauge_family(&DECISIONS_IN_PROGRESS, deciding as f64),
         ];
         if let Some(at) = last_notification {
-            families.push(gauge_family(
-                "switchboard_last_notification_timestamp_seconds",
-                "Unix time of the latest notification on any live listener.",
-                at,
-            ));
+            families.push(gauge_family(&LAST_NOTIFICATION, at));
         }
         if !syscalls_family.get_metric().is_empty() {
             families.push(syscalls_family);
@@ -438,36 +474,15 @@ impl Metrics {
         }
         let collector = ListenerCollector {
             listeners: listeners.clone(),
-            descs: vec![
-                Desc::new(
-                    "switchboard_syscalls_total".into(),
-                    "Flagged syscalls decided.".into(),
-                    vec![],
-                    Default::default(),
-                )
-                .unwrap(),
-                Desc::new(
-                    "switchboard_decision_duration_seconds".into(),
-                    "Decision latency.".into(),
-                    vec![],
-                    Default::default(),
-                )
-                .unwrap(),
-                Desc::new(
-                    "switchboard_decisions_in_progress".into(),
-                    "Notifications being decided.".into(),
-                    vec![],
-                    Default::default(),
-                )
-                .unwrap(),
-                Desc::new(
-                    "switchboard_last_notification_timestamp_seconds".into(),
-                    "Latest notification.".into(),
-                    vec![],
-                    Default::default(),
-                )
-                .unwrap(),
-            ],
+            descs: [
+                SYSCALLS_TOTAL,
+                DECISION_DURATION,
+                DECISIONS_IN_PROGRESS,
+                LAST_NOTIFICATION,
+            ]
+            .iter()
+            .map(Family::desc)
+            .collect(),
             series_ttl,
             max_series,
             budget: Mutex::default(),
@@ -498,17 +513,13 @@ impl Metrics {
 
     /// Starts exporting a new listener's statistics.
     pub fn add_listener(&self, stats: Arc<ListenerStats>) {
-        self.listeners
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .live
-            .push(stats);
+        self.listeners.locked().live.push(stats);
         self.listeners_open.inc();
     }
 
     /// Moves a gone listener's series to the retired set, kept until the TTL.
     pub fn retire_listener(&self, stats: &Arc<ListenerStats>) {
-        let mut listeners = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        let mut listeners = self.listeners.locked();
         if let Some(at) = listeners.live.iter().position(|s| Arc::ptr_eq(s, stats)) {
             let stats = listeners.live.swap_remove(at);
             stats.latency_into(&mut listeners.retired_latency);
@@ -519,11 +530,7 @@ impl Metrics {
 
     /// Statistics of every live listener.
     pub fn live_listeners(&self) -> Vec<Arc<ListenerStats>> {
-        self.listeners
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .live
-            .clone()
+        self.listeners.locked().live.clone()
     }
 
     /// Counts a refused connection.

@@ -12,6 +12,7 @@ use crate::container::Container;
 use crate::decision::{DecisionTable, ORIGINAL_PROFILE_RULE};
 use crate::events::{Event, EventSink, SyscallEvent};
 use crate::kill::{self, Scope};
+use crate::lock::Locked;
 use crate::metrics::{ListenerStats, Metrics};
 use crate::policy::{Action, Policy};
 use crate::sys::{self, Listener, ListenerError, Notification, PidFd};
@@ -45,7 +46,7 @@ struct Worker {
 
 /// Refuses to serve when the kernel's notification structs are larger than this build's:
 /// RECV would write past the buffer. Every command that serves listeners calls it first.
-pub fn ensure_kernel_structs_fit() -> anyhow::Result<()> {
+pub(crate) fn ensure_kernel_structs_fit() -> anyhow::Result<()> {
     use anyhow::Context;
     let fit = sys::kernel_struct_sizes_fit()
         .context("asking the kernel for seccomp notification sizes")?;
@@ -89,15 +90,21 @@ impl TableCache {
     }
 }
 
+/// What attaching and reloading read and change together, under one lock: a listener is
+/// registered under the policy its table was compiled from, or handed the newer one's.
+struct EngineState {
+    policy: Arc<Policy>,
+    tables: TableCache,
+    live: HashMap<u64, Arc<ListenerControl>>,
+}
+
 /// Serves listeners with the current policy and swaps in new ones.
 pub struct Engine {
     /// Whether to ask for SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP (off only to measure without it).
     sync_wakeup: bool,
-    policy: Mutex<Arc<Policy>>,
-    tables: Mutex<TableCache>,
+    state: Mutex<EngineState>,
     metrics: Arc<Metrics>,
     events: EventSink,
-    live: Mutex<HashMap<u64, Arc<ListenerControl>>>,
     next_id: AtomicU64,
 }
 
@@ -110,11 +117,13 @@ impl Engine {
     ) -> Arc<Engine> {
         Arc::new(Engine {
             sync_wakeup,
-            policy: Mutex::new(Arc::new(policy)),
-            tables: Mutex::default(),
+            state: Mutex::new(EngineState {
+                policy: Arc::new(policy),
+                tables: TableCache::default(),
+                live: HashMap::new(),
+            }),
             metrics,
             events,
-            live: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
         })
     }
@@ -125,7 +134,7 @@ impl Engine {
 
     /// Listeners being served now.
     pub fn live_count(&self) -> usize {
-        self.live.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.state.locked().live.len()
     }
 
     /// Starts serving `listener` for `container` on a thread of its own. `init` is the
@@ -140,23 +149,19 @@ impl Engine {
     }
 
     /// [`Engine::attach`] with what a kill rule ends besides the caller already resolved.
-    pub fn attach_scoped(
+    pub(crate) fn attach_scoped(
         self: &Arc<Self>,
         listener: Listener,
         container: Container,
         scope: Scope,
     ) -> std::io::Result<Attached> {
         let container = Arc::new(container);
-        let policy = self
-            .policy
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let table = self
-            .tables
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .table(&policy, &container);
+        let (policy, table) = {
+            let mut state = self.state.locked();
+            let policy = state.policy.clone();
+            let table = state.tables.table(&policy, &container);
+            (policy, table)
+        };
         let sync_wakeup = match self.sync_wakeup.then(|| listener.enable_sync_wakeup()) {
             None => false,
             Some(Ok(())) => true,
@@ -200,11 +205,7 @@ impl Engine {
                 }
                 let stats = worker.stats.clone();
                 let reason = worker.run();
-                engine
-                    .live
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&id);
+                engine.state.locked().live.remove(&id);
                 engine.metrics.retire_listener(&stats);
                 engine.events.emit(Event::ListenerRemoved {
                     time: SystemTime::now(),
@@ -212,10 +213,18 @@ impl Engine {
                     reason,
                 });
             })?;
-        self.live
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, control);
+        {
+            let mut state = self.state.locked();
+            // A reload between compiling the table and now did not see this listener:
+            // hand it the current policy's table before anyone else can reload again.
+            if !Arc::ptr_eq(&state.policy, &policy) {
+                let current = state.policy.clone();
+                let table = state.tables.table(&current, &control.container);
+                *control.pending.locked() = Some(table);
+                control.dirty.store(true, Ordering::Release);
+            }
+            state.live.insert(id, control);
+        }
         self.metrics.add_listener(stats.clone());
         self.events.emit(Event::ListenerAdded {
             time: SystemTime::now(),
@@ -229,12 +238,12 @@ impl Engine {
     /// Makes `policy` current and hands every live listener its recompiled table.
     pub fn replace_policy(&self, policy: Policy) {
         let policy = Arc::new(policy);
-        *self.policy.lock().unwrap_or_else(|e| e.into_inner()) = policy.clone();
-        let mut tables = self.tables.lock().unwrap_or_else(|e| e.into_inner());
-        let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.state.locked();
+        state.policy = policy.clone();
+        let EngineState { tables, live, .. } = &mut *state;
         for control in live.values() {
             let table = tables.table(&policy, &control.container);
-            *control.pending.lock().unwrap_or_else(|e| e.into_inner()) = Some(table);
+            *control.pending.locked() = Some(table);
             control.dirty.store(true, Ordering::Release);
         }
     }
@@ -306,12 +315,7 @@ impl Worker {
     #[cold]
     fn take_new_table(&mut self) {
         self.control.dirty.store(false, Ordering::Release);
-        let pending = self
-            .control
-            .pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let pending = self.control.pending.locked().take();
         if let Some(table) = pending {
             self.table = table;
         }
@@ -362,5 +366,41 @@ impl Worker {
             Err(ListenerError::Gone) => Ok(()),
             answered => answered,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(text: &str) -> Arc<Policy> {
+        Arc::new(Policy::parse(text, "test").unwrap())
+    }
+
+    #[test]
+    fn containers_the_same_rules_apply_to_share_a_table() {
+        let p = policy("default: log\nrules:\n  - name: prod\n    match: {namespace: [prod]}\n    syscalls: [mkdir]\n    action: deny\n");
+        let in_ns = |ns: &str| Container {
+            namespace: ns.into(),
+            ..Container::default()
+        };
+        let mut cache = TableCache::default();
+        let a = cache.table(&p, &in_ns("prod"));
+        let b = cache.table(&p, &in_ns("prod"));
+        let other = cache.table(&p, &in_ns("dev"));
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(!Arc::ptr_eq(&a, &other));
+        // A new policy never reuses a table compiled from the old one.
+        let newer = policy("default: log\nrules:\n  - name: prod\n    match: {namespace: [prod]}\n    syscalls: [mkdir]\n    action: deny\n");
+        assert!(!Arc::ptr_eq(&a, &cache.table(&newer, &in_ns("prod"))));
+    }
+
+    #[test]
+    fn dropped_tables_are_not_kept() {
+        let p = policy("default: log\nrules: []\n");
+        let mut cache = TableCache::default();
+        let table = cache.table(&p, &Container::default());
+        // Only listeners keep a table alive: the cache holds it weakly.
+        assert_eq!(Arc::strong_count(&table), 1);
     }
 }

@@ -2,7 +2,7 @@
 
 use std::ffi::{CString, OsString};
 use std::io::IoSlice;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,6 +19,7 @@ use nix::unistd::{getpgrp, setpgid, ForkResult, Pid};
 
 use crate::container::Container;
 use crate::events::{EventWriter, LogFormat};
+use crate::handoff;
 use crate::handover;
 use crate::kill::{ProcessGroup, Scope};
 use crate::metrics::{ListenerStats, Metrics};
@@ -84,7 +85,8 @@ pub fn run(config: RunConfig) -> anyhow::Result<i32> {
         sys::ignore_signal(sig).context("ignoring terminal signals")?;
     }
 
-    let Some(listener) = receive_listener(&parent_end)? else {
+    let (_, listener) = handoff::receive_listener(parent_end.as_fd(), &mut [0u8; 1], None)?;
+    let Some(listener) = listener else {
         // The child failed before handing over; it said why on stderr.
         let status = wait_status(child);
         reclaim_terminal(child);
@@ -102,7 +104,7 @@ pub fn run(config: RunConfig) -> anyhow::Result<i32> {
 
     match &config.agent {
         Some(socket) => {
-            hand_to_agent(socket, &container, listener)?;
+            handoff::hand_to_agent(socket, &container, listener, None)?;
             let status = wait_status(child);
             reclaim_terminal(child);
             status
@@ -183,80 +185,6 @@ fn child_main(filter: &ScmpFilterContext, to_parent: OwnedFd, command: &[CString
     })
 }
 
-fn receive_listener(from_child: &OwnedFd) -> anyhow::Result<Option<Listener>> {
-    let mut buf = [0u8; 1];
-    let mut fds = Vec::new();
-    loop {
-        match sys::receive_with_fds(std::os::fd::AsFd::as_fd(from_child), &mut buf, &mut fds) {
-            Err(nix::errno::Errno::EAGAIN) => {
-                wait_readable(from_child);
-                continue;
-            }
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(e).context("receiving the listener from the child"),
-            Ok(_) => break,
-        }
-    }
-    let Some(fd) = fds.pop() else {
-        return Ok(None);
-    };
-    Listener::from_fd(fd).map(Some).map_err(|(_, errno)| {
-        anyhow::anyhow!("the child sent something that is not a seccomp listener ({errno})")
-    })
-}
-
-fn wait_readable(fd: &OwnedFd) {
-    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    let mut fds = [PollFd::new(std::os::fd::AsFd::as_fd(fd), PollFlags::POLLIN)];
-    let _ = poll(&mut fds, PollTimeout::NONE);
-}
-
-/// Sends the listener to a running agent as a runtime would, over `listenerPath`.
-fn hand_to_agent(
-    socket: &PathBuf,
-    container: &Container,
-    listener: Listener,
-) -> anyhow::Result<()> {
-    let stream = std::os::unix::net::UnixStream::connect(socket)
-        .with_context(|| format!("connecting to the agent at {}", socket.display()))?;
-    send_listener(&stream, container, listener)
-}
-
-/// Sends `listener` over a connected agent socket as a runtime does: a
-/// ContainerProcessState naming it "seccompFd", with the fd as SCM_RIGHTS.
-pub fn send_listener(
-    stream: &std::os::unix::net::UnixStream,
-    container: &Container,
-    listener: Listener,
-) -> anyhow::Result<()> {
-    let state = serde_json::json!({
-        "ociVersion": "1.0.2",
-        "fds": ["seccompFd"],
-        "pid": container.init_pid,
-        "state": {
-            "ociVersion": "1.0.2",
-            "id": container.container_id,
-            "status": "running",
-            "pid": container.init_pid,
-            "bundle": container.bundle,
-        }
-    })
-    .to_string();
-    let fd: OwnedFd = listener.into();
-    let fds = [fd.as_raw_fd()];
-    let cmsg = [ControlMessage::ScmRights(&fds)];
-    let iov = [IoSlice::new(state.as_bytes())];
-    let sent = sendmsg::<()>(stream.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None)
-        .context("sending the listener to the agent")?;
-    if sent != state.len() {
-        bail!(
-            "the agent took only {sent} of {} bytes of the state",
-            state.len()
-        );
-    }
-    Ok(())
-}
-
 fn serve_here(
     config: &RunConfig,
     policy: Policy,
@@ -318,5 +246,34 @@ fn wait_status(child: Pid) -> anyhow::Result<i32> {
             Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => return Err(e).context("waiting for the command"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[allow(clippy::zombie_processes, reason = "wait_status reaps it by pid")]
+    fn status_of(script: &str) -> i32 {
+        let child = std::process::Command::new("sh")
+            .args(["-c", script])
+            .spawn()
+            .unwrap();
+        wait_status(Pid::from_raw(child.id().cast_signed())).unwrap()
+    }
+
+    #[test]
+    fn exit_status_is_the_code_or_128_plus_the_signal() {
+        assert_eq!(status_of("exit 3"), 3);
+        assert_eq!(status_of("kill -9 $$"), 128 + 9);
+    }
+
+    #[test]
+    fn unknown_names_are_skipped_not_fatal() {
+        let filter = build_filter(&["mkdir".into(), "no_such_call".into()]).unwrap();
+        let program = crate::record::export(&filter).unwrap();
+        assert!(program.iter().any(|insn| insn
+            .returns()
+            .is_some_and(|ret| ret & crate::bpf::RET_ACTION == crate::bpf::RET_USER_NOTIF)));
     }
 }

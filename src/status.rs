@@ -2,18 +2,19 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
-use crate::events::RecentDenials;
+use crate::events::{RecentDenials, SyscallLine};
 use crate::metrics::Metrics;
 use crate::policy::Action;
 use crate::text::{printable, Printable};
+
+/// How long `switchboard status` waits for the agent.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How many syscalls the report ranks.
 const TOP_SYSCALLS: usize = 10;
@@ -26,8 +27,8 @@ pub struct ListenerStatus {
     pub pod: String,
     pub container: String,
     pub init_pid: i32,
-    /// Decisions by action name.
-    pub counts: BTreeMap<String, u64>,
+    /// Decisions by action.
+    pub counts: BTreeMap<Action, u64>,
     /// Unix time of the latest notification.
     pub last_notification: Option<f64>,
 }
@@ -36,7 +37,7 @@ pub struct ListenerStatus {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct SyscallCount {
     pub syscall: String,
-    pub action: String,
+    pub action: Action,
     pub count: u64,
 }
 
@@ -47,7 +48,7 @@ pub struct Status {
     pub listeners: Vec<ListenerStatus>,
     pub top_syscalls: Vec<SyscallCount>,
     /// Latest deny and kill events, oldest first, as the JSON event log prints them.
-    pub recent_denials: Vec<Value>,
+    pub recent_denials: Vec<SyscallLine>,
 }
 
 impl Status {
@@ -58,7 +59,7 @@ impl Status {
         for stats in metrics.live_listeners() {
             let mut counts = BTreeMap::new();
             for (syscall, action, n) in stats.counts() {
-                *counts.entry(action.as_str().to_string()).or_default() += n;
+                *counts.entry(action).or_default() += n;
                 *totals.entry((syscall, action)).or_default() += n;
             }
             let c = &stats.container;
@@ -77,7 +78,7 @@ impl Status {
             .into_iter()
             .map(|((syscall, action), count)| SyscallCount {
                 syscall: syscall.to_string(),
-                action: action.as_str().to_string(),
+                action,
                 count,
             })
             .collect();
@@ -93,23 +94,12 @@ impl Status {
 
     /// Asks the agent whose metrics server listens on `addr`.
     pub fn fetch(addr: SocketAddr) -> anyhow::Result<Status> {
-        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-            .with_context(|| format!("connecting to the agent's metrics server at {addr}"))?;
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        write!(stream, "GET /status HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response)?;
-        let text = String::from_utf8_lossy(&response);
-        let Some((head, body)) = text.split_once("\r\n\r\n") else {
-            bail!("the agent at {addr} sent no HTTP response");
-        };
-        if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
-            bail!(
-                "the agent at {addr} answered {}",
-                head.lines().next().unwrap_or("")
-            );
+        let (status, body) = crate::http::get(&addr.to_string(), "/status", FETCH_TIMEOUT)
+            .with_context(|| format!("asking the agent's metrics server at {addr}"))?;
+        if status != 200 {
+            bail!("the agent at {addr} answered {status}");
         }
-        serde_json::from_str(body).context("reading the agent's status")
+        serde_json::from_str(&body).context("reading the agent's status")
     }
 
     /// The report for people.
@@ -127,7 +117,7 @@ impl Status {
             "CONTAINER", "NAMESPACE/POD/NAME", "ALLOW", "LOG", "DENY", "KILL"
         );
         for l in &self.listeners {
-            let count = |a: &str| l.counts.get(a).copied().unwrap_or(0);
+            let count = |a: Action| l.counts.get(&a).copied().unwrap_or(0);
             let k8s = if l.namespace.is_empty() && l.pod.is_empty() {
                 "-".to_string()
             } else {
@@ -143,10 +133,10 @@ impl Status {
                 "{:<28} {:<36} {:>8} {:>8} {:>8} {:>8}",
                 truncate(&printable(&l.container_id), 28),
                 truncate(&k8s, 36),
-                count("allow"),
-                count("log"),
-                count("deny"),
-                count("kill")
+                count(Action::Allow),
+                count(Action::Log),
+                count(Action::Deny),
+                count(Action::Kill)
             );
         }
         let _ = writeln!(out, "\nTOP SYSCALLS");
@@ -155,7 +145,7 @@ impl Status {
                 out,
                 "  {:<24} {:<6} {:>10}",
                 printable(&row.syscall),
-                printable(&row.action),
+                row.action.as_str(),
                 row.count
             );
         }
@@ -164,21 +154,16 @@ impl Status {
             let _ = writeln!(out, "  (none)");
         }
         for event in self.recent_denials.iter().rev() {
-            let field = |k: &str| match &event[k] {
-                Value::String(s) => printable(s),
-                Value::Null => "-".to_string(),
-                other => printable(&other.to_string()),
-            };
             let _ = writeln!(
                 out,
                 "  {} {:<5} {:<16} container={} pid={} rule={} errno={}",
-                field("time"),
-                field("action"),
-                field("syscall"),
-                field("container_id"),
-                field("pid"),
-                field("rule"),
-                field("errno")
+                Printable(&event.time),
+                event.action.as_str(),
+                printable(&event.syscall),
+                Printable(&event.container_id),
+                event.pid,
+                event.rule.as_deref().map_or("-".to_string(), printable),
+                event.errno
             );
         }
         out
@@ -191,5 +176,82 @@ fn truncate(text: &str, width: usize) -> String {
     } else {
         let kept: String = text.chars().take(width - 1).collect();
         format!("{kept}…")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::SyscallKind;
+
+    fn status() -> Status {
+        Status {
+            version: "0.1.0".into(),
+            listeners: vec![ListenerStatus {
+                container_id: "c\n1".into(),
+                namespace: "ns".into(),
+                pod: "pod".into(),
+                container: "app".into(),
+                init_pid: 42,
+                counts: BTreeMap::from([(Action::Log, 3), (Action::Deny, 2)]),
+                last_notification: None,
+            }],
+            top_syscalls: vec![SyscallCount {
+                syscall: "mkdir".into(),
+                action: Action::Deny,
+                count: 2,
+            }],
+            recent_denials: vec![SyscallLine {
+                time: "2026-01-01T00:00:00.000000Z".into(),
+                event: SyscallKind::Syscall,
+                container_id: "c\n1".into(),
+                namespace: "ns".into(),
+                pod: "pod".into(),
+                container: "app".into(),
+                pid: 7,
+                syscall: "mkdir".into(),
+                nr: 83,
+                arch: "x86_64".into(),
+                args: [0; 6],
+                rule: None,
+                action: Action::Deny,
+                errno: 1,
+                via: None,
+            }],
+        }
+    }
+
+    #[test]
+    fn text_has_counts_by_action_and_escapes() {
+        let text = status().to_text();
+        let row = text.lines().find(|l| l.starts_with("c\\n1")).unwrap();
+        let counts: Vec<&str> = row.split_whitespace().skip(2).collect();
+        assert_eq!(counts, ["0", "3", "2", "0"], "{text}");
+        assert!(
+            text.contains("  mkdir                    deny            2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("deny  mkdir            container=c\\n1 pid=7 rule=- errno=1"),
+            "{text}"
+        );
+        assert!(!text.contains("c\n1"), "{text}");
+    }
+
+    #[test]
+    fn json_round_trips_with_actions_as_words() {
+        let json = serde_json::to_value(status()).unwrap();
+        assert_eq!(json["listeners"][0]["counts"]["deny"], 2);
+        assert_eq!(json["recent_denials"][0]["action"], "deny");
+        assert!(json["recent_denials"][0].get("via").is_none());
+        let back: Status = serde_json::from_value(json).unwrap();
+        assert_eq!(back.recent_denials, status().recent_denials);
+        assert_eq!(back.listeners[0].counts, status().listeners[0].counts);
+    }
+
+    #[test]
+    fn long_names_are_cut_with_an_ellipsis() {
+        assert_eq!(truncate("abcdef", 4), "abc…");
+        assert_eq!(truncate("abc", 4), "abc");
     }
 }

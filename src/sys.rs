@@ -1,4 +1,10 @@
 //! The one home of unsafe code: seccomp listener ioctls and pidfds, behind a safe API.
+//!
+//! The listener ioctls are issued here rather than through libseccomp's
+//! `ScmpNotifReq::receive`/`ScmpNotifResp::respond`: `receive` allocates a notification
+//! per call (`seccomp_notify_alloc`) and converts it to owned Rust values, which the
+//! notification path must not do, and libseccomp 2.5 has no call for
+//! `SECCOMP_IOCTL_NOTIF_SET_FLAGS`, so no `SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP`.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
@@ -6,10 +12,14 @@ use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 /// One notification as the kernel hands it over (`struct seccomp_notif`).
-pub type Notification = libc::seccomp_notif;
+pub(crate) type Notification = libc::seccomp_notif;
 
 /// Tells the kernel to wake the agent on the CPU of the trapped task (Linux ≥ 6.6).
 const SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: u64 = 1;
+
+/// `SECCOMP_USER_NOTIF_FLAG_CONTINUE` as `seccomp_notif_resp.flags` holds it (libc has it as u64).
+#[allow(clippy::cast_possible_truncation, reason = "the flag is bit 0")]
+const FLAG_CONTINUE: u32 = libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32;
 
 /// A zeroed notification buffer, as RECV requires.
 pub fn empty_notification() -> Notification {
@@ -49,7 +59,15 @@ impl Listener {
     ///
     /// ID_VALID on a bogus id fails with ENOENT on a listener and ENOTTY (or EINVAL)
     /// on anything else, which makes it a cheap type check.
+    ///
+    /// Fails with EOVERFLOW, without touching the fd, if this kernel's notification structs
+    /// are larger than this build's: RECV would write past the buffer [`Listener::receive`] owns.
     pub fn from_fd(fd: OwnedFd) -> Result<Self, (OwnedFd, Errno)> {
+        match kernel_structs_fit() {
+            Ok(true) => {}
+            Ok(false) => return Err((fd, Errno::EOVERFLOW)),
+            Err(errno) => return Err((fd, errno)),
+        }
         match id_valid(fd.as_fd(), u64::MAX) {
             Err(Errno::ENOENT) | Ok(()) => Ok(Listener { fd }),
             Err(errno) => Err((fd, errno)),
@@ -73,8 +91,8 @@ impl Listener {
     #[inline]
     pub fn receive(&self, notif: &mut Notification) -> Result<(), ListenerError> {
         *notif = empty_notification();
-        // SAFETY: `notif` is a valid, zeroed seccomp_notif the kernel writes into;
-        // notify::ensure_kernel_structs_fit() checked at startup that the kernel's struct is no larger.
+        // SAFETY: `notif` is a valid, zeroed seccomp_notif the kernel writes into; a Listener
+        // exists only once `from_fd` saw that the kernel's struct is no larger.
         let rc = unsafe {
             libc::ioctl(
                 self.fd.as_raw_fd(),
@@ -92,7 +110,7 @@ impl Listener {
             id,
             val: 0,
             error: 0,
-            flags: libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32,
+            flags: FLAG_CONTINUE,
         })
     }
 
@@ -170,9 +188,15 @@ fn id_valid(fd: BorrowedFd<'_>, id: u64) -> Result<(), Errno> {
     Errno::result(rc).map(drop)
 }
 
+/// [`kernel_struct_sizes_fit`], asked once per process.
+fn kernel_structs_fit() -> Result<bool, Errno> {
+    static FIT: std::sync::OnceLock<Result<bool, Errno>> = std::sync::OnceLock::new();
+    *FIT.get_or_init(kernel_struct_sizes_fit)
+}
+
 /// False when the running kernel's notification structs are larger than ours, in
 /// which case RECV would write past our buffer.
-pub fn kernel_struct_sizes_fit() -> Result<bool, Errno> {
+pub(crate) fn kernel_struct_sizes_fit() -> Result<bool, Errno> {
     // SAFETY: seccomp_notif_sizes is three u16; zero is valid.
     let mut sizes: libc::seccomp_notif_sizes = unsafe { std::mem::zeroed() };
     // SAFETY: SECCOMP_GET_NOTIF_SIZES writes one seccomp_notif_sizes through the pointer.
@@ -222,12 +246,10 @@ impl PidFd {
     fn open_with(pid: i32, flags: libc::c_uint) -> Result<Self, Errno> {
         // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
         let rc = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, flags) };
-        let raw = Errno::result(rc)? as RawFd;
+        let raw = RawFd::try_from(Errno::result(rc)?).map_err(|_| Errno::EBADF)?;
         // SAFETY: the kernel just returned this fd to us; nothing else owns it.
-        Ok(PidFd {
-            fd: unsafe { OwnedFd::from_raw_fd(raw) },
-            pid,
-        })
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        Ok(PidFd { fd, pid })
     }
 
     /// The pid (or tid) it was opened for, in the agent's pid namespace.
@@ -262,7 +284,7 @@ impl PidFd {
 
 /// Most fds one `receive_with_fds` makes room for; the kernel closes any beyond
 /// and sets MSG_CTRUNC. A runtime sends one.
-pub const MAX_FDS_PER_MESSAGE: usize = 16;
+pub(crate) const MAX_FDS_PER_MESSAGE: usize = 16;
 
 /// What one `receive_with_fds` got.
 #[derive(Debug, Clone, Copy)]
@@ -277,6 +299,7 @@ pub struct ReceivedChunk {
 struct ControlBuffer([u8; CONTROL_SPACE]);
 
 // SAFETY: CMSG_SPACE is pure arithmetic on its argument.
+#[allow(clippy::cast_possible_truncation, reason = "16 fds' worth of bytes")]
 const CONTROL_SPACE: usize = unsafe {
     libc::CMSG_SPACE((MAX_FDS_PER_MESSAGE * std::mem::size_of::<RawFd>()) as u32) as usize
 };
@@ -285,6 +308,12 @@ const CONTROL_SPACE: usize = unsafe {
 /// once and appended to `fds`, so it is closed unless the caller keeps it; this holds
 /// for a truncated control message too (MSG_CTRUNC), where nix's `cmsgs()` would fail
 /// before handing over the fds the kernel did install.
+///
+/// Not the `sendfd` crate's `recv_with_fd`: it hands back `RawFd`s, so taking ownership
+/// would need unsafe code outside this module; it does not report MSG_CTRUNC (fds lost
+/// to a short buffer go unnoticed), cannot pass MSG_DONTWAIT for the non-blocking intake,
+/// and allocates its control buffer per call. Its send side only takes `UnixStream`s and
+/// `RawFd`s, which nix's `sendmsg` (used by `handoff`) already covers.
 pub fn receive_with_fds(
     socket: BorrowedFd<'_>,
     buf: &mut [u8],
@@ -310,7 +339,7 @@ pub fn receive_with_fds(
             libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT,
         )
     };
-    let bytes = Errno::result(rc)? as usize;
+    let bytes = usize::try_from(Errno::result(rc)?).map_err(|_| Errno::EINVAL)?;
     // SAFETY: after recvmsg, msg_controllen is the part of `control` the kernel filled,
     // and CMSG_FIRSTHDR/CMSG_NXTHDR stay within it, returning null past its end.
     let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&header) };
@@ -342,28 +371,45 @@ pub fn receive_with_fds(
     })
 }
 
-/// Forks. Only call while the process has a single thread, so the child may allocate.
+/// Forks, so that the child may allocate and take locks: refused with EBUSY unless this
+/// process has a single thread (none can then hold a lock across the fork), or with the
+/// error of reading `/proc/self/task` if that cannot be counted.
 pub fn fork_single_threaded() -> Result<nix::unistd::ForkResult, Errno> {
-    // SAFETY: callers guarantee no other thread exists, so no lock can be held across the fork.
+    if thread_count()? != 1 {
+        return Err(Errno::EBUSY);
+    }
+    // SAFETY: checked just above that this is the only thread; only this thread could start
+    // another, so none exists at the fork and no lock can be held across it.
     unsafe { nix::unistd::fork() }
 }
 
+/// Threads of this process, from `/proc/self/task`.
+fn thread_count() -> Result<usize, Errno> {
+    let io = |e: std::io::Error| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
+    let mut count = 0;
+    for task in std::fs::read_dir("/proc/self/task").map_err(io)? {
+        task.map_err(io)?;
+        count += 1;
+    }
+    Ok(count)
+}
+
 /// The foreground process group of the terminal on stdin; None when stdin is no terminal.
-pub fn foreground_group() -> Option<nix::unistd::Pid> {
+pub(crate) fn foreground_group() -> Option<nix::unistd::Pid> {
     // SAFETY: tcgetpgrp only reads the fd's terminal state; a non-terminal fd fails with ENOTTY.
     let rc = unsafe { libc::tcgetpgrp(libc::STDIN_FILENO) };
     (rc > 0).then(|| nix::unistd::Pid::from_raw(rc))
 }
 
 /// Makes `group` the foreground process group of the terminal on stdin.
-pub fn set_foreground_group(group: nix::unistd::Pid) -> Result<(), Errno> {
+pub(crate) fn set_foreground_group(group: nix::unistd::Pid) -> Result<(), Errno> {
     // SAFETY: tcsetpgrp takes an fd and a pgid by value.
     let rc = unsafe { libc::tcsetpgrp(libc::STDIN_FILENO, group.as_raw()) };
     Errno::result(rc).map(drop)
 }
 
 /// Sets a signal's disposition back to the default.
-pub fn default_signal(signal: nix::sys::signal::Signal) -> Result<(), Errno> {
+pub(crate) fn default_signal(signal: nix::sys::signal::Signal) -> Result<(), Errno> {
     use nix::sys::signal::SigHandler;
     // SAFETY: SIG_DFL runs no handler code, so nothing can be async-signal-unsafe.
     unsafe { nix::sys::signal::signal(signal, SigHandler::SigDfl) }.map(drop)
@@ -374,4 +420,82 @@ pub fn ignore_signal(signal: nix::sys::signal::Signal) -> Result<(), Errno> {
     use nix::sys::signal::SigHandler;
     // SAFETY: SIG_IGN runs no handler code, so nothing can be async-signal-unsafe.
     unsafe { nix::sys::signal::signal(signal, SigHandler::SigIgn) }.map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::IoSlice;
+
+    use nix::sys::socket::{
+        sendmsg, socketpair, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType,
+    };
+
+    use super::*;
+
+    fn pair() -> (OwnedFd, OwnedFd) {
+        socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap()
+    }
+
+    fn send(socket: &OwnedFd, bytes: &[u8], n_fds: usize) {
+        let pipes: Vec<_> = (0..n_fds).map(|_| nix::unistd::pipe().unwrap().0).collect();
+        let raw: Vec<RawFd> = pipes.iter().map(AsRawFd::as_raw_fd).collect();
+        sendmsg::<()>(
+            socket.as_raw_fd(),
+            &[IoSlice::new(bytes)],
+            &[ControlMessage::ScmRights(&raw)],
+            MsgFlags::empty(),
+            None,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn received_fds_are_owned_and_truncation_is_reported() {
+        let (ours, theirs) = pair();
+        let mut buf = [0u8; 8];
+        let mut fds = Vec::new();
+        assert_eq!(
+            receive_with_fds(ours.as_fd(), &mut buf, &mut fds).unwrap_err(),
+            Errno::EAGAIN
+        );
+        send(&theirs, b"two", 2);
+        let chunk = receive_with_fds(ours.as_fd(), &mut buf, &mut fds).unwrap();
+        assert_eq!((chunk.bytes, chunk.fds_lost, fds.len()), (3, false, 2));
+        fds.clear();
+        // More than there is room for: the kernel closes the rest and says so.
+        send(&theirs, b"many", MAX_FDS_PER_MESSAGE + 4);
+        let chunk = receive_with_fds(ours.as_fd(), &mut buf, &mut fds).unwrap();
+        assert!(chunk.fds_lost);
+        assert_eq!(fds.len(), MAX_FDS_PER_MESSAGE);
+    }
+
+    #[test]
+    fn only_a_listener_becomes_a_listener() {
+        let (read, _write) = nix::unistd::pipe().unwrap();
+        let (fd, errno) = Listener::from_fd(read).unwrap_err();
+        assert!(matches!(errno, Errno::ENOTTY | Errno::EINVAL), "{errno}");
+        assert!(fd.as_raw_fd() >= 0);
+    }
+
+    #[test]
+    fn this_kernel_fits_our_structs() {
+        assert_eq!(kernel_struct_sizes_fit(), Ok(true));
+    }
+
+    #[test]
+    fn fork_refuses_while_other_threads_run() {
+        // The test harness runs this test on a thread of its own, besides main.
+        assert!(thread_count().unwrap() > 1);
+        match fork_single_threaded() {
+            Err(errno) => assert_eq!(errno, Errno::EBUSY),
+            Ok(nix::unistd::ForkResult::Child) => std::process::exit(0),
+            Ok(nix::unistd::ForkResult::Parent { .. }) => panic!("forked with other threads"),
+        }
+    }
 }

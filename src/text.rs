@@ -29,7 +29,7 @@ fn needs_escape(c: char) -> bool {
 }
 
 /// The escaped text as a `String`.
-pub fn printable(text: &str) -> String {
+pub(crate) fn printable(text: &str) -> String {
     Printable(text).to_string()
 }
 

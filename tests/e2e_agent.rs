@@ -422,7 +422,9 @@ fn hostile_clients_are_counted_and_do_not_block() {
     assert_mkdir_denied_by(&agent, "after-truncated");
 
     // Binary junk.
-    let junk: Vec<u8> = (0..256u32).map(|i| (i * 167 + 13) as u8).collect();
+    let junk: Vec<u8> = (0..256u32)
+        .map(|i| u8::try_from((i * 167 + 13) % 256).unwrap())
+        .collect();
     hostile(&agent, &junk, &[]);
     wait_reason(&agent, "bad_json");
     assert_mkdir_denied_by(&agent, "after-junk");

@@ -384,7 +384,7 @@ fn sigterm_exits_while_stdout_is_blocked() {
     let out = run_runc(&bundle, &unique_id("blocked-stdout"), TIMEOUT);
     assert!(out.stdout.contains("done"), "{out:?}");
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::unistd::Pid::from_raw(child.id().cast_signed()),
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();

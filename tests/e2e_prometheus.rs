@@ -12,8 +12,8 @@ mod common;
 use common::*;
 use serde_json::Value;
 use std::fs;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -270,17 +270,9 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// `GET path` over HTTP/1.0; `None` when the connection fails. Returns (status, body).
+/// `GET path`; `None` when the connection fails. Returns (status, body).
 fn try_get(addr: &str, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut resp = Vec::new();
-    s.read_to_end(&mut resp).ok()?;
-    let resp = String::from_utf8_lossy(&resp);
-    let (head, body) = resp.split_once("\r\n\r\n")?;
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, body.to_string()))
+    switchboard::http::get(addr, path, Duration::from_secs(10)).ok()
 }
 
 /// Percent-encodes a query parameter.

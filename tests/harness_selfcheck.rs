@@ -74,6 +74,7 @@ fn recv_with_fds(sock: RawFd) -> (Vec<u8>, Vec<OwnedFd>) {
     let mut fds = Vec::new();
     for c in msg.cmsgs().unwrap() {
         if let ControlMessageOwned::ScmRights(raw) = c {
+            // SAFETY: SCM_RIGHTS just installed these fds in our table; nothing else owns them.
             fds.extend(raw.into_iter().map(|f| unsafe { OwnedFd::from_raw_fd(f) }));
         }
     }
@@ -89,13 +90,17 @@ fn serve(fd: OwnedFd, seen: Arc<Mutex<Seen>>) {
             events: libc::POLLIN,
             revents: 0,
         };
+        // SAFETY: `p` is one live pollfd, and the count says one.
         if unsafe { libc::poll(&mut p, 1, -1) } < 0 {
             continue;
         }
         if p.revents & libc::POLLIN == 0 {
             break; // POLLHUP: every task of the filter is gone
         }
+        // SAFETY: seccomp_notif is plain integers; all-zero is valid and what RECV requires.
         let mut req: libc::seccomp_notif = unsafe { std::mem::zeroed() };
+        // SAFETY: RECV writes one seccomp_notif into `req`, which is ours and large enough on
+        // the kernels the harness runs on (a self-check, so it does not ask for the sizes).
         if unsafe { libc::ioctl(raw, libc::SECCOMP_IOCTL_NOTIF_RECV, &mut req) } != 0 {
             continue; // EINTR, or ENOENT: the caller died before we got to it
         }
@@ -104,8 +109,9 @@ fn serve(fd: OwnedFd, seen: Arc<Mutex<Seen>>) {
             id: req.id,
             val: 0,
             error: 0,
-            flags: libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32,
+            flags: u32::try_from(libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE).unwrap(),
         };
+        // SAFETY: SEND reads one seccomp_notif_resp from `resp`, which outlives the call.
         unsafe { libc::ioctl(raw, libc::SECCOMP_IOCTL_NOTIF_SEND, &mut resp) };
     }
 }
@@ -144,7 +150,8 @@ fn notifies_listener(runtime: Runtime, test: &str) {
         assert_eq!(state_id, id, "{state}");
     }
     assert!(
-        seen.syscalls.contains(&(libc::SYS_uname as i32)),
+        seen.syscalls
+            .contains(&i32::try_from(libc::SYS_uname).unwrap()),
         "uname not notified: {:?}",
         seen.syscalls
     );

@@ -4,10 +4,7 @@ use std::str::FromStr;
 
 use libseccomp::{ScmpAction, ScmpArch, ScmpFilterContext, ScmpSyscall};
 use serde_json::Value;
-use switchboard::{bpf, syscalls};
-
-/// The kernel marks x32 syscalls with this bit in their numbers.
-const X32_SYSCALL_BIT: i32 = 0x4000_0000;
+use switchboard_shared::{bpf, syscalls};
 
 /// One architecture a profile filters, as libseccomp knows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,14 +56,6 @@ impl Arch {
             .map(|(name, scmp)| Arch { scmp: *scmp, name })
     }
 
-    fn nr_bit(self) -> i32 {
-        if self.scmp == ScmpArch::X32 {
-            X32_SYSCALL_BIT
-        } else {
-            0
-        }
-    }
-
     /// Whether the filter libseccomp builds for this arch makes `syscall` NOTIFY when a
     /// profile names it, read from the exported program: on x86 the socket and SysV IPC
     /// calls have pseudo-numbers yet are flagged, both by their own number and through
@@ -82,7 +71,7 @@ impl Arch {
             // As runc resolves a name: by the native table, libseccomp maps it per arch.
             let nr = ScmpSyscall::from_name(syscall).ok()?;
             filter.add_rule(ScmpAction::Notify, nr).ok()?;
-            let program = switchboard::record::export(&filter).ok()?;
+            let program = switchboard_shared::record::export(&filter).ok()?;
             Some(program.iter().any(|insn| {
                 insn.returns()
                     .is_some_and(|ret| ret & bpf::RET_ACTION == bpf::RET_USER_NOTIF)
@@ -93,12 +82,8 @@ impl Arch {
 
     /// Every syscall name in libseccomp's table for this arch (numbers 0 to 1023).
     pub fn syscall_names(self) -> Vec<String> {
-        (0..syscalls::MAX_NR as i32)
-            .filter_map(|nr| {
-                ScmpSyscall::from_raw_syscall(nr | self.nr_bit())
-                    .get_name_by_arch(self.scmp)
-                    .ok()
-            })
+        (0..syscalls::MAX_NR)
+            .filter_map(|nr| syscalls::name_by_arch(self.scmp, nr))
             .collect()
     }
 }

@@ -1,8 +1,8 @@
 //! Replacing a file atomically: a temporary file in the same directory, then rename, keeping mode and owner.
 
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Why a file could not be replaced.
@@ -33,31 +33,24 @@ pub fn replace(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
     let mode = existing
         .as_ref()
         .map_or(0o644, |m| m.permissions().mode() & 0o7777);
-    let file_name = path
-        .file_name()
-        .map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());
-    let tmp = dir.join(format!(".{file_name}.switchboard-{}", std::process::id()));
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(at("creating", &tmp))?;
-        file.write_all(bytes).map_err(at("writing", &tmp))?;
-        if let Some(meta) = &existing {
-            // Best effort: only root may give a file away, and then it matters.
-            let _ = std::os::unix::fs::fchown(&file, Some(meta.uid()), Some(meta.gid()));
-        }
-        file.set_permissions(fs::Permissions::from_mode(mode))
-            .map_err(at("setting the mode of", &tmp))?;
-        file.sync_all().map_err(at("syncing", &tmp))?;
-        fs::rename(&tmp, path).map_err(at("renaming into place", path))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+    // tempfile removes the file if anything below fails, and creates it 0600.
+    let mut file = tempfile::Builder::new()
+        .prefix(".switchboard-")
+        .tempfile_in(dir)
+        .map_err(at("creating a temporary file in", dir))?;
+    let tmp = file.path().to_path_buf();
+    file.write_all(bytes).map_err(at("writing", &tmp))?;
+    if let Some(meta) = &existing {
+        // Best effort: only root may give a file away, and then it matters.
+        let _ = std::os::unix::fs::fchown(file.as_file(), Some(meta.uid()), Some(meta.gid()));
     }
-    result
+    file.as_file()
+        .set_permissions(fs::Permissions::from_mode(mode))
+        .map_err(at("setting the mode of", &tmp))?;
+    file.as_file().sync_all().map_err(at("syncing", &tmp))?;
+    file.persist(path)
+        .map_err(|e| at("renaming into place", path)(e.error))?;
+    Ok(())
 }
 
 #[cfg(test)]

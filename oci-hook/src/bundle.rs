@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
-use switchboard::record::ANNOTATION_PREFIX;
+use switchboard_shared::record::ANNOTATION_PREFIX;
 
 use crate::atomic::{self, WriteError};
 use crate::profile::{self, MergeError, MergeOptions};

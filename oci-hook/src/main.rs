@@ -58,7 +58,7 @@ struct MergeArgs {
     #[arg(long)]
     policy: Option<PathBuf>,
     /// The agent's socket, written to listenerPath.
-    #[arg(long, default_value = switchboard::agent::DEFAULT_SOCKET)]
+    #[arg(long, default_value = switchboard_shared::DEFAULT_SOCKET)]
     socket: PathBuf,
     /// Replace a listenerPath that names another socket.
     #[arg(long)]
@@ -105,7 +105,7 @@ fn main() -> ExitCode {
             eprintln!("switchboard-oci-hook: {e:#}");
             let invalid_policy = matches!(
                 e.downcast_ref(),
-                Some(switchboard::policy::PolicyError::Invalid { .. })
+                Some(switchboard_shared::policy::PolicyError::Invalid { .. })
             );
             ExitCode::from(if invalid_policy { 2 } else { 1 })
         }

@@ -7,7 +7,7 @@
 //!
 //! The record keeps the original's rules in the form the runtime hands them to
 //! libseccomp, for the agent to build the original filter from (see
-//! `switchboard::record`). What the engine resolves before the runtime sees a
+//! `switchboard_shared::record`). What the engine resolves before the runtime sees a
 //! Docker-format profile is resolved here:
 //! - `includes.caps` / `excludes.caps` become the record's `caps` / `notCaps`;
 //!   the agent checks them against the container's bounding set.
@@ -25,14 +25,15 @@
 use std::collections::BTreeSet;
 
 use libseccomp::ScmpAction;
-use serde_json::{json, Map, Value};
-use switchboard::policy::errno_from_name;
-use switchboard::record::{
-    OriginalProfile, OriginalRule, RecordAction, RecordArg, RecordOp, RECORD_VERSION,
+use serde_json::{json, Value};
+use switchboard_shared::policy::errno_from_name;
+use switchboard_shared::record::{
+    ListenerMetadata, OriginalProfile, OriginalRule, RecordAction, RecordArg, RecordOp,
+    METADATA_RECORD_KEY, RECORD_VERSION,
 };
 
 use crate::arch::{self, Arch};
-use switchboard::handover;
+use switchboard_shared::handover;
 
 /// The action the merge writes.
 pub const NOTIFY: &str = "SCMP_ACT_NOTIFY";
@@ -192,7 +193,7 @@ fn parse_arg(arg: &Value, at: &str) -> Result<RecordArg, MergeError> {
         )
     })?;
     Ok(RecordArg {
-        index: index as u32,
+        index: u32::try_from(index).expect("checked to be 0 to 5"),
         op,
         value: number("value")?,
         value_two: number("valueTwo")?,
@@ -517,42 +518,14 @@ pub fn split_listener_metadata(
             ))
         }
     };
-    let Ok(Value::Object(mut object)) = serde_json::from_str::<Value>(raw) else {
-        return Ok((Some(raw.clone()), None));
-    };
-    let Some(record) = object.remove(switchboard::record::METADATA_RECORD_KEY) else {
-        return Ok((Some(raw.clone()), None));
-    };
-    let record = serde_json::from_value(record).map_err(|e| {
+    let split = ListenerMetadata::split(raw);
+    let record = split.record.transpose().map_err(|e| {
         bad(
             "listenerMetadata",
-            format!(
-                "holds an unreadable {} record: {e}",
-                switchboard::record::METADATA_RECORD_KEY
-            ),
+            format!("holds an unreadable {METADATA_RECORD_KEY} record: {e}"),
         )
     })?;
-    let user = match object.remove(switchboard::record::METADATA_USER_KEY) {
-        Some(Value::String(user)) => Some(user),
-        _ => None,
-    };
-    Ok((user, Some(record)))
-}
-
-/// The `listenerMetadata` string carrying the user's metadata and the record.
-pub fn listener_metadata(user: Option<String>, record: &OriginalProfile) -> String {
-    let mut object = Map::new();
-    if let Some(user) = user {
-        object.insert(
-            switchboard::record::METADATA_USER_KEY.into(),
-            Value::String(user),
-        );
-    }
-    object.insert(
-        switchboard::record::METADATA_RECORD_KEY.into(),
-        serde_json::to_value(record).expect("a record is plain data"),
-    );
-    Value::Object(object).to_string()
+    Ok((split.user, record))
 }
 
 /// Profile mode: merges a Docker-format profile, carrying the record in `listenerMetadata`.
@@ -560,7 +533,7 @@ pub fn merge_profile(profile: &mut Value, options: &MergeOptions) -> Result<Merg
     let (user, prior) = split_listener_metadata(profile)?;
     let merged = merge(profile, prior, options)?;
     if !merged.record.notify.is_empty() {
-        let metadata = listener_metadata(user, &merged.record);
+        let metadata = ListenerMetadata::encode(user, &merged.record);
         profile
             .as_object_mut()
             .ok_or(MergeError::NotAnObject)?

@@ -10,7 +10,7 @@ use std::ffi::{OsStr, OsString};
 use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use anyhow::{bail, Context};
 use serde::Deserialize;
@@ -239,9 +239,13 @@ fn fail(invocation: &Invocation, error: &anyhow::Error) -> i32 {
     eprintln!("{message}");
     if let Some(log) = &invocation.log {
         let line = if invocation.log_json {
-            serde_json::json!({"level": "error", "msg": message, "time": rfc3339_now()}).to_string()
+            serde_json::json!({"level": "error", "msg": message, "time": switchboard_shared::rfc3339_seconds(SystemTime::now())}).to_string()
         } else {
-            format!("time=\"{}\" level=error msg={:?}", rfc3339_now(), message)
+            format!(
+                "time=\"{}\" level=error msg={:?}",
+                switchboard_shared::rfc3339_seconds(SystemTime::now()),
+                message
+            )
         };
         if let Ok(mut file) = std::fs::OpenOptions::new()
             .create(true)
@@ -252,30 +256,6 @@ fn fail(invocation: &Invocation, error: &anyhow::Error) -> i32 {
         }
     }
     1
-}
-
-/// The current UTC time as RFC 3339, as runc's log lines carry it.
-fn rfc3339_now() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 #[cfg(test)]
@@ -341,7 +321,7 @@ mod tests {
 
     #[test]
     fn time_is_rfc3339() {
-        let t = rfc3339_now();
+        let t = switchboard_shared::rfc3339_seconds(SystemTime::now());
         assert_eq!(t.len(), 20, "{t}");
         assert!(t.starts_with("20") && t.ends_with('Z'), "{t}");
     }

@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-use switchboard::agent::DEFAULT_SOCKET;
-use switchboard::policy::{Policy, PolicyError};
+use switchboard_shared::policy::{Policy, PolicyError};
+use switchboard_shared::DEFAULT_SOCKET;
 
 use crate::profile::MergeOptions;
 

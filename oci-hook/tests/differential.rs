@@ -920,14 +920,14 @@ fn check_random_case(probe: &Path, case: &GenCase) -> Result<(), TestCaseError> 
         let (nr64, nr32) = NUMBERS[*which];
         let data = if *abi == 64 {
             SeccompData {
-                nr: nr64 as i32,
+                nr: i32::try_from(nr64).unwrap(),
                 arch: 0xc000_003e,
                 instruction_pointer: 0,
                 args: *args,
             }
         } else {
             SeccompData {
-                nr: nr32 as i32,
+                nr: i32::try_from(nr32).unwrap(),
                 arch: 0x4000_0003,
                 instruction_pointer: 0,
                 args: args.map(|a| a & 0xffff_ffff),

@@ -53,7 +53,7 @@ fn answer(record: &Value, caps: &[&str], name: &str, args: [u64; 6]) -> (Action,
     let (arch, nr) = switchboard::syscalls::numbers(name)[0];
     let arch = &switchboard::syscalls::arches()[arch];
     let verdict = ceiling.verdict(&switchboard::bpf::SeccompData {
-        nr: nr as i32 | arch.nr_bit,
+        nr: i32::try_from(nr).unwrap() | arch.nr_bit,
         arch: arch.audit,
         instruction_pointer: 0,
         args,

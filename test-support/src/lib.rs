@@ -12,8 +12,7 @@
 
 use serde_json::{json, Value};
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -340,7 +339,7 @@ fn elf_has_interp(path: &Path) -> bool {
     if b.len() < 64 || &b[..4] != b"\x7fELF" || b[4] != 2 {
         return false;
     }
-    let phoff = u64::from_le_bytes(b[0x20..0x28].try_into().unwrap()) as usize;
+    let phoff = usize::try_from(u64::from_le_bytes(b[0x20..0x28].try_into().unwrap())).unwrap();
     let (phentsize, phnum) = (u16_at(0x36), u16_at(0x38));
     (0..phnum).any(|i| {
         let o = phoff + i * phentsize;
@@ -628,7 +627,7 @@ impl Agent {
     }
 
     pub fn pid(&self) -> i32 {
-        self.child.id() as i32
+        self.child.id().cast_signed()
     }
 
     /// Every stdout line that parses as JSON, in order.
@@ -744,19 +743,12 @@ impl Drop for Agent {
     }
 }
 
-/// A plain HTTP/1.0 GET; returns the body. Panics unless the status is 200.
+/// A GET with the agent's own client; returns the body. Panics unless the status is 200.
 pub fn http_get(addr: &str, path: &str) -> String {
-    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
-    assert!(
-        head.lines().next().is_some_and(|l| l.contains(" 200")),
-        "GET {path}: {head}"
-    );
-    body.to_string()
+    let (status, body) = switchboard::http::get(addr, path, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(status, 200, "GET {path}: {body}");
+    body
 }
 
 /// See [`Agent::metric_value`].

@@ -1,100 +1,42 @@
-//! Decision and lifecycle events: a bounded queue off the notification path, drained by a writer thread.
+//! Event encoders: JSON (the typed line, and a direct writer printing the same bytes) and text.
 
-use std::collections::VecDeque;
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
-use prometheus::IntCounter;
 use serde_json::{json, Value};
+use switchboard_shared::rfc3339;
 
+use super::{Event, SyscallEvent, SyscallKind, SyscallLine};
 use crate::container::Container;
 use crate::policy::{errno_name, Action};
 use crate::syscalls;
 use crate::text::Printable;
 
-/// How the writer waits for more when the queue is empty. Polling keeps wake-ups
-/// off the notification path: a sender never has to wake a sleeping writer.
-const IDLE_POLL: Duration = Duration::from_millis(10);
-
-/// How long stopping waits for queued events to be written out.
-const FINAL_FLUSH: Duration = Duration::from_secs(2);
-
-/// How many recent denials and kills `switchboard status` can show.
-const RECENT_DENIALS: usize = 50;
-
-/// The latest deny and kill events as JSON, newest last; kept by the writer, read by `/status`.
-#[derive(Clone, Default)]
-pub struct RecentDenials(Arc<Mutex<VecDeque<Value>>>);
-
-impl RecentDenials {
-    fn push(&self, event: Value) {
-        let mut recent = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if recent.len() == RECENT_DENIALS {
-            recent.pop_front();
-        }
-        recent.push_back(event);
-    }
-
-    /// A copy of the events, oldest first.
-    pub fn snapshot(&self) -> Vec<Value> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .cloned()
-            .collect()
-    }
-}
-
-/// Output format of events.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    /// One JSON object per line.
-    Json,
-    /// One line per event, for people.
-    Text,
-}
-
-/// One decided syscall. Built on the notification path, so it holds no heap data of its own.
-#[derive(Debug)]
-pub struct SyscallEvent {
-    pub time: SystemTime,
-    pub container: Arc<Container>,
-    pub pid: u32,
-    pub audit_arch: u32,
-    pub nr: i32,
-    pub location: Option<(usize, usize)>,
-    pub args: [u64; 6],
-    pub rule: Option<&'static str>,
-    pub action: Action,
-    pub errno: i32,
-}
-
-/// Everything the writer prints.
-#[derive(Debug)]
-pub enum Event {
-    Syscall(SyscallEvent),
-    ListenerAdded {
-        time: SystemTime,
-        container: Arc<Container>,
-        sync_wakeup: bool,
-    },
-    ListenerRemoved {
-        time: SystemTime,
-        container: Arc<Container>,
-        reason: &'static str,
-    },
-}
-
-fn rfc3339(time: SystemTime) -> String {
-    humantime::format_rfc3339_micros(time).to_string()
-}
-
 impl SyscallEvent {
+    /// The typed line: what `to_json` prints, and what `/status` keeps of a denial.
+    pub fn line(&self) -> SyscallLine {
+        let c = &self.container;
+        SyscallLine {
+            time: rfc3339(self.time),
+            event: SyscallKind::Syscall,
+            container_id: c.container_id.clone(),
+            namespace: c.namespace.clone(),
+            pod: c.pod.clone(),
+            container: c.container.clone(),
+            pid: self.pid,
+            syscall: self.syscall_name().to_string(),
+            nr: self.nr,
+            arch: self.arch_name(),
+            args: self.args,
+            rule: self.rule.map(str::to_string),
+            action: self.action,
+            errno: self.errno,
+            // Only multiplexed calls say how they came, so direct ones keep their shape.
+            via: syscalls::via(self.location).map(str::to_string),
+        }
+    }
+
     fn syscall_name(&self) -> &'static str {
         self.location
             .map_or("?", |(arch, nr)| syscalls::name(arch, nr))
@@ -109,7 +51,7 @@ impl SyscallEvent {
 
     /// Appends the line `Event::to_json` would print, byte for byte, without building a `Value`:
     /// on a pinned agent, the writer's cost per event is paid by the notifications.
-    fn write_json(&self, out: &mut Vec<u8>, cache: &mut LineCache) {
+    pub(super) fn write_json(&self, out: &mut Vec<u8>, cache: &mut LineCache) {
         if !cache.key.as_ref().is_some_and(|key| key.matches(self)) {
             cache.refill(self);
         }
@@ -161,7 +103,7 @@ impl LineKey {
 /// The writer's memory between lines: the parts of the last syscall line that only change
 /// with the listener, rule or syscall (keys in serde_json's sorted order), and the current second.
 #[derive(Default)]
-struct LineCache {
+pub(super) struct LineCache {
     key: Option<LineKey>,
     /// `{"action":…,"arch":…,"args":[`
     head: Vec<u8>,
@@ -226,7 +168,7 @@ impl LineCache {
         if self.second != Some(since.as_secs()) {
             self.second = Some(since.as_secs());
             let whole = SystemTime::UNIX_EPOCH + Duration::from_secs(since.as_secs());
-            self.date = humantime::format_rfc3339_seconds(whole).to_string();
+            self.date = switchboard_shared::rfc3339_seconds(whole);
             self.date.pop(); // the 'Z'
         }
         out.extend_from_slice(self.date.as_bytes());
@@ -253,27 +195,7 @@ impl Event {
     pub fn to_json(&self) -> Value {
         match self {
             Event::Syscall(e) => {
-                let mut value = json!({
-                "time": rfc3339(e.time),
-                "event": "syscall",
-                "container_id": e.container.container_id,
-                "namespace": e.container.namespace,
-                "pod": e.container.pod,
-                "container": e.container.container,
-                "pid": e.pid,
-                "syscall": e.syscall_name(),
-                "nr": e.nr,
-                "arch": e.arch_name(),
-                "args": e.args,
-                "rule": e.rule,
-                "action": e.action.as_str(),
-                "errno": e.errno,
-                });
-                // Only multiplexed calls say how they came, so direct ones keep their shape.
-                if let Some(via) = syscalls::via(e.location) {
-                    value["via"] = json!(via);
-                }
-                value
+                serde_json::to_value(e.line()).expect("a syscall line is plain data")
             }
             Event::ListenerAdded {
                 time,
@@ -369,132 +291,16 @@ fn merge_container(value: &mut Value, container: &Container) {
     }
 }
 
-/// The sending end of the event queue; cheap to clone, never blocks.
-#[derive(Clone)]
-pub struct EventSink {
-    queue: SyncSender<Event>,
-    dropped: IntCounter,
-}
-
-impl EventSink {
-    /// Queues an event, or counts it as dropped when the queue is full.
-    #[inline]
-    pub fn emit(&self, event: Event) {
-        match self.queue.try_send(event) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => self.dropped.inc(),
-        }
-    }
-}
-
-/// The writer thread; stopping it writes out everything queued before.
-pub struct EventWriter {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-    recent: RecentDenials,
-}
-
-impl EventWriter {
-    /// Starts a writer printing to `out`, with room for `capacity` queued events.
-    pub fn spawn(
-        format: LogFormat,
-        out: Box<dyn Write + Send>,
-        capacity: usize,
-        dropped: IntCounter,
-    ) -> (EventSink, EventWriter) {
-        let (queue, receiver) = sync_channel(capacity);
-        let stop = Arc::new(AtomicBool::new(false));
-        let recent = RecentDenials::default();
-        let thread = std::thread::Builder::new()
-            .name("events".into())
-            .spawn({
-                let stop = stop.clone();
-                let recent = recent.clone();
-                move || write_events(format, out, receiver, &stop, &recent)
-            })
-            .expect("spawning the event writer");
-        (
-            EventSink { queue, dropped },
-            EventWriter {
-                stop,
-                thread: Some(thread),
-                recent,
-            },
-        )
-    }
-
-    /// The latest denials and kills this writer has written.
-    pub fn recent_denials(&self) -> RecentDenials {
-        self.recent.clone()
-    }
-
-    /// Writes out every queued event, then ends the thread. Gives up after `FINAL_FLUSH`:
-    /// a reader that stopped reading (a full pipe) must not keep the process from exiting,
-    /// and the thread, blocked in write, ends with the process.
-    pub fn flush_and_stop(mut self) {
-        self.stop.store(true, Ordering::Release);
-        if let Some(thread) = self.thread.take() {
-            let deadline = Instant::now() + FINAL_FLUSH;
-            while !thread.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(IDLE_POLL);
-            }
-            if thread.is_finished() {
-                let _ = thread.join();
-            } else {
-                tracing::warn!(
-                    "events not written out within {FINAL_FLUSH:?}: the output is not being read; exiting without them"
-                );
-            }
-        }
-    }
-}
-
-fn write_events(
-    format: LogFormat,
-    out: Box<dyn Write + Send>,
-    receiver: Receiver<Event>,
-    stop: &AtomicBool,
-    recent: &RecentDenials,
-) {
-    let mut out = std::io::BufWriter::new(out);
-    let mut line = Vec::with_capacity(512);
-    let mut cache = LineCache::default();
-    loop {
-        // Read the flag before draining, so nothing queued before the stop is missed.
-        let stopping = stop.load(Ordering::Acquire);
-        let mut wrote = false;
-        while let Ok(event) = receiver.try_recv() {
-            line.clear();
-            match (&event, format) {
-                (Event::Syscall(e), LogFormat::Json) => e.write_json(&mut line, &mut cache),
-                (_, LogFormat::Json) => {
-                    let _ = serde_json::to_writer(&mut line, &event.to_json());
-                }
-                (_, LogFormat::Text) => line.extend_from_slice(event.to_text().as_bytes()),
-            }
-            line.push(b'\n');
-            if matches!(&event, Event::Syscall(e) if !e.action.lets_through()) {
-                recent.push(event.to_json());
-            }
-            if out.write_all(&line).is_err() {
-                return;
-            }
-            wrote = true;
-        }
-        if wrote && out.flush().is_err() {
-            return;
-        }
-        if stopping {
-            let _ = out.flush();
-            return;
-        }
-        std::thread::sleep(IDLE_POLL);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::container::Container;
+    use crate::events::{EventWriter, LogFormat};
+    use crate::policy::Action;
+    use prometheus::IntCounter;
+    use serde_json::json;
+    use std::sync::Arc;
+    use std::time::{Duration, SystemTime};
 
     fn event(action: Action, errno: i32) -> Event {
         Event::Syscall(SyscallEvent {

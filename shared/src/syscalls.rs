@@ -5,7 +5,24 @@ use std::sync::OnceLock;
 use libseccomp::{ScmpArch, ScmpSyscall};
 
 /// The kernel marks x32 syscalls with this bit in `nr`, under the x86_64 audit arch.
-const X32_SYSCALL_BIT: i32 = 0x4000_0000;
+pub(crate) const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+
+/// What the kernel sets in `seccomp_data.nr` for every call of `arch` (x32's bit), else 0.
+pub fn nr_bit(arch: ScmpArch) -> i32 {
+    if arch == ScmpArch::X32 {
+        X32_SYSCALL_BIT.cast_signed()
+    } else {
+        0
+    }
+}
+
+/// libseccomp's name for the syscall `arch` numbers `nr` (below [`MAX_NR`]).
+pub fn name_by_arch(arch: ScmpArch, nr: usize) -> Option<String> {
+    let raw = i32::try_from(nr).ok()? | nr_bit(arch);
+    ScmpSyscall::from_raw_syscall(raw)
+        .get_name_by_arch(arch)
+        .ok()
+}
 
 /// Highest syscall number (exclusive) kept in per-arch tables.
 pub const MAX_NR: usize = 1024;
@@ -37,7 +54,7 @@ static X86_64_FAMILY: [Arch; 3] = [
     Arch {
         scmp: ScmpArch::X32,
         audit: libseccomp_sys::SCMP_ARCH_X86_64,
-        nr_bit: X32_SYSCALL_BIT,
+        nr_bit: X32_SYSCALL_BIT.cast_signed(),
         name: "x32",
     },
 ];
@@ -94,11 +111,12 @@ fn tables() -> &'static [ArchTable] {
 
 impl ArchTable {
     fn load(arch: &Arch) -> ArchTable {
+        let leak = |name: String| -> &'static str { Box::leak(name.into_boxed_str()) };
         let resolve = |raw: i32| -> Option<&'static str> {
-            let name = ScmpSyscall::from_raw_syscall(raw)
+            ScmpSyscall::from_raw_syscall(raw)
                 .get_name_by_arch(arch.scmp)
-                .ok()?;
-            Some(Box::leak(name.into_boxed_str()))
+                .ok()
+                .map(leak)
         };
         let direct = |name: &str| -> Option<usize> {
             let raw = ScmpSyscall::from_name_by_arch(name, arch.scmp)
@@ -112,7 +130,7 @@ impl ArchTable {
         let ipc = direct("ipc");
         let names = (0..TABLE_SLOTS)
             .map(|slot| match slot.checked_sub(MAX_NR) {
-                None => resolve(i32::try_from(slot).ok()? | arch.nr_bit),
+                None => name_by_arch(arch.scmp, slot).map(leak),
                 Some(offset) => {
                     let multiplexer = if offset < IPC_OFFSET { socketcall } else { ipc };
                     multiplexer?;
@@ -132,6 +150,10 @@ impl ArchTable {
     /// kernel does: the sub-call is an `int` (socketcall) or its low 16 bits (ipc, whose
     /// upper 16 are a version).
     #[inline]
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "the kernel truncates the sub-call too"
+    )]
     fn resolve_multiplexed(&self, nr: usize, arg0: u64) -> usize {
         let offset = if Some(nr) == self.socketcall {
             arg0 as u32 as usize
@@ -154,7 +176,8 @@ pub fn locate(audit_arch: u32, nr: i32, arg0: u64) -> Option<(usize, usize)> {
     let (arch, table_nr) = arches().iter().enumerate().find_map(|(index, arch)| {
         let matches = arch.audit == audit_arch
             && (if arch.nr_bit == 0 {
-                nr & X32_SYSCALL_BIT == 0 || arch.audit != libseccomp_sys::SCMP_ARCH_X86_64
+                nr & X32_SYSCALL_BIT.cast_signed() == 0
+                    || arch.audit != libseccomp_sys::SCMP_ARCH_X86_64
             } else {
                 nr & arch.nr_bit != 0
             });
@@ -228,7 +251,7 @@ pub fn numbers(name: &str) -> Vec<(usize, usize)> {
 }
 
 /// True when libseccomp knows `name` on at least one arch of this host.
-pub fn is_known(name: &str) -> bool {
+pub(crate) fn is_known(name: &str) -> bool {
     !numbers(name).is_empty()
 }
 
@@ -262,7 +285,11 @@ mod tests {
         );
         assert_eq!(locate(libseccomp_sys::SCMP_ARCH_X86, 39, 0), Some((1, 39)));
         assert_eq!(
-            locate(libseccomp_sys::SCMP_ARCH_X86_64, 83 | X32_SYSCALL_BIT, 0),
+            locate(
+                libseccomp_sys::SCMP_ARCH_X86_64,
+                83 | X32_SYSCALL_BIT.cast_signed(),
+                0
+            ),
             Some((2, 83))
         );
         assert_eq!(locate(0xdead, 1, 0), None);

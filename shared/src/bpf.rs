@@ -16,7 +16,7 @@ const IP_OFFSET: u32 = 8;
 /// `BPF_MEMWORDS`.
 const MEM_WORDS: usize = 16;
 /// `BPF_MAXINSNS`.
-pub const MAX_INSNS: usize = 4096;
+pub(crate) const MAX_INSNS: usize = 4096;
 
 pub const RET_KILL_PROCESS: u32 = 0x8000_0000;
 pub const RET_KILL_THREAD: u32 = 0x0000_0000;
@@ -141,7 +141,7 @@ fn word(data: &SeccompData, offset: u32) -> Option<u32> {
         return None;
     }
     Some(match offset {
-        0 => data.nr as u32,
+        0 => data.nr.cast_unsigned(),
         4 => data.arch,
         _ => {
             let field = if offset < 16 {
@@ -150,11 +150,17 @@ fn word(data: &SeccompData, offset: u32) -> Option<u32> {
                 data.args[(offset as usize - 16) / 8]
             };
             let low_half_first = cfg!(target_endian = "little");
-            if offset.is_multiple_of(8) == low_half_first {
-                field as u32
+            let half = if offset.is_multiple_of(8) == low_half_first {
+                field
             } else {
-                (field >> 32) as u32
-            }
+                field >> 32
+            };
+            #[allow(
+                clippy::cast_possible_truncation,
+                reason = "a BPF load reads one 32-bit half"
+            )]
+            let half = half as u32;
+            half
         }
     })
 }
@@ -332,7 +338,7 @@ mod tests {
             [0xaaaa_bbbb_0000_0001, 2, 3, 4, 5, 0xffff_ffff_0000_0006],
         );
         let at = |offset| run(&[Insn::load(offset), i(RET | A, 0, 0, 0)], &d);
-        assert_eq!(at(0), -3i32 as u32);
+        assert_eq!(at(0), (-3i32).cast_unsigned());
         assert_eq!(at(4), 0xc000_003e);
         let (low, high) = if cfg!(target_endian = "little") {
             (0, 4)

@@ -16,11 +16,12 @@ use libseccomp::{
 use serde::{Deserialize, Serialize};
 
 use crate::bpf::{self, Insn};
+use crate::syscalls::X32_SYSCALL_BIT;
 
 /// Key of the record inside a JSON `listenerMetadata`.
 pub const METADATA_RECORD_KEY: &str = "switchboard_original_profile";
 /// Key of the user's own metadata string inside a JSON `listenerMetadata`.
-pub const METADATA_USER_KEY: &str = "metadata";
+pub(crate) const METADATA_USER_KEY: &str = "metadata";
 /// Prefix of the annotations this project owns; the hook strips incoming ones.
 pub const ANNOTATION_PREFIX: &str = "io.switchboard.";
 
@@ -30,8 +31,6 @@ pub const RECORD_VERSION: u32 = 2;
 
 /// `SECCOMP_RET_ERRNO | ENOSYS`: runc's `retErrnoEnosys`.
 const RET_ERRNO_ENOSYS: u32 = bpf::RET_ERRNO | libc::ENOSYS as u32;
-/// The kernel's mark for x32 syscall numbers.
-const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 
 /// Why a record cannot be compiled; the agent then answers every flagged call with a denial.
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +86,10 @@ impl RecordAction {
     /// runc's `getAction`: KILL is KILL_THREAD, errno and trace data default to EPERM and
     /// keep 16 bits.
     pub fn scmp(self, errno: Option<u32>) -> ScmpAction {
+        #[allow(
+            clippy::cast_possible_truncation,
+            reason = "runc keeps the low 16 bits"
+        )]
         let data = errno.map_or(libc::EPERM as u16, |e| e as u16);
         match self {
             RecordAction::Kill | RecordAction::KillThread => ScmpAction::KillThread,
@@ -230,6 +233,52 @@ pub struct OriginalProfile {
     pub notify: BTreeSet<String>,
 }
 
+/// A `listenerMetadata` string split into the user's own metadata and the record.
+pub struct ListenerMetadata {
+    /// The user's metadata: all of it when the string is not ours, else what it carried under
+    /// [`METADATA_USER_KEY`].
+    pub user: Option<String>,
+    /// The record, if the string carries one; `Err` if it does but this build cannot read it.
+    pub record: Option<Result<OriginalProfile, serde_json::Error>>,
+}
+
+impl ListenerMetadata {
+    /// Splits a `listenerMetadata` written by the OCI hook; a string that is not our JSON is the user's.
+    pub fn split(raw: &str) -> ListenerMetadata {
+        let theirs = || ListenerMetadata {
+            user: Some(raw.to_string()),
+            record: None,
+        };
+        let Ok(serde_json::Value::Object(mut object)) = serde_json::from_str(raw) else {
+            return theirs();
+        };
+        let Some(record) = object.remove(METADATA_RECORD_KEY) else {
+            return theirs();
+        };
+        let user = match object.remove(METADATA_USER_KEY) {
+            Some(serde_json::Value::String(user)) => Some(user),
+            _ => None,
+        };
+        ListenerMetadata {
+            user,
+            record: Some(serde_json::from_value(record)),
+        }
+    }
+
+    /// The `listenerMetadata` string carrying the user's metadata and the record.
+    pub fn encode(user: Option<String>, record: &OriginalProfile) -> String {
+        let mut object = serde_json::Map::new();
+        if let Some(user) = user {
+            object.insert(METADATA_USER_KEY.into(), serde_json::Value::String(user));
+        }
+        object.insert(
+            METADATA_RECORD_KEY.into(),
+            serde_json::to_value(record).expect("a record is plain data"),
+        );
+        serde_json::Value::Object(object).to_string()
+    }
+}
+
 /// The architectures runc 1.1.5 accepts in a profile.
 const RUNC_ARCHES: [&str; 16] = [
     "SCMP_ARCH_X86",
@@ -365,7 +414,7 @@ impl OriginalProfile {
                 .max()
                 .unwrap_or(0);
             if largest > 0 {
-                groups[at].1.push((arch, largest as u32));
+                groups[at].1.push((arch, largest.cast_unsigned()));
             }
         }
         Ok(stub(&groups))
@@ -440,10 +489,10 @@ fn stub(groups: &[(u32, Vec<(ScmpArch, u32)>)]) -> Vec<Insn> {
             };
             let mut insn = *insn;
             if insn == Insn::jump(0) {
-                insn.k = offset(To::Filter) as u32;
+                insn.k = u32::try_from(offset(To::Filter)).expect("a stub is short");
             } else {
-                insn.jt = offset(*jt) as u8;
-                insn.jf = offset(*jf) as u8;
+                insn.jt = u8::try_from(offset(*jt)).expect("a stub section is short");
+                insn.jf = u8::try_from(offset(*jf)).expect("a stub section is short");
             }
             insn
         })
@@ -578,8 +627,11 @@ mod tests {
         assert_eq!(x86(136), bpf::RET_ALLOW);
         assert_eq!(x86(137), RET_ERRNO_ENOSYS);
         assert_eq!(x86(20), bpf::RET_ERRNO | 1);
-        assert_eq!(x86_64(135 | X32_SYSCALL_BIT as i32), bpf::RET_ALLOW);
-        assert_eq!(x86_64(136 | X32_SYSCALL_BIT as i32), RET_ERRNO_ENOSYS);
+        assert_eq!(x86_64(135 | X32_SYSCALL_BIT.cast_signed()), bpf::RET_ALLOW);
+        assert_eq!(
+            x86_64(136 | X32_SYSCALL_BIT.cast_signed()),
+            RET_ERRNO_ENOSYS
+        );
         // An allowing default gets no stub.
         let allow = profile(serde_json::json!({
             "version": 2, "defaultAction": "SCMP_ACT_ALLOW",

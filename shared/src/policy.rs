@@ -13,10 +13,13 @@ use crate::handover;
 use crate::syscalls;
 
 /// The policy used when no `--policy` is given: log every flagged syscall, deny nothing.
-pub const EMBEDDED_DEFAULT: &str = include_str!("../examples/default.yaml");
+pub(crate) const EMBEDDED_DEFAULT: &str = include_str!("../../examples/default.yaml");
 
-/// What the agent does with a flagged syscall.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// What the agent does with a flagged syscall; serialized as [`Action::as_str`] spells it.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Action {
     /// Let it run; counted, no event.
     Allow,
@@ -288,7 +291,9 @@ impl Checker<'_> {
 
     fn errno(&self, raw: &Spanned<RawErrno>) -> Result<i32, PolicyError> {
         match &raw.value {
-            RawErrno::Number(n) if (1..4096).contains(n) => Ok(*n as i32),
+            RawErrno::Number(n) if (1..4096).contains(n) => {
+                Ok(i32::try_from(*n).expect("1 to 4095 fits"))
+            }
             RawErrno::Number(n) => Err(self.error(
                 raw,
                 format!("errno {n} is out of range, expected 1 to 4095 or a name such as EPERM"),
@@ -327,7 +332,7 @@ impl Checker<'_> {
             (None, _) => u64::MAX,
         };
         Ok(ArgCondition {
-            index: arg.index.value as usize,
+            index: usize::try_from(arg.index.value).expect("checked to be 0 to 5"),
             op,
             value: arg.value,
             mask,
@@ -575,7 +580,7 @@ mod tests {
 
     #[test]
     fn every_example_is_valid() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
         let mut checked = 0;
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();

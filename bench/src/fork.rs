@@ -1,0 +1,434 @@
+//! The fork server and the workload children it forks: filters, pinning, timed calls.
+
+use std::io::IoSlice;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use libseccomp::{ScmpAction, ScmpFilterContext, ScmpSyscall};
+use nix::errno::Errno;
+use nix::sched::{sched_setaffinity, CpuSet};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::socket::{
+    sendmsg, socketpair, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType,
+};
+use nix::sys::wait::waitpid;
+use nix::unistd::{ForkResult, Pid};
+use switchboard::handoff;
+use switchboard::sys::{self, Listener};
+
+use crate::{REQUEST_LEN, RESULT_LEN, SETUP_TIMEOUT, WARMUP_CALLS};
+
+/// Where the workload and every thread serving it may run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pin {
+    /// Everything on CPU 0.
+    Cpu0,
+    /// Every online CPU.
+    Unpinned,
+}
+
+pub const PINS: [Pin; 2] = [Pin::Cpu0, Pin::Unpinned];
+
+impl Pin {
+    pub fn label(self) -> &'static str {
+        match self {
+            Pin::Cpu0 => "pinned",
+            Pin::Unpinned => "unpinned",
+        }
+    }
+}
+
+/// Restricts the calling thread, and so every thread and process it starts later, to `pin`.
+pub fn set_affinity(pin: Pin, online: &[usize]) -> nix::Result<()> {
+    let mut set = CpuSet::new();
+    match pin {
+        Pin::Cpu0 => set.set(0)?,
+        Pin::Unpinned => {
+            for cpu in online {
+                set.set(*cpu)?;
+            }
+        }
+    }
+    sched_setaffinity(Pid::from_raw(0), &set)
+}
+
+/// The online CPUs, from sysfs (`nproc` would count only those this process may use).
+pub fn online_cpus() -> Vec<usize> {
+    let parsed = std::fs::read_to_string("/sys/devices/system/cpu/online")
+        .ok()
+        .and_then(|text| {
+            let mut cpus = Vec::new();
+            for part in text.trim().split(',') {
+                let (first, last) = part.split_once('-').unwrap_or((part, part));
+                cpus.extend(first.parse::<usize>().ok()?..=last.parse::<usize>().ok()?);
+            }
+            Some(cpus)
+        });
+    parsed.filter(|cpus| !cpus.is_empty()).unwrap_or_else(|| {
+        (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect()
+    })
+}
+
+/// The seccomp filter a workload installs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FilterKind {
+    None,
+    /// Default allow and one errno rule for `acct`: `getppid` runs the filter and is allowed.
+    Allow,
+    /// Default allow, `getppid` → NOTIFY.
+    Notify,
+}
+
+pub struct Filters {
+    pub allow: ScmpFilterContext,
+    pub notify: ScmpFilterContext,
+}
+
+pub fn build_filters() -> anyhow::Result<Filters> {
+    let mut allow = ScmpFilterContext::new(ScmpAction::Allow)?;
+    allow.add_rule(
+        ScmpAction::Errno(libc::EPERM),
+        ScmpSyscall::from_name("acct")?,
+    )?;
+    let mut notify = ScmpFilterContext::new(ScmpAction::Allow)?;
+    notify.add_rule(ScmpAction::Notify, ScmpSyscall::from_name("getppid")?)?;
+    Ok(Filters { allow, notify })
+}
+
+/// What the fork server forks a child for.
+#[derive(Debug, Clone, Copy)]
+pub enum Request {
+    /// Install the filter, hand the listener over, wait for go, time `calls` calls, report.
+    Workload {
+        filter: FilterKind,
+        pin: Pin,
+        calls: u64,
+    },
+    /// Install the NOTIFY filter, hand the listener over, then block until released.
+    Idle { pin: Pin },
+}
+
+impl Request {
+    pub fn encode(self) -> [u8; REQUEST_LEN] {
+        let mut bytes = [0u8; REQUEST_LEN];
+        let (kind, filter, pin, calls) = match self {
+            Request::Workload { filter, pin, calls } => (0, filter, pin, calls),
+            Request::Idle { pin } => (1, FilterKind::Notify, pin, 0),
+        };
+        bytes[0] = kind;
+        bytes[1] = filter as u8;
+        bytes[2] = pin as u8;
+        bytes[8..].copy_from_slice(&calls.to_le_bytes());
+        bytes
+    }
+
+    pub fn decode(bytes: &[u8; REQUEST_LEN]) -> Option<Request> {
+        let filter = match bytes[1] {
+            0 => FilterKind::None,
+            1 => FilterKind::Allow,
+            2 => FilterKind::Notify,
+            _ => return None,
+        };
+        let pin = match bytes[2] {
+            0 => Pin::Cpu0,
+            1 => Pin::Unpinned,
+            _ => return None,
+        };
+        let calls = u64::from_le_bytes(bytes[8..].try_into().ok()?);
+        match bytes[0] {
+            0 => Some(Request::Workload { filter, pin, calls }),
+            1 => Some(Request::Idle { pin }),
+            _ => None,
+        }
+    }
+}
+
+/// A single-threaded process, forked before the bench starts any thread, that forks
+/// the workload children: they may allocate, and they stay small.
+pub struct ForkServer {
+    pub socket: OwnedFd,
+    pub pid: Pid,
+}
+
+impl ForkServer {
+    pub fn start(filters: Filters, online: Vec<usize>) -> anyhow::Result<ForkServer> {
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .context("creating the fork-server socket")?;
+        match sys::fork_single_threaded().context("forking the fork server")? {
+            ForkResult::Child => {
+                drop(ours);
+                serve_forks(theirs, &filters, &online)
+            }
+            ForkResult::Parent { child } => Ok(ForkServer {
+                socket: ours,
+                pid: child,
+            }),
+        }
+    }
+
+    /// Asks for one child, handing it `fds` (the fork server closes its copies after the fork).
+    pub fn request(&self, request: Request, fds: &[BorrowedFd<'_>]) -> anyhow::Result<()> {
+        let bytes = request.encode();
+        let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+        sendmsg::<()>(
+            self.socket.as_raw_fd(),
+            &[IoSlice::new(&bytes)],
+            &[ControlMessage::ScmRights(&raw)],
+            MsgFlags::empty(),
+            None,
+        )
+        .context("asking the fork server for a child")?;
+        Ok(())
+    }
+}
+
+impl Drop for ForkServer {
+    fn drop(&mut self) {
+        // Its children die with it (PR_SET_PDEATHSIG).
+        let _ = kill(self.pid, Signal::SIGKILL);
+        let _ = waitpid(self.pid, None);
+    }
+}
+
+/// The fork server's loop: one child per request, until the bench closes the socket.
+pub fn serve_forks(socket: OwnedFd, filters: &Filters, online: &[usize]) -> ! {
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    // Children are reaped by the kernel; nobody waits for them here.
+    let _ = sys::ignore_signal(Signal::SIGCHLD);
+    loop {
+        let mut bytes = [0u8; REQUEST_LEN];
+        let mut fds = Vec::new();
+        match sys::receive_with_fds(socket.as_fd(), &mut bytes, &mut fds) {
+            Ok(chunk) if chunk.bytes == 0 => std::process::exit(0),
+            Ok(chunk) if chunk.bytes == REQUEST_LEN => {}
+            Ok(_) => continue,
+            Err(Errno::EAGAIN) => {
+                let _ = handoff::wait_readable(socket.as_fd(), None);
+                continue;
+            }
+            Err(Errno::EINTR) => continue,
+            Err(_) => std::process::exit(1),
+        }
+        let Some(request) = Request::decode(&bytes) else {
+            continue;
+        };
+        if let Ok(ForkResult::Child) = sys::fork_single_threaded() {
+            drop(socket);
+            child_main(request, fds, filters, online);
+        }
+    }
+}
+
+pub fn child_main(request: Request, fds: Vec<OwnedFd>, filters: &Filters, online: &[usize]) -> ! {
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    let result = match request {
+        Request::Workload { filter, pin, calls } => {
+            workload(filter, pin, calls, fds, filters, online)
+        }
+        Request::Idle { pin } => idle(pin, fds, filters, online),
+    };
+    match result {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            eprintln!("switchboard-bench: child {}: {e:#}", std::process::id());
+            std::process::exit(1)
+        }
+    }
+}
+
+/// In a child: times `calls` getppid calls after go and writes the result.
+pub fn workload(
+    kind: FilterKind,
+    pin: Pin,
+    calls: u64,
+    fds: Vec<OwnedFd>,
+    filters: &Filters,
+    online: &[usize],
+) -> anyhow::Result<()> {
+    let [handover, go, results]: [OwnedFd; 3] =
+        fds.try_into().map_err(|_| anyhow!("expected three fds"))?;
+    set_affinity(pin, online).context("setting the CPU affinity")?;
+    install_filter(kind, filters, handover)?;
+    // Go is the bench closing the pipe's write end: every workload starts at once.
+    let mut byte = [0u8; 1];
+    while let Err(Errno::EINTR) = nix::unistd::read(&go, &mut byte) {}
+    for _ in 0..WARMUP_CALLS {
+        std::hint::black_box(nix::unistd::getppid());
+    }
+    let start = Instant::now();
+    for _ in 0..calls {
+        std::hint::black_box(nix::unistd::getppid());
+    }
+    let ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    let mut record = [0u8; RESULT_LEN];
+    record[..8].copy_from_slice(&ns.to_le_bytes());
+    record[8..].copy_from_slice(&calls.to_le_bytes());
+    nix::unistd::write(&results, &record).context("reporting the result")?;
+    Ok(())
+}
+
+/// In a child: holds a listener's filter and blocks until the release pipe closes.
+pub fn idle(
+    pin: Pin,
+    fds: Vec<OwnedFd>,
+    filters: &Filters,
+    online: &[usize],
+) -> anyhow::Result<()> {
+    let [handover, release]: [OwnedFd; 2] =
+        fds.try_into().map_err(|_| anyhow!("expected two fds"))?;
+    set_affinity(pin, online).context("setting the CPU affinity")?;
+    install_filter(FilterKind::Notify, filters, handover)?;
+    let mut byte = [0u8; 1];
+    while let Err(Errno::EINTR) = nix::unistd::read(&release, &mut byte) {}
+    Ok(())
+}
+
+/// Loads the filter; for NOTIFY, sends our pid and the listener over `handover`.
+pub fn install_filter(
+    kind: FilterKind,
+    filters: &Filters,
+    handover: OwnedFd,
+) -> anyhow::Result<()> {
+    let filter = match kind {
+        FilterKind::None => return Ok(()),
+        FilterKind::Allow => &filters.allow,
+        FilterKind::Notify => &filters.notify,
+    };
+    filter.load().context("installing the seccomp filter")?;
+    if kind == FilterKind::Notify {
+        let listener = filter.get_notify_fd().context("getting the listener")?;
+        let pid = std::process::id().to_le_bytes();
+        let sent = sendmsg::<()>(
+            handover.as_raw_fd(),
+            &[IoSlice::new(&pid)],
+            &[ControlMessage::ScmRights(&[listener])],
+            MsgFlags::empty(),
+            None,
+        );
+        let _ = nix::unistd::close(listener);
+        sent.context("handing the listener over")?;
+    }
+    Ok(())
+}
+
+/// Workload children forked and set up, waiting for go.
+pub struct Batch {
+    /// (pid, listener) of each child, for NOTIFY workloads; the caller takes them.
+    pub listeners: Vec<(i32, Listener)>,
+    pub go: OwnedFd,
+    pub results: OwnedFd,
+    pub children: usize,
+    pub calls: u64,
+}
+
+/// What one measurement found.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Mean ns per timed call, per child.
+    pub ns_per_call: Vec<f64>,
+    /// From go to the last result: covers every call, warm-up included.
+    pub wall: Duration,
+    /// Every call of every child, warm-up included.
+    pub calls: u64,
+    /// Events the engine dropped because its queue was full.
+    pub events_dropped: u64,
+}
+
+impl Outcome {
+    pub fn calls_per_second(&self) -> f64 {
+        self.calls as f64 / self.wall.as_secs_f64()
+    }
+}
+
+impl Batch {
+    /// Starts every child at once and collects their results.
+    pub fn run(self) -> anyhow::Result<Outcome> {
+        let Batch {
+            go,
+            results,
+            children,
+            calls,
+            ..
+        } = self;
+        let per_child = calls + WARMUP_CALLS;
+        let deadline = Instant::now()
+            + SETUP_TIMEOUT
+            + Duration::from_micros(200)
+                .saturating_mul(u32::try_from(per_child * children as u64).unwrap_or(u32::MAX));
+        let start = Instant::now();
+        drop(go);
+        let mut buf = vec![0u8; children * RESULT_LEN];
+        let mut filled = 0;
+        while filled < buf.len() {
+            match nix::unistd::read(&results, &mut buf[filled..]) {
+                Ok(0) => bail!(
+                    "{} of {children} workload children exited without a result",
+                    children - filled / RESULT_LEN
+                ),
+                Ok(n) => filled += n,
+                Err(Errno::EAGAIN | Errno::EINTR) => {}
+                Err(e) => return Err(e).context("reading results"),
+            }
+            if filled < buf.len() {
+                handoff::wait_readable(results.as_fd(), Some(deadline))
+                    .context("waiting for the workload's results")?;
+            }
+        }
+        let wall = start.elapsed();
+        let ns_per_call = buf
+            .chunks_exact(RESULT_LEN)
+            .map(|record| {
+                let ns = u64::from_le_bytes(record[..8].try_into().expect("8 bytes"));
+                let n = u64::from_le_bytes(record[8..].try_into().expect("8 bytes"));
+                ns as f64 / n.max(1) as f64
+            })
+            .collect();
+        Ok(Outcome {
+            ns_per_call,
+            wall,
+            calls: per_child * children as u64,
+            events_dropped: 0,
+        })
+    }
+}
+
+/// Receives one (pid, listener) a workload child handed over.
+pub fn receive_listener(socket: &OwnedFd) -> anyhow::Result<(i32, Listener)> {
+    let mut pid = [0u8; 4];
+    let deadline = Instant::now() + SETUP_TIMEOUT;
+    match handoff::receive_listener(socket.as_fd(), &mut pid, Some(deadline))
+        .context("waiting for a workload child's listener")?
+    {
+        (4, Some(listener)) => Ok((i32::from_le_bytes(pid), listener)),
+        (0, None) => bail!("a workload child exited before handing its listener over"),
+        _ => bail!("a workload child sent a malformed handover"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip() {
+        let request = Request::Workload {
+            filter: FilterKind::Allow,
+            pin: Pin::Unpinned,
+            calls: 20_000,
+        };
+        let Some(Request::Workload { filter, pin, calls }) = Request::decode(&request.encode())
+        else {
+            panic!("not a workload");
+        };
+        assert_eq!(
+            (filter, pin, calls),
+            (FilterKind::Allow, Pin::Unpinned, 20_000)
+        );
+    }
+}

@@ -1,0 +1,156 @@
+//! `switchboard-bench`: the round trip of a notified `getppid`, from no filter up to a separate agent process.
+//!
+//! Not part of the product: it drives the `switchboard` library and binary from outside and
+//! prints the pass/fail targets after its tables.
+
+mod agent;
+mod fork;
+mod report;
+mod rows;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+
+use crate::agent::proc_status_field;
+use crate::fork::{build_filters, online_cpus, ForkServer, PINS};
+use crate::report::Report;
+use crate::rows::{policy_text, Bench};
+
+/// Untimed calls each workload makes first: thread start-up, page faults, the agent's attach.
+pub const WARMUP_CALLS: u64 = 1000;
+/// Rules in the benchmark policy; only the last one decides `getppid`.
+pub const POLICY_RULES: usize = 200;
+/// Concurrent workload processes of the scaling rows.
+pub const SCALING_PROCESSES: [usize; 3] = [1, 4, 16];
+/// Idle listeners held by one agent in the memory row.
+pub const IDLE_LISTENERS: usize = 1000;
+/// Event queue of the in-process engine, as the agent sizes it.
+pub const EVENT_QUEUE: usize = 64 * 1024;
+/// How long a child, an agent or a handover may take before the bench gives up.
+pub const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Fork-server request: kind, filter, pin, 5 bytes padding, calls (u64 LE).
+pub const REQUEST_LEN: usize = 16;
+/// Workload result: elapsed ns and calls, both u64 LE; below PIPE_BUF, so writes never interleave.
+pub const RESULT_LEN: usize = 16;
+
+/// Which tables `switchboard-bench` measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Rows {
+    /// Latency and scaling.
+    All,
+    /// Rows 1–5: one process, pinned and unpinned, sync wake-up on and off.
+    Latency,
+    /// 1, 4 and 16 processes; 1,000 idle listeners in one agent.
+    Scaling,
+}
+
+/// Measure the round trip of a notified syscall, from no filter to a separate agent.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "switchboard-bench", version)]
+struct BenchConfig {
+    /// Timed getppid calls per workload process and run.
+    #[arg(long, default_value_t = 20_000)]
+    calls: u64,
+    /// Runs per measurement; tables show the median.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Which tables to measure.
+    #[arg(long, value_enum, default_value_t = Rows::All)]
+    rows: Rows,
+    /// Print JSON instead of Markdown.
+    #[arg(long)]
+    json: bool,
+    /// The `switchboard` binary rows 5 and the idle table start as the agent; by default the
+    /// one next to this binary (cargo builds both into the same directory).
+    #[arg(long)]
+    agent_exe: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    match run(BenchConfig::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("switchboard-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The agent binary: `--agent-exe`, else `switchboard` beside this executable.
+fn agent_exe(config: &BenchConfig) -> anyhow::Result<PathBuf> {
+    if let Some(exe) = &config.agent_exe {
+        return Ok(exe.clone());
+    }
+    let me = std::env::current_exe().context("locating switchboard-bench")?;
+    let exe = me.with_file_name("switchboard");
+    if !exe.exists() {
+        bail!(
+            "no agent binary at {} (build it with `cargo build --release --workspace`, or pass --agent-exe)",
+            exe.display()
+        );
+    }
+    Ok(exe)
+}
+
+/// Runs the benchmark and prints its tables on stdout; progress goes to stderr.
+fn run(config: BenchConfig) -> anyhow::Result<()> {
+    if config.calls == 0 || config.runs == 0 {
+        bail!("--calls and --runs must be at least 1");
+    }
+    // The fork server is forked first, while this process still has one thread.
+    if proc_status_field(std::process::id(), "Threads")? != 1 {
+        bail!("bench must start single-threaded, to fork its fork server");
+    }
+    let online = online_cpus();
+    let server = ForkServer::start(build_filters()?, online.clone())?;
+    let dir = tempfile::Builder::new()
+        .prefix("switchboard-bench.")
+        .tempdir()
+        .context("creating the scratch directory")?;
+    let bench = Bench {
+        server,
+        online,
+        calls: config.calls,
+        exe: agent_exe(&config)?,
+        policy_log: write_file(dir.path(), "policy-log.yaml", &policy_text("log"))?,
+        dir,
+    };
+    let mut report = Report {
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        cpus: bench.online.len(),
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "?".into()),
+        calls: config.calls,
+        runs: config.runs,
+        latency: Vec::new(),
+        scaling: Vec::new(),
+        idle: Vec::new(),
+    };
+    if matches!(config.rows, Rows::All | Rows::Latency) {
+        report.latency = bench.latency(config.runs)?;
+    }
+    if matches!(config.rows, Rows::All | Rows::Scaling) {
+        report.scaling = bench.scaling(config.runs)?;
+        report.idle = PINS
+            .into_iter()
+            .map(|pin| bench.idle(pin, config.runs))
+            .collect::<anyhow::Result<_>>()?;
+    }
+    if config.json {
+        println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+    } else {
+        print!("{}", report.to_markdown());
+    }
+    Ok(())
+}
+/// Writes `text` to `dir/name`.
+fn write_file(dir: &Path, name: &str, text: &str) -> anyhow::Result<PathBuf> {
+    let path = dir.join(name);
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}

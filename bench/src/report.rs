@@ -1,0 +1,417 @@
+//! The report: per-cell samples, their medians and ratios, as Markdown tables or typed JSON.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::fork::{Pin, PINS};
+use crate::rows::{Row, LATENCY_ROWS};
+use crate::{IDLE_LISTENERS, SCALING_PROCESSES, WARMUP_CALLS};
+
+pub struct LatencyCell {
+    pub row: Row,
+    pub pin: Pin,
+    pub sync: bool,
+    pub ns: Vec<f64>,
+    pub events_dropped: u64,
+}
+
+pub struct ScalingCell {
+    pub row: Row,
+    pub pin: Pin,
+    pub processes: usize,
+    pub calls_per_second: Vec<f64>,
+    pub events_dropped: u64,
+}
+
+pub struct IdleResult {
+    pub pin: Pin,
+    pub fd_limit: Option<u64>,
+    /// VmRSS of the agent without idle listeners.
+    pub rss_single_kib: u64,
+    pub rss_idle_kib: u64,
+    pub threads_idle: u64,
+    /// Private_Clean + Private_Dirty of every idle child, summed.
+    pub children_private_kib: u64,
+    pub single_ns: Vec<f64>,
+    pub crowded_ns: Vec<f64>,
+}
+
+impl IdleResult {
+    pub fn per_listener_kib(&self) -> f64 {
+        (self.rss_idle_kib as f64 - self.rss_single_kib as f64) / IDLE_LISTENERS as f64
+    }
+
+    /// Median over runs of (busy RTT among idle listeners / alone − 1), in percent.
+    pub fn busy_difference_percent(&self) -> f64 {
+        let ratios: Vec<f64> = self
+            .crowded_ns
+            .iter()
+            .zip(&self.single_ns)
+            .map(|(crowded, alone)| crowded / alone)
+            .collect();
+        (median(&ratios) - 1.0) * 100.0
+    }
+}
+
+/// Ends a table, saying how many events a full queue dropped during it, if any.
+pub fn dropped_footer(out: &mut String, dropped: u64) {
+    if dropped > 0 {
+        let _ = writeln!(out, "\nEvents dropped (queue full): {dropped}.");
+    }
+    let _ = writeln!(out);
+}
+
+pub fn median(samples: &[f64]) -> f64 {
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+pub fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+pub fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "MISSED"
+    }
+}
+
+pub struct Report {
+    pub command: String,
+    pub cpus: usize,
+    pub kernel: String,
+    pub calls: u64,
+    pub runs: usize,
+    pub latency: Vec<LatencyCell>,
+    pub scaling: Vec<ScalingCell>,
+    pub idle: Vec<IdleResult>,
+}
+
+impl Report {
+    pub fn latency_median(&self, row: Row, pin: Pin, sync: bool) -> Option<f64> {
+        self.latency
+            .iter()
+            .find(|c| c.row == row && c.pin == pin && c.sync == sync)
+            .map(|c| median(&c.ns))
+    }
+
+    /// The median over runs of `row`'s ratio to `base` measured in the same run.
+    pub fn paired_ratio(&self, row: Row, base: Row, pin: Pin, sync: bool) -> Option<f64> {
+        let cell = |row: Row| {
+            self.latency
+                .iter()
+                .find(|c| c.row == row && c.pin == pin && c.sync == sync)
+        };
+        let (cell, base) = (cell(row)?, cell(base)?);
+        let ratios: Vec<f64> = cell.ns.iter().zip(&base.ns).map(|(a, b)| a / b).collect();
+        Some(median(&ratios))
+    }
+
+    pub fn scaling_median(&self, row: Row, pin: Pin, processes: usize) -> Option<f64> {
+        self.scaling
+            .iter()
+            .find(|c| c.row == row && c.pin == pin && c.processes == processes)
+            .map(|c| median(&c.calls_per_second))
+    }
+
+    pub fn to_markdown(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "Machine: {} CPUs online, kernel {} (`uname -r`).  ",
+            self.cpus, self.kernel
+        );
+        let _ = writeln!(out, "Command: `{}`\n", self.command);
+        if self.calls < 20_000 || self.runs < 5 {
+            let _ = writeln!(
+                out,
+                "Fewer than 20,000 calls or 5 runs: a quick look, not a result to quote.\n"
+            );
+        }
+        if !self.latency.is_empty() {
+            self.latency_markdown(&mut out);
+        }
+        if !self.scaling.is_empty() {
+            self.scaling_markdown(&mut out);
+        }
+        if !self.idle.is_empty() {
+            self.idle_markdown(&mut out);
+        }
+        self.targets_markdown(&mut out);
+        out
+    }
+
+    pub fn latency_markdown(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "Round trip of one notified `getppid`: mean over {} calls (after {WARMUP_CALLS} warm-up calls), median of {} runs, µs per call; × is the median over runs of the ratio to row 3 measured in the same run and column. Pinned: the workload and every serving thread on CPU 0; unpinned: all CPUs. Sync: SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP (rows 1–2 have no listener, so their sync columns are repeat measurements).\n",
+            self.calls, self.runs
+        );
+        let columns: Vec<(Pin, bool)> = PINS
+            .into_iter()
+            .flat_map(|pin| [(pin, true), (pin, false)])
+            .collect();
+        let _ = write!(out, "| |");
+        for (pin, sync) in &columns {
+            let _ = write!(
+                out,
+                " {}, sync {} |",
+                pin.label(),
+                if *sync { "on" } else { "off" }
+            );
+        }
+        let _ = writeln!(out, "\n|---|{}", "---:|".repeat(columns.len()));
+        for row in LATENCY_ROWS {
+            let _ = write!(out, "| {} |", row.label());
+            for (pin, sync) in &columns {
+                let value = self.latency_median(row, *pin, *sync).unwrap_or(f64::NAN);
+                let ratio = self
+                    .paired_ratio(row, Row::Floor, *pin, *sync)
+                    .unwrap_or(f64::NAN);
+                let _ = write!(out, " {:.2} µs ({ratio:.2}×) |", value / 1000.0);
+            }
+            let _ = writeln!(out);
+        }
+        dropped_footer(out, self.latency.iter().map(|c| c.events_dropped).sum());
+    }
+
+    pub fn scaling_markdown(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "Aggregate flagged calls/s (thousands) of N processes at once, each with its own filter and listener served by its own thread (row 3: floor threads; row 4: the engine, one worker per listener, events and counts on); sync wake-up on; median of {} runs; from go to the last result, warm-up calls included.\n",
+            self.runs
+        );
+        let _ = write!(out, "| processes |");
+        for pin in PINS {
+            let p = pin.label();
+            let _ = write!(out, " floor, {p} | engine, {p} | engine/floor |");
+        }
+        let _ = writeln!(out, "\n|---:|{}", "---:|".repeat(3 * PINS.len()));
+        for processes in SCALING_PROCESSES {
+            let _ = write!(out, "| {processes} |");
+            for pin in PINS {
+                let floor = self
+                    .scaling_median(Row::Floor, pin, processes)
+                    .unwrap_or(f64::NAN);
+                let engine = self
+                    .scaling_median(Row::Engine, pin, processes)
+                    .unwrap_or(f64::NAN);
+                let _ = write!(
+                    out,
+                    " {:.0} k | {:.0} k | {:.2}× |",
+                    floor / 1000.0,
+                    engine / 1000.0,
+                    engine / floor
+                );
+            }
+            let _ = writeln!(out);
+        }
+        dropped_footer(out, self.scaling.iter().map(|c| c.events_dropped).sum());
+    }
+
+    pub fn idle_markdown(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "{IDLE_LISTENERS} idle listeners in one `switchboard agent` (policy of row 4, sync wake-up on), against an agent without them: VmRSS and threads of the agent, and the round trip of one busy listener (median of {} alternating runs; the difference is the median of per-run ratios).\n",
+            3 * self.runs
+        );
+        let _ = writeln!(
+            out,
+            "| | agent VmRSS, no idle | agent VmRSS, {IDLE_LISTENERS} idle | per idle listener | agent threads | busy RTT, alone | busy RTT, among idle | difference | idle child, private memory | agent fd soft limit |"
+        );
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for idle in &self.idle {
+            let _ = writeln!(
+                out,
+                "| {} | {:.1} MiB | {:.1} MiB | {:.1} KiB | {} | {:.2} µs | {:.2} µs | {:+.1}% | {:.0} KiB | {} |",
+                idle.pin.label(),
+                mib(idle.rss_single_kib),
+                mib(idle.rss_idle_kib),
+                idle.per_listener_kib(),
+                idle.threads_idle,
+                median(&idle.single_ns) / 1000.0,
+                median(&idle.crowded_ns) / 1000.0,
+                idle.busy_difference_percent(),
+                idle.children_private_kib as f64 / IDLE_LISTENERS as f64,
+                idle.fd_limit.map_or("?".to_string(), |n| n.to_string()),
+            );
+        }
+        let _ = writeln!(out);
+    }
+
+    pub fn targets_markdown(&self, out: &mut String) {
+        let mut lines = Vec::new();
+        for pin in PINS {
+            for row in [Row::Engine, Row::Agent] {
+                if let Some(ratio) = self.paired_ratio(row, Row::Floor, pin, true) {
+                    lines.push(format!(
+                        "row {} ≤ 1.15× floor, {}, sync on: {ratio:.2}× — {}",
+                        if row == Row::Engine { "4" } else { "5" },
+                        pin.label(),
+                        verdict(ratio <= 1.15)
+                    ));
+                }
+            }
+            for sync in [true, false] {
+                if let Some(ratio) = self.paired_ratio(Row::Engine, Row::EngineAllow, pin, sync) {
+                    let moved = (ratio - 1.0) * 100.0;
+                    lines.push(format!(
+                        "events move row 4 ≤ 5% (4 vs 4b), {}, sync {}: {moved:+.1}% — {}",
+                        pin.label(),
+                        if sync { "on" } else { "off" },
+                        verdict(moved.abs() <= 5.0)
+                    ));
+                }
+            }
+        }
+        for idle in &self.idle {
+            let rss = mib(idle.rss_idle_kib);
+            lines.push(format!(
+                "{IDLE_LISTENERS} idle listeners < 64 MiB agent RSS, {}: {rss:.1} MiB — {}",
+                idle.pin.label(),
+                verdict(rss < 64.0)
+            ));
+            let moved = idle.busy_difference_percent();
+            lines.push(format!(
+                "busy RTT among {IDLE_LISTENERS} idle within 5%, {}: {moved:+.1}% — {}",
+                idle.pin.label(),
+                verdict(moved.abs() <= 5.0)
+            ));
+        }
+        if !lines.is_empty() {
+            let _ = writeln!(out, "Targets:\n");
+            for line in lines {
+                let _ = writeln!(out, "- {line}");
+            }
+        }
+    }
+
+    pub fn to_json(&self) -> JsonReport {
+        JsonReport {
+            machine: Machine {
+                cpus_online: self.cpus,
+                kernel: self.kernel.clone(),
+            },
+            command: self.command.clone(),
+            calls: self.calls,
+            warmup_calls: WARMUP_CALLS,
+            runs: self.runs,
+            latency_ns: self
+                .latency
+                .iter()
+                .map(|c| LatencyJson {
+                    row: c.row.key(),
+                    pinned: c.pin == Pin::Cpu0,
+                    sync_wakeup: c.sync,
+                    median: median(&c.ns),
+                    ratio_to_floor: self.paired_ratio(c.row, Row::Floor, c.pin, c.sync),
+                    runs: c.ns.clone(),
+                    events_dropped: c.events_dropped,
+                })
+                .collect(),
+            scaling_calls_per_second: self
+                .scaling
+                .iter()
+                .map(|c| ScalingJson {
+                    row: c.row.key(),
+                    pinned: c.pin == Pin::Cpu0,
+                    processes: c.processes,
+                    median: median(&c.calls_per_second),
+                    runs: c.calls_per_second.clone(),
+                    events_dropped: c.events_dropped,
+                })
+                .collect(),
+            idle: self
+                .idle
+                .iter()
+                .map(|i| IdleJson {
+                    pinned: i.pin == Pin::Cpu0,
+                    listeners: IDLE_LISTENERS,
+                    agent_rss_kib_idle: i.rss_idle_kib,
+                    agent_rss_kib_single: i.rss_single_kib,
+                    agent_threads_idle: i.threads_idle,
+                    agent_fd_soft_limit: i.fd_limit,
+                    idle_children_private_kib_total: i.children_private_kib,
+                    busy_ns_alone: median(&i.single_ns),
+                    busy_ns_with_idle: median(&i.crowded_ns),
+                    busy_ns_alone_runs: i.single_ns.clone(),
+                    busy_ns_with_idle_runs: i.crowded_ns.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// `switchboard-bench --json`.
+#[derive(Debug, Serialize)]
+pub struct JsonReport {
+    machine: Machine,
+    command: String,
+    calls: u64,
+    warmup_calls: u64,
+    runs: usize,
+    latency_ns: Vec<LatencyJson>,
+    scaling_calls_per_second: Vec<ScalingJson>,
+    idle: Vec<IdleJson>,
+}
+
+#[derive(Debug, Serialize)]
+struct Machine {
+    cpus_online: usize,
+    kernel: String,
+}
+
+#[derive(Debug, Serialize)]
+struct LatencyJson {
+    row: &'static str,
+    pinned: bool,
+    sync_wakeup: bool,
+    median: f64,
+    ratio_to_floor: Option<f64>,
+    runs: Vec<f64>,
+    events_dropped: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct ScalingJson {
+    row: &'static str,
+    pinned: bool,
+    processes: usize,
+    median: f64,
+    runs: Vec<f64>,
+    events_dropped: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct IdleJson {
+    pinned: bool,
+    listeners: usize,
+    agent_rss_kib_idle: u64,
+    agent_rss_kib_single: u64,
+    agent_threads_idle: u64,
+    agent_fd_soft_limit: Option<u64>,
+    idle_children_private_kib_total: u64,
+    busy_ns_alone: f64,
+    busy_ns_with_idle: f64,
+    busy_ns_alone_runs: Vec<f64>,
+    busy_ns_with_idle_runs: Vec<f64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+    }
+}

@@ -1,0 +1,431 @@
+//! The measurements: what serves the workload's calls in each row, and the idle-listener table.
+
+use std::fmt::Write as _;
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use nix::fcntl::OFlag;
+use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+use switchboard::container::Container;
+use switchboard::events::{EventWriter, LogFormat};
+use switchboard::metrics::Metrics;
+use switchboard::notify::Engine;
+use switchboard::policy::Policy;
+use switchboard::sys::{self, Listener, ListenerError, PidFd};
+use tempfile::TempDir;
+
+use crate::agent::{
+    hand_to_agent, open_file_soft_limit, private_kib, proc_status_field, AgentProcess,
+};
+use crate::fork::{
+    receive_listener, set_affinity, Batch, FilterKind, ForkServer, Outcome, Pin, Request, PINS,
+};
+use crate::report::{IdleResult, LatencyCell, ScalingCell};
+use crate::{EVENT_QUEUE, IDLE_LISTENERS, POLICY_RULES, SCALING_PROCESSES};
+
+/// What serves the workload's flagged calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Row {
+    NoFilter,
+    FilterAllow,
+    Floor,
+    Engine,
+    EngineAllow,
+    Agent,
+}
+
+pub const LATENCY_ROWS: [Row; 6] = [
+    Row::NoFilter,
+    Row::FilterAllow,
+    Row::Floor,
+    Row::Engine,
+    Row::EngineAllow,
+    Row::Agent,
+];
+
+impl Row {
+    pub fn label(self) -> &'static str {
+        match self {
+            Row::NoFilter => "1. no filter",
+            Row::FilterAllow => "2. filter, getppid allowed",
+            Row::Floor => "3. floor: bare RECV/CONTINUE thread",
+            Row::Engine => "4. engine: 200 rules, log, event + count",
+            Row::EngineAllow => "4b. engine: 200 rules, allow, count only",
+            Row::Agent => "5. `switchboard agent` over listenerPath (as 4)",
+        }
+    }
+
+    pub fn key(self) -> &'static str {
+        match self {
+            Row::NoFilter => "no_filter",
+            Row::FilterAllow => "filter_allow",
+            Row::Floor => "floor",
+            Row::Engine => "engine_log",
+            Row::EngineAllow => "engine_allow",
+            Row::Agent => "agent",
+        }
+    }
+}
+
+pub struct Bench {
+    pub server: ForkServer,
+    pub online: Vec<usize>,
+    pub calls: u64,
+    pub exe: PathBuf,
+    pub policy_log: PathBuf,
+    pub dir: TempDir,
+}
+
+impl Bench {
+    /// Forks `n` workload children and takes their listeners.
+    pub fn spawn(&self, n: usize, filter: FilterKind, pin: Pin) -> anyhow::Result<Batch> {
+        let (handover, handover_child) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .context("creating the handover socket")?;
+        let (go_read, go) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("pipe")?;
+        let (results, results_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("pipe")?;
+        let request = Request::Workload {
+            filter,
+            pin,
+            calls: self.calls,
+        };
+        for _ in 0..n {
+            self.server.request(
+                request,
+                &[
+                    handover_child.as_fd(),
+                    go_read.as_fd(),
+                    results_write.as_fd(),
+                ],
+            )?;
+        }
+        drop((handover_child, go_read, results_write));
+        let listeners = if filter == FilterKind::Notify {
+            (0..n)
+                .map(|_| receive_listener(&handover))
+                .collect::<anyhow::Result<_>>()?
+        } else {
+            Vec::new()
+        };
+        Ok(Batch {
+            listeners,
+            go,
+            results,
+            children: n,
+            calls: self.calls,
+        })
+    }
+
+    /// One measurement: `n` workload processes served as `row` says.
+    pub fn measure(&self, row: Row, n: usize, pin: Pin, sync: bool) -> anyhow::Result<Outcome> {
+        // Engine threads and agent processes started below inherit this.
+        set_affinity(pin, &self.online).context("setting the CPU affinity")?;
+        match row {
+            Row::NoFilter => self.spawn(n, FilterKind::None, pin)?.run(),
+            Row::FilterAllow => self.spawn(n, FilterKind::Allow, pin)?.run(),
+            Row::Floor => {
+                let mut batch = self.spawn(n, FilterKind::Notify, pin)?;
+                let mut threads = Vec::new();
+                for (_, listener) in batch.listeners.drain(..) {
+                    if sync {
+                        listener
+                            .enable_sync_wakeup()
+                            .context("SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP")?;
+                    }
+                    threads.push(
+                        std::thread::Builder::new()
+                            .name("bench-floor".into())
+                            .spawn(move || floor(&listener))?,
+                    );
+                }
+                let outcome = batch.run();
+                join_all(threads);
+                outcome
+            }
+            Row::Engine | Row::EngineAllow => {
+                let action = if row == Row::Engine { "log" } else { "allow" };
+                let policy = Policy::parse(&policy_text(action), "<bench policy>")?;
+                let metrics = Arc::new(Metrics::new(Duration::from_secs(3600), usize::MAX));
+                let (events, writer) = EventWriter::spawn(
+                    LogFormat::Json,
+                    Box::new(std::io::sink()),
+                    EVENT_QUEUE,
+                    metrics.events_dropped.clone(),
+                );
+                let engine = Engine::new(policy, metrics.clone(), events, sync);
+                let mut batch = self.spawn(n, FilterKind::Notify, pin)?;
+                let mut threads = Vec::new();
+                for (pid, listener) in batch.listeners.drain(..) {
+                    let container = Container {
+                        container_id: format!("bench-{pid}"),
+                        init_pid: pid,
+                        ..Container::default()
+                    };
+                    threads.push(
+                        engine
+                            .attach(listener, container, PidFd::open(pid).ok())?
+                            .thread,
+                    );
+                }
+                let outcome = batch.run();
+                join_all(threads);
+                writer.flush_and_stop();
+                outcome.map(|outcome| Outcome {
+                    events_dropped: metrics.events_dropped.get(),
+                    ..outcome
+                })
+            }
+            Row::Agent => {
+                let agent = self.agent("agent", sync)?;
+                let mut batch = self.spawn(n, FilterKind::Notify, pin)?;
+                for (pid, listener) in batch.listeners.drain(..) {
+                    hand_to_agent(&agent.socket, pid, listener)?;
+                }
+                agent.wait_for_listeners(n)?;
+                batch.run()
+            }
+        }
+    }
+
+    pub fn agent(&self, tag: &str, sync: bool) -> anyhow::Result<AgentProcess> {
+        AgentProcess::start(&self.exe, self.dir.path(), tag, &self.policy_log, sync)
+    }
+
+    /// Rows 1–5 in every pin × sync cell, interleaved run by run so drift hits all alike.
+    pub fn latency(&self, runs: usize) -> anyhow::Result<Vec<LatencyCell>> {
+        let mut cells = Vec::new();
+        for pin in PINS {
+            for sync in [true, false] {
+                for row in LATENCY_ROWS {
+                    cells.push(LatencyCell {
+                        row,
+                        pin,
+                        sync,
+                        ns: Vec::new(),
+                        events_dropped: 0,
+                    });
+                }
+            }
+        }
+        for run in 1..=runs {
+            eprintln!("bench: latency run {run}/{runs}");
+            for cell in &mut cells {
+                let outcome = self
+                    .measure(cell.row, 1, cell.pin, cell.sync)
+                    .with_context(|| {
+                        format!(
+                            "{}, {}, sync {}",
+                            cell.row.label(),
+                            cell.pin.label(),
+                            cell.sync
+                        )
+                    })?;
+                cell.ns.push(outcome.ns_per_call[0]);
+                cell.events_dropped += outcome.events_dropped;
+            }
+        }
+        Ok(cells)
+    }
+
+    /// Aggregate calls/s of 1, 4 and 16 processes, each with its own listener and thread.
+    pub fn scaling(&self, runs: usize) -> anyhow::Result<Vec<ScalingCell>> {
+        let mut cells = Vec::new();
+        for pin in PINS {
+            for processes in SCALING_PROCESSES {
+                for row in [Row::Floor, Row::Engine] {
+                    cells.push(ScalingCell {
+                        row,
+                        pin,
+                        processes,
+                        calls_per_second: Vec::new(),
+                        events_dropped: 0,
+                    });
+                }
+            }
+        }
+        for run in 1..=runs {
+            eprintln!("bench: scaling run {run}/{runs}");
+            for cell in &mut cells {
+                let outcome = self
+                    .measure(cell.row, cell.processes, cell.pin, true)
+                    .with_context(|| {
+                        format!(
+                            "{} × {}, {}",
+                            cell.processes,
+                            cell.row.label(),
+                            cell.pin.label()
+                        )
+                    })?;
+                cell.calls_per_second.push(outcome.calls_per_second());
+                cell.events_dropped += outcome.events_dropped;
+            }
+        }
+        Ok(cells)
+    }
+
+    /// One agent holding 1,000 idle listeners against one holding none, busy RTT on both.
+    pub fn idle(&self, pin: Pin, runs: usize) -> anyhow::Result<IdleResult> {
+        eprintln!("bench: {IDLE_LISTENERS} idle listeners, {}", pin.label());
+        set_affinity(pin, &self.online).context("setting the CPU affinity")?;
+        let single = self.agent(&format!("single-{}", pin.label()), true)?;
+        let crowded = self.agent(&format!("crowded-{}", pin.label()), true)?;
+        let fd_limit = open_file_soft_limit(crowded.pid());
+
+        let (handover, handover_child) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .context("creating the handover socket")?;
+        // The idle children block reading this pipe; dropping `release` ends them.
+        let (release_read, release) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("pipe")?;
+        let mut idle_pids = Vec::with_capacity(IDLE_LISTENERS);
+        for _ in 0..IDLE_LISTENERS {
+            self.server.request(
+                Request::Idle { pin },
+                &[handover_child.as_fd(), release_read.as_fd()],
+            )?;
+            let (pid, listener) = receive_listener(&handover)?;
+            hand_to_agent(&crowded.socket, pid, listener)?;
+            idle_pids.push(pid);
+        }
+        drop((handover_child, release_read));
+        crowded.wait_for_listeners(IDLE_LISTENERS)?;
+        let threads_idle = proc_status_field(crowded.pid(), "Threads")?;
+        let children_private: u64 = idle_pids
+            .iter()
+            .filter_map(|pid| private_kib(pid.cast_unsigned()))
+            .sum();
+
+        let mut single_ns = Vec::new();
+        let mut crowded_ns = Vec::new();
+        // Runs here are short, and the 5% criterion sits near this noise: take three times as many.
+        for _ in 0..3 * runs {
+            for (agent, base, samples) in [
+                (&single, 0, &mut single_ns),
+                (&crowded, IDLE_LISTENERS, &mut crowded_ns),
+            ] {
+                let mut batch = self.spawn(1, FilterKind::Notify, pin)?;
+                for (pid, listener) in batch.listeners.drain(..) {
+                    hand_to_agent(&agent.socket, pid, listener)?;
+                }
+                agent.wait_for_listeners(base + 1)?;
+                samples.push(batch.run()?.ns_per_call[0]);
+                agent.wait_for_listeners(base)?;
+            }
+        }
+        // Both agents have now served the same busy listeners; only the idle ones differ.
+        let rss_single = proc_status_field(single.pid(), "VmRSS")?;
+        let rss_idle = proc_status_field(crowded.pid(), "VmRSS")?;
+        drop(release);
+        Ok(IdleResult {
+            pin,
+            fd_limit,
+            rss_single_kib: rss_single,
+            rss_idle_kib: rss_idle,
+            threads_idle,
+            children_private_kib: children_private,
+            single_ns,
+            crowded_ns,
+        })
+    }
+}
+
+/// Row 3: RECV and CONTINUE, nothing else, until every task of the filter is gone.
+pub fn floor(listener: &Listener) {
+    let mut notif = sys::empty_notification();
+    loop {
+        match listener.receive(&mut notif) {
+            Ok(()) => {
+                let _ = listener.respond_continue(notif.id);
+            }
+            Err(ListenerError::Interrupted) => {}
+            Err(ListenerError::Gone) if listener.is_hung_up() => return,
+            Err(ListenerError::Gone) => {}
+            Err(ListenerError::Failed(_)) => return,
+        }
+    }
+}
+
+/// Joins serving threads, which end once their workload exits; a stuck one is left behind.
+pub fn join_all(threads: Vec<JoinHandle<()>>) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for thread in threads {
+        while !thread.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if thread.is_finished() {
+            let _ = thread.join();
+        } else {
+            eprintln!("bench: a serving thread did not end after its workload exited");
+        }
+    }
+}
+
+/// The policy of rows 4, 4b and 5: 199 rules that do not decide getppid, then one that does.
+///
+/// A third are getppid rules for other namespaces (dropped when the table is compiled),
+/// a third are rules for other syscalls, a third are getppid rules whose argument
+/// condition does not hold (scanned on every call): the deciding rule matches late.
+pub fn policy_text(getppid_action: &str) -> String {
+    const OTHERS: [&str; 12] = [
+        "mkdir", "unlink", "rename", "chmod", "chown", "mount", "umount2", "ptrace", "bpf",
+        "unshare", "setns", "keyctl",
+    ];
+    let mut text = String::from("default: log\nrules:\n");
+    for i in 0..POLICY_RULES - 1 {
+        let _ = match i % 3 {
+            0 => write!(
+                text,
+                "  - name: r{i:03}-other-namespace\n    match: {{namespace: [other-{i}-*]}}\n    syscalls: [getppid]\n    action: deny\n"
+            ),
+            1 => write!(
+                text,
+                "  - name: r{i:03}-{name}\n    syscalls: [{name}]\n    action: {action}\n",
+                name = OTHERS[(i / 3) % OTHERS.len()],
+                action = if i % 2 == 0 { "deny" } else { "log" },
+            ),
+            _ => write!(
+                text,
+                "  - name: r{i:03}-getppid-arg\n    syscalls: [getppid]\n    args: [{{index: {index}, op: eq, value: {value}}}]\n    action: deny\n",
+                index = i % 6,
+                value = 0xdead_beef_0000_0000_u64 + i as u64,
+            ),
+        };
+    }
+    let _ = write!(
+        text,
+        "  - name: getppid\n    syscalls: [getppid]\n    action: {getppid_action}\n"
+    );
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_has_200_rules_and_decides_getppid_last() {
+        let policy = Policy::parse(&policy_text("log"), "bench").unwrap();
+        assert_eq!(policy.rules.len(), POLICY_RULES);
+        let table = switchboard::decision::DecisionTable::compile(&policy, &Container::default());
+        let getppid = switchboard::syscalls::numbers("getppid")[0];
+        let data = libc::seccomp_data {
+            nr: i32::try_from(getppid.1).unwrap(),
+            arch: switchboard::syscalls::arches()[getppid.0].audit,
+            instruction_pointer: 0,
+            args: [0; 6],
+        };
+        let verdict = table.decide(Some(getppid), &data);
+        assert_eq!(verdict.rule, Some("getppid"));
+    }
+}

@@ -1,0 +1,174 @@
+//! Decision and lifecycle events: a bounded queue off the notification path, drained by a writer thread.
+
+mod encode;
+mod model;
+
+pub use model::{Event, LogFormat, SyscallEvent, SyscallKind, SyscallLine};
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use prometheus::IntCounter;
+
+use encode::LineCache;
+
+use crate::lock::Locked;
+
+/// How the writer waits for more when the queue is empty. Polling keeps wake-ups
+/// off the notification path: a sender never has to wake a sleeping writer.
+const IDLE_POLL: Duration = Duration::from_millis(10);
+
+/// How long stopping waits for queued events to be written out.
+const FINAL_FLUSH: Duration = Duration::from_secs(2);
+
+/// How many recent denials and kills `switchboard status` can show.
+const RECENT_DENIALS: usize = 50;
+
+/// The latest deny and kill events, newest last; kept by the writer, read by `/status`.
+#[derive(Clone, Default)]
+pub struct RecentDenials(Arc<Mutex<VecDeque<SyscallLine>>>);
+
+impl RecentDenials {
+    fn push(&self, event: SyscallLine) {
+        let mut recent = self.0.locked();
+        if recent.len() == RECENT_DENIALS {
+            recent.pop_front();
+        }
+        recent.push_back(event);
+    }
+
+    /// A copy of the events, oldest first.
+    pub fn snapshot(&self) -> Vec<SyscallLine> {
+        self.0.locked().iter().cloned().collect()
+    }
+}
+
+/// The sending end of the event queue; cheap to clone, never blocks.
+#[derive(Clone)]
+pub struct EventSink {
+    queue: SyncSender<Event>,
+    dropped: IntCounter,
+}
+
+impl EventSink {
+    /// Queues an event, or counts it as dropped when the queue is full.
+    #[inline]
+    pub fn emit(&self, event: Event) {
+        match self.queue.try_send(event) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => self.dropped.inc(),
+        }
+    }
+}
+
+/// The writer thread; stopping it writes out everything queued before.
+pub struct EventWriter {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    recent: RecentDenials,
+}
+
+impl EventWriter {
+    /// Starts a writer printing to `out`, with room for `capacity` queued events.
+    pub fn spawn(
+        format: LogFormat,
+        out: Box<dyn Write + Send>,
+        capacity: usize,
+        dropped: IntCounter,
+    ) -> (EventSink, EventWriter) {
+        let (queue, receiver) = sync_channel(capacity);
+        let stop = Arc::new(AtomicBool::new(false));
+        let recent = RecentDenials::default();
+        let thread = std::thread::Builder::new()
+            .name("events".into())
+            .spawn({
+                let stop = stop.clone();
+                let recent = recent.clone();
+                move || write_events(format, out, receiver, &stop, &recent)
+            })
+            .expect("spawning the event writer");
+        (
+            EventSink { queue, dropped },
+            EventWriter {
+                stop,
+                thread: Some(thread),
+                recent,
+            },
+        )
+    }
+
+    /// The latest denials and kills this writer has written.
+    pub fn recent_denials(&self) -> RecentDenials {
+        self.recent.clone()
+    }
+
+    /// Writes out every queued event, then ends the thread. Gives up after `FINAL_FLUSH`:
+    /// a reader that stopped reading (a full pipe) must not keep the process from exiting,
+    /// and the thread, blocked in write, ends with the process.
+    pub fn flush_and_stop(mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            let deadline = Instant::now() + FINAL_FLUSH;
+            while !thread.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(IDLE_POLL);
+            }
+            if thread.is_finished() {
+                let _ = thread.join();
+            } else {
+                tracing::warn!(
+                    "events not written out within {FINAL_FLUSH:?}: the output is not being read; exiting without them"
+                );
+            }
+        }
+    }
+}
+
+fn write_events(
+    format: LogFormat,
+    out: Box<dyn Write + Send>,
+    receiver: Receiver<Event>,
+    stop: &AtomicBool,
+    recent: &RecentDenials,
+) {
+    let mut out = std::io::BufWriter::new(out);
+    let mut line = Vec::with_capacity(512);
+    let mut cache = LineCache::default();
+    loop {
+        // Read the flag before draining, so nothing queued before the stop is missed.
+        let stopping = stop.load(Ordering::Acquire);
+        let mut wrote = false;
+        while let Ok(event) = receiver.try_recv() {
+            line.clear();
+            match (&event, format) {
+                (Event::Syscall(e), LogFormat::Json) => e.write_json(&mut line, &mut cache),
+                (_, LogFormat::Json) => {
+                    let _ = serde_json::to_writer(&mut line, &event.to_json());
+                }
+                (_, LogFormat::Text) => line.extend_from_slice(event.to_text().as_bytes()),
+            }
+            line.push(b'\n');
+            if let Event::Syscall(e) = &event {
+                if !e.action.lets_through() {
+                    recent.push(e.line());
+                }
+            }
+            if out.write_all(&line).is_err() {
+                return;
+            }
+            wrote = true;
+        }
+        if wrote && out.flush().is_err() {
+            return;
+        }
+        if stopping {
+            let _ = out.flush();
+            return;
+        }
+        std::thread::sleep(IDLE_POLL);
+    }
+}

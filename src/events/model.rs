@@ -1,0 +1,82 @@
+//! The event model: what the writer prints, and the one typed form of a syscall line that the log, `/status` and `switchboard status` share.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::container::Container;
+use crate::policy::Action;
+
+/// Output format of events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// One line per event, for people.
+    Text,
+}
+
+/// One decided syscall. Built on the notification path, so it holds no heap data of its own.
+#[derive(Debug)]
+pub struct SyscallEvent {
+    pub time: SystemTime,
+    pub container: Arc<Container>,
+    pub pid: u32,
+    pub audit_arch: u32,
+    pub nr: i32,
+    pub location: Option<(usize, usize)>,
+    pub args: [u64; 6],
+    pub rule: Option<&'static str>,
+    pub action: Action,
+    pub errno: i32,
+}
+
+/// Everything the writer prints.
+#[derive(Debug)]
+pub enum Event {
+    Syscall(SyscallEvent),
+    ListenerAdded {
+        time: SystemTime,
+        container: Arc<Container>,
+        sync_wakeup: bool,
+    },
+    ListenerRemoved {
+        time: SystemTime,
+        container: Arc<Container>,
+        reason: &'static str,
+    },
+}
+
+/// The `event` field of a syscall line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyscallKind {
+    Syscall,
+}
+
+/// A syscall event as the JSON log prints it, `/status` serves it and `switchboard status`
+/// reads it back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SyscallLine {
+    /// RFC 3339, UTC, microseconds.
+    pub time: String,
+    pub event: SyscallKind,
+    pub container_id: String,
+    pub namespace: String,
+    pub pod: String,
+    pub container: String,
+    pub pid: u32,
+    pub syscall: String,
+    /// `seccomp_data.nr` as the kernel reported it.
+    pub nr: i32,
+    pub arch: String,
+    pub args: [u64; 6],
+    /// The deciding rule; None for the policy's default.
+    pub rule: Option<String>,
+    pub action: Action,
+    pub errno: i32,
+    /// The multiplexer (`socketcall`, `ipc`) a call came through; only such calls carry it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
+}
