@@ -21,7 +21,8 @@ use settings::Settings;
     name = "switchboard-oci-hook",
     version,
     about = "Makes the syscalls a Switchboard policy names SCMP_ACT_NOTIFY in OCI bundles and seccomp profiles",
-    after_help = "Called with any other first argument, it acts as an OCI runtime: on `create` and `run` it \
+    after_help = "Called with runc's command line (runc's global flags, then one of runc's commands such as \
+`create`, `run`, `state`, `delete`), it acts as an OCI runtime: on `create` and `run` it \
 injects into the bundle, then it execs the real runtime (configured in /etc/switchboard/oci-hook.toml, \
 or the file $SWITCHBOARD_OCI_HOOK_CONFIG names) with the same arguments."
 )]
@@ -79,16 +80,63 @@ impl From<MergeArgs> for Settings {
     }
 }
 
-/// First arguments that select the hook's own command line; any other is runtime mode.
-const OWN_COMMANDS: [&str; 4] = ["inject", "profile", "--help", "-h"];
+/// runc's commands: as the first argument after runc's global flags, they make the hook a runtime.
+const RUNTIME_COMMANDS: [&str; 18] = [
+    "checkpoint",
+    "create",
+    "delete",
+    "events",
+    "exec",
+    "features",
+    "init",
+    "kill",
+    "list",
+    "pause",
+    "ps",
+    "restore",
+    "resume",
+    "run",
+    "spec",
+    "start",
+    "state",
+    "update",
+];
+
+/// runc's global flags that take a value (unless written `--flag=value`); engines put them before the command.
+const RUNTIME_FLAGS_WITH_VALUE: [&str; 5] =
+    ["--root", "--log", "--log-format", "--criu", "--rootless"];
+/// runc's global flags without a value.
+const RUNTIME_FLAGS: [&str; 2] = ["--debug", "--systemd-cgroup"];
+
+/// Whether the command line is a runtime invocation: runc global flags, then a runc command.
+/// Everything else (the hook's own commands, `--version`, `help`, typos) is the hook's to answer,
+/// so that a mistake never reaches the real runtime and comes back as its usage.
+fn is_runtime_invocation(args: &[OsString]) -> bool {
+    let mut rest = args.iter().skip(1).map(|a| a.to_str());
+    while let Some(arg) = rest.next() {
+        let Some(arg) = arg else { return false };
+        if RUNTIME_COMMANDS.contains(&arg) {
+            return true;
+        }
+        if RUNTIME_FLAGS.contains(&arg)
+            || RUNTIME_FLAGS_WITH_VALUE
+                .iter()
+                .any(|f| arg.starts_with(&format!("{f}=")))
+        {
+            continue;
+        }
+        if RUNTIME_FLAGS_WITH_VALUE.contains(&arg) {
+            rest.next();
+            continue;
+        }
+        return false;
+    }
+    false
+}
 
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().collect();
-    let own = match args.get(1) {
-        None => true,
-        Some(first) => first.to_str().is_some_and(|f| OWN_COMMANDS.contains(&f)),
-    };
-    if !own {
+    if is_runtime_invocation(&args) {
         return exit_code(runtime::run(args));
     }
     let result = match Cli::parse().command {

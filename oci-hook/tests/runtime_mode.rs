@@ -138,7 +138,7 @@ fn other_commands_pass_straight_through() {
         &["kill", "ctr-1", "KILL"],
         &["delete", "--force", "ctr-1"],
         &["features"],
-        &["--version"],
+        &["--log-format=json", "--systemd-cgroup", "list"],
     ] {
         let out = fake.run(args, b.path());
         assert!(out.status.success(), "{args:?}: {out:?}");
@@ -248,4 +248,38 @@ fn own_help_is_not_runtime_mode() {
         out.stdout.contains("inject") && out.stdout.contains("profile"),
         "{out:?}"
     );
+}
+
+#[test]
+fn own_flags_help_and_typos_get_the_hooks_answers() {
+    let fake = Fake::new();
+    let b = bundle();
+    for (args, success, stdout, stderr) in [
+        (&["--version"][..], true, "switchboard-oci-hook ", ""),
+        (&["-V"], true, "switchboard-oci-hook ", ""),
+        (&["help", "inject"], true, "--bundle", ""),
+        (
+            &["injct", "--bundle", "."],
+            false,
+            "",
+            "a similar subcommand exists: 'inject'",
+        ),
+        (
+            &["--root", "/run/fake", "injct"],
+            false,
+            "",
+            "unexpected argument '--root'",
+        ),
+        (&[], false, "", "Usage: switchboard-oci-hook"),
+    ] {
+        let out = fake.run(args, b.path());
+        assert_eq!(out.status.success(), success, "{args:?}: {out:?}");
+        assert!(out.stdout.contains(stdout), "{args:?}: {out:?}");
+        assert!(out.stderr.contains(stderr), "{args:?}: {out:?}");
+        assert!(
+            !out.stdout.contains("fake"),
+            "{args:?} reached the runtime: {out:?}"
+        );
+        assert!(fake.argv().is_none(), "{args:?} reached the runtime");
+    }
 }
