@@ -689,4 +689,127 @@ mod tests {
         assert_eq!(plain.verdict(&data).action, Action::Allow);
         assert_eq!(admin.verdict(&data).action, Action::Kill);
     }
+
+    /// What each example's comments promise, call by call: (file, namespace, syscall, arg 0,
+    /// action, errno). Every example must be listed, and none may have a rule that never applies.
+    #[test]
+    fn every_example_does_what_its_comments_say() {
+        const EPERM: i32 = libc::EPERM;
+        const EACCES: i32 = libc::EACCES;
+        let promises: &[(&str, &str, &str, u64, Action, i32)] = &[
+            ("default.yaml", "prod-eu", "mkdir", 0, Action::Log, 0),
+            ("default.yaml", "", "mount", 0, Action::Log, 0),
+            ("default.yaml", "", "getpid", 0, Action::Log, 0),
+            ("deny-mkdir.yaml", "", "mkdir", 0, Action::Deny, EACCES),
+            ("deny-mkdir.yaml", "", "mkdirat", 0, Action::Deny, EACCES),
+            ("deny-mkdir.yaml", "", "rmdir", 0, Action::Log, 0),
+            (
+                "deny-escapes.yaml",
+                "prod-eu",
+                "mount",
+                0,
+                Action::Deny,
+                EPERM,
+            ),
+            (
+                "deny-escapes.yaml",
+                "prod-eu",
+                "setns",
+                0,
+                Action::Deny,
+                EPERM,
+            ),
+            ("deny-escapes.yaml", "staging", "mount", 0, Action::Log, 0),
+            (
+                "deny-escapes.yaml",
+                "prod-eu",
+                "kexec_load",
+                0,
+                Action::Kill,
+                EPERM,
+            ),
+            (
+                "deny-escapes.yaml",
+                "prod-eu",
+                "reboot",
+                0,
+                Action::Kill,
+                EPERM,
+            ),
+            (
+                "deny-escapes.yaml",
+                "staging",
+                "kexec_load",
+                0,
+                Action::Kill,
+                EPERM,
+            ),
+            (
+                "arg-conditions.yaml",
+                "",
+                "unshare",
+                0x1000_0000,
+                Action::Deny,
+                EPERM,
+            ),
+            (
+                "arg-conditions.yaml",
+                "",
+                "unshare",
+                0x0002_0000,
+                Action::Allow,
+                0,
+            ),
+            ("arg-conditions.yaml", "", "personality", 8, Action::Log, 0),
+            (
+                "arg-conditions.yaml",
+                "",
+                "personality",
+                0xffff_ffff,
+                Action::Allow,
+                0,
+            ),
+            (
+                "arg-conditions.yaml",
+                "",
+                "socket",
+                17,
+                Action::Deny,
+                EACCES,
+            ),
+            ("arg-conditions.yaml", "", "socket", 2, Action::Allow, 0),
+        ];
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+        let mut files: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.ends_with(".yaml"))
+            .collect();
+        files.sort();
+        for file in &files {
+            assert!(
+                promises.iter().any(|p| p.0 == file),
+                "{file} has no promises in this test"
+            );
+            let text = std::fs::read_to_string(dir.join(file)).unwrap();
+            let report = Policy::check(&text, file);
+            assert!(report.errors.is_empty(), "{file}: {:?}", report.errors);
+            assert!(report.warnings.is_empty(), "{file}: {:?}", report.warnings);
+        }
+        for &(file, namespace, syscall, arg0, action, errno) in promises {
+            let policy = Policy::load(&dir.join(file)).unwrap();
+            let who = Container {
+                namespace: namespace.to_string(),
+                ..Container::default()
+            };
+            let t = DecisionTable::compile(&policy, &who);
+            let location = syscalls::numbers(syscall)[0];
+            let verdict = decide(&t, Some(location), [arg0, 0, 0, 0, 0, 0]);
+            assert_eq!(
+                (verdict.action, verdict.errno),
+                (action, errno),
+                "{file}: {syscall}({arg0:#x}) in namespace {namespace:?}"
+            );
+        }
+    }
 }

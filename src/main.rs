@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use switchboard::agent::{self, AgentConfig};
 use switchboard::events::LogFormat;
-use switchboard::policy::Policy;
+use switchboard::policy::{Policy, PolicyError};
 use switchboard::run::{self, RunConfig};
 use switchboard::status::Status;
 
@@ -51,6 +51,8 @@ enum Command {
         #[arg(long, default_value = agent::DEFAULT_SOCKET)]
         socket: PathBuf,
         /// Policy file (YAML); without it, the embedded default logs everything and denies nothing.
+        /// Reloaded on SIGHUP and when the file changes; a file that does not validate is refused
+        /// and the old policy keeps running.
         #[arg(long)]
         policy: Option<PathBuf>,
         /// Address of the Prometheus endpoint (`/metrics`); port 0 picks a free one.
@@ -83,7 +85,9 @@ enum Command {
     },
     /// Run a command with the policy's syscalls flagged and decided by the same engine.
     Run {
-        /// Policy file (YAML); its rules' syscalls are the ones flagged.
+        /// Policy file (YAML); its rules' syscalls are the ones flagged. Without it, the embedded
+        /// default flags the syscalls of examples/default.yaml (mkdir, unlink, rename, chmod, chown,
+        /// mount, unshare, setns, ptrace, bpf, module loading, reboot, ...) and logs them, denying none.
         #[arg(long)]
         policy: Option<PathBuf>,
         /// Hand the listener to the agent at this socket instead of serving it here.
@@ -105,7 +109,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Validate a policy file; errors name the file, line and column.
+    /// Validate a policy file: every error, with file, line and column, and warnings about dead rules.
     Check {
         /// The policy file.
         file: PathBuf,
@@ -126,6 +130,28 @@ fn escaped_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> {
         }
     })
     .delimited(" ")
+}
+
+/// `switchboard check`: every error and warning of the file, one per line; exit 2 on errors.
+fn check(file: &std::path::Path) -> anyhow::Result<i32> {
+    let text = std::fs::read_to_string(file).map_err(|error| PolicyError::Read {
+        path: file.to_path_buf(),
+        error,
+    })?;
+    let report = Policy::check(&text, &file.display().to_string());
+    for warning in &report.warnings {
+        eprintln!("switchboard: {warning}");
+    }
+    for error in &report.errors {
+        eprintln!("switchboard: {error}");
+    }
+    Ok(match report.policy {
+        Some(policy) => {
+            println!("{}: ok, {} rules", file.display(), policy.rules.len());
+            0
+        }
+        None => 2,
+    })
 }
 
 fn main() -> ExitCode {
@@ -185,12 +211,7 @@ fn main() -> ExitCode {
             }
             0
         }),
-        Command::Check { file } => Policy::load(&file)
-            .map(|policy| {
-                println!("{}: ok, {} rules", file.display(), policy.rules.len());
-                0
-            })
-            .map_err(Into::into),
+        Command::Check { file } => check(&file),
     };
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(255)),

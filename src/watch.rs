@@ -71,9 +71,9 @@ impl PolicySource {
         let Some(path) = &self.path else {
             return Policy::load_or_default(None);
         };
-        let read_error = |source| PolicyError::Read {
+        let read_error = |error| PolicyError::Read {
             path: path.clone(),
-            source,
+            error,
         };
         let bytes = std::fs::read(path);
         self.loaded = bytes.as_ref().ok().cloned();

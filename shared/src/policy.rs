@@ -167,10 +167,11 @@ pub struct Policy {
 /// Why a policy was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
-    #[error("{path}: {source}")]
+    /// The reason is part of the message, not a `source`, so that a chain printed with `{:#}` says it once.
+    #[error("{path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{source_name}:{line}:{column}: {message}")]
     Invalid {
@@ -231,19 +232,71 @@ enum RawErrno {
     Name(String),
 }
 
+fn errnos_by_name() -> &'static HashMap<String, i32> {
+    static BY_NAME: OnceLock<HashMap<String, i32>> = OnceLock::new();
+    BY_NAME.get_or_init(|| {
+        (1..4096)
+            .map(Errno::from_raw)
+            .filter(|errno| *errno != Errno::UnknownErrno)
+            .map(|errno| (format!("{errno:?}"), errno as i32))
+            .collect()
+    })
+}
+
 /// Resolves an errno name such as "EPERM" through nix's table.
 pub fn errno_from_name(name: &str) -> Option<i32> {
-    static BY_NAME: OnceLock<HashMap<String, i32>> = OnceLock::new();
-    BY_NAME
-        .get_or_init(|| {
-            (1..4096)
-                .map(Errno::from_raw)
-                .filter(|errno| *errno != Errno::UnknownErrno)
-                .map(|errno| (format!("{errno:?}"), errno as i32))
-                .collect()
+    errnos_by_name().get(name).copied()
+}
+
+/// Edit distance counting a swap of neighbours as one edit (optimal string alignment), for
+/// "did you mean" suggestions: `mkdri` is one typo away from `mkdir`.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+/// The candidate nearest to `word`, when it is near enough to be a likely typo; ties go to the
+/// alphabetically first, so the suggestion does not depend on table order.
+fn nearest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let limit = (word.chars().count() / 3).clamp(1, 3);
+    candidates
+        .into_iter()
+        .map(|c| {
+            (
+                edit_distance(&word.to_ascii_lowercase(), &c.to_ascii_lowercase()),
+                c,
+            )
         })
-        .get(name)
-        .copied()
+        .filter(|(distance, _)| *distance <= limit)
+        .min()
+        .map(|(_, c)| c)
+}
+
+/// ", did you mean `x`?" or nothing.
+fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+    nearest(word, candidates)
+        .map(|c| format!("; did you mean `{c}`?"))
+        .unwrap_or_default()
 }
 
 /// The symbolic name of an errno value, e.g. "EPERM".
@@ -282,8 +335,9 @@ impl Checker<'_> {
             self.error(
                 raw,
                 format!(
-                    "unknown action {:?}, expected one of allow, log, deny, kill",
-                    raw.value
+                    "unknown action {:?}, expected one of allow, log, deny, kill{}",
+                    raw.value,
+                    did_you_mean(&raw.value, Action::ALL.map(Action::as_str))
                 ),
             )
         })
@@ -301,7 +355,10 @@ impl Checker<'_> {
             RawErrno::Name(name) => errno_from_name(name).ok_or_else(|| {
                 self.error(
                     raw,
-                    format!("unknown errno {name:?}, expected a name such as EPERM or a number"),
+                    format!(
+                        "unknown errno {name:?}, expected a name such as EPERM or a number{}",
+                        did_you_mean(name, errnos_by_name().keys().map(String::as_str))
+                    ),
                 )
             }),
         }
@@ -320,8 +377,9 @@ impl Checker<'_> {
                 self.error(
                     &arg.op,
                     format!(
-                        "unknown op {:?}, expected one of eq, ne, lt, le, gt, ge, masked_eq",
-                        arg.op.value
+                        "unknown op {:?}, expected one of eq, ne, lt, le, gt, ge, masked_eq{}",
+                        arg.op.value,
+                        did_you_mean(&arg.op.value, ARG_OPS.iter().map(|(word, _)| *word))
                     ),
                 )
             })?;
@@ -339,21 +397,32 @@ impl Checker<'_> {
         })
     }
 
-    fn rule(&self, raw: &Spanned<RawRule>) -> Result<Rule, PolicyError> {
+    /// Checks one rule, adding every error it has to `errors`; the rule only when it has none.
+    fn rule(&self, raw: &Spanned<RawRule>, errors: &mut Vec<PolicyError>) -> Option<Rule> {
+        fn keep<T>(result: Result<T, PolicyError>, errors: &mut Vec<PolicyError>) -> Option<T> {
+            result.map_err(|e| errors.push(e)).ok()
+        }
         let rule = &raw.value;
+        let before = errors.len();
         if rule.name.value.trim().is_empty() {
-            return Err(self.error(&rule.name, "rule name must not be empty"));
+            errors.push(self.error(&rule.name, "rule name must not be empty"));
         }
         if rule.syscalls.value.is_empty() {
-            return Err(self.error(&rule.syscalls, "a rule needs at least one syscall"));
+            errors.push(self.error(&rule.syscalls, "a rule needs at least one syscall"));
         }
         for name in &rule.syscalls.value {
             if !syscalls::is_known(&name.value) {
-                return Err(self.error(name, format!("unknown syscall {:?}", name.value)));
-            }
-            // Checked here so that `check`, `run`, the agent and the OCI hook refuse the same files.
-            if let Some(why) = handover::reason(&name.value) {
-                return Err(self.error(
+                errors.push(self.error(
+                    name,
+                    format!(
+                        "unknown syscall {:?}{}",
+                        name.value,
+                        did_you_mean(&name.value, syscalls::all_names())
+                    ),
+                ));
+            } else if let Some(why) = handover::reason(&name.value) {
+                // Checked here so that `check`, `run`, the agent and the OCI hook refuse the same files.
+                errors.push(self.error(
                     name,
                     format!(
                         "the policy names {}, which cannot be flagged: {why}; the container would hang at start",
@@ -362,82 +431,157 @@ impl Checker<'_> {
                 ));
             }
         }
-        let action = self.action(&rule.action)?;
+        let action = keep(self.action(&rule.action), errors);
         let errno = match (&rule.errno, action) {
-            (Some(errno), Action::Deny | Action::Kill) => self.errno(errno)?,
-            (Some(errno), _) => {
-                return Err(self.error(errno, "errno is only for deny and kill rules"));
+            (Some(errno), Some(Action::Deny | Action::Kill)) => keep(self.errno(errno), errors),
+            (Some(errno), Some(_)) => {
+                errors.push(self.error(errno, "errno is only for deny and kill rules"));
+                None
             }
-            (None, _) => Errno::EPERM as i32,
+            (Some(errno), None) => keep(self.errno(errno), errors),
+            (None, _) => Some(Errno::EPERM as i32),
         };
-        Ok(Rule {
+        let selector = Selector {
+            namespace: keep(self.patterns(&rule.selector.namespace), errors).unwrap_or_default(),
+            pod: keep(self.patterns(&rule.selector.pod), errors).unwrap_or_default(),
+            container: keep(self.patterns(&rule.selector.container), errors).unwrap_or_default(),
+            metadata: keep(self.patterns(&rule.selector.metadata), errors).unwrap_or_default(),
+        };
+        let args: Vec<ArgCondition> = rule
+            .args
+            .iter()
+            .filter_map(|a| keep(self.arg(a), errors))
+            .collect();
+        if errors.len() > before {
+            return None;
+        }
+        Some(Rule {
             name: Arc::from(rule.name.value.as_str()),
-            selector: Selector {
-                namespace: self.patterns(&rule.selector.namespace)?,
-                pod: self.patterns(&rule.selector.pod)?,
-                container: self.patterns(&rule.selector.container)?,
-                metadata: self.patterns(&rule.selector.metadata)?,
-            },
+            selector,
             syscalls: rule
                 .syscalls
                 .value
                 .iter()
                 .map(|s| s.value.clone())
                 .collect(),
-            args: rule
-                .args
-                .iter()
-                .map(|a| self.arg(a))
-                .collect::<Result<_, _>>()?,
-            action,
-            errno,
+            args,
+            action: action?,
+            errno: errno?,
         })
     }
 }
 
+/// Everything `switchboard check` says about a policy file: all its errors, and warnings
+/// about rules that are valid but can never apply.
+#[derive(Debug)]
+pub struct CheckReport {
+    /// The policy, when there are no errors.
+    pub policy: Option<Policy>,
+    /// Every error, in file order.
+    pub errors: Vec<PolicyError>,
+    /// `file:line:column: message` lines that do not make the policy invalid.
+    pub warnings: Vec<String>,
+}
+
+impl Selector {
+    fn same_patterns(&self, other: &Selector) -> bool {
+        fn strings(patterns: &[glob::Pattern]) -> Vec<&str> {
+            let mut all: Vec<&str> = patterns.iter().map(glob::Pattern::as_str).collect();
+            all.sort_unstable();
+            all.dedup();
+            all
+        }
+        strings(&self.namespace) == strings(&other.namespace)
+            && strings(&self.pod) == strings(&other.pod)
+            && strings(&self.container) == strings(&other.container)
+            && strings(&self.metadata) == strings(&other.metadata)
+    }
+}
+
 impl Policy {
-    /// Parses and validates policy text; `source` names it in errors.
-    pub fn parse(text: &str, source: &str) -> Result<Policy, PolicyError> {
-        let raw: RawPolicy = serde_saphyr::from_str(text).map_err(|e| {
-            let (line, column) = e
-                .location()
-                .map(|at| (at.line(), at.column()))
-                .unwrap_or((1, 1));
-            PolicyError::Invalid {
-                source_name: source.to_string(),
-                line,
-                column,
-                message: first_line(&e.to_string()),
-            }
-        })?;
+    /// Parses and validates policy text, collecting every error and the shadowed-rule warnings.
+    pub fn check(text: &str, source: &str) -> CheckReport {
+        let failed = |error| CheckReport {
+            policy: None,
+            errors: vec![error],
+            warnings: Vec::new(),
+        };
+        let raw = match parse_yaml(text, source) {
+            Ok(raw) => raw,
+            Err(error) => return failed(error),
+        };
         let checker = Checker { source };
+        let mut errors = Vec::new();
         let default = match &raw.default {
-            Some(word) => checker.action(word)?,
-            None => Action::Log,
+            Some(word) => checker.action(word).map_err(|e| errors.push(e)).ok(),
+            None => Some(Action::Log),
         };
         let mut rules: Vec<Rule> = Vec::with_capacity(raw.rules.len());
+        let mut warnings = Vec::new();
+        let mut names: Vec<&str> = Vec::new();
         for raw_rule in &raw.rules {
-            let rule = checker.rule(raw_rule)?;
-            if rules.iter().any(|r| r.name == rule.name) {
-                return Err(checker.error(
+            let name = raw_rule.value.name.value.as_str();
+            if names.contains(&name) {
+                errors.push(checker.error(
                     &raw_rule.value.name,
-                    format!("duplicate rule name {:?}", rule.name),
+                    format!("duplicate rule name {name:?}"),
+                ));
+            }
+            names.push(name);
+            let Some(rule) = checker.rule(raw_rule, &mut errors) else {
+                continue;
+            };
+            // An earlier rule with the same match, no argument conditions and all of this rule's
+            // syscalls decides every call this rule could: this one is dead text, likely a mistake
+            // in the order (a kill after a deny of the same syscall).
+            if let Some(earlier) = rules.iter().find(|r| {
+                r.args.is_empty()
+                    && r.selector.same_patterns(&rule.selector)
+                    && rule.syscalls.iter().all(|s| r.syscalls.contains(s))
+            }) {
+                let at = &raw_rule.value.name;
+                warnings.push(format!(
+                    "{source}:{}:{}: warning: rule {:?} never applies: rule {:?} comes first with the same match, no argument conditions and all of its syscalls",
+                    at.referenced.line(),
+                    at.referenced.column(),
+                    rule.name,
+                    earlier.name
                 ));
             }
             rules.push(rule);
         }
-        Ok(Policy {
-            source: source.to_string(),
-            default,
-            rules,
-        })
+        errors.sort_by_key(|e| match e {
+            PolicyError::Invalid { line, column, .. } => (*line, *column),
+            PolicyError::Read { .. } => (0, 0),
+        });
+        let policy = match (errors.is_empty(), default) {
+            (true, Some(default)) => Some(Policy {
+                source: source.to_string(),
+                default,
+                rules,
+            }),
+            _ => None,
+        };
+        CheckReport {
+            policy,
+            errors,
+            warnings,
+        }
     }
 
+    /// Parses and validates policy text; `source` names it in errors. Fails with the first error.
+    pub fn parse(text: &str, source: &str) -> Result<Policy, PolicyError> {
+        let mut report = Policy::check(text, source);
+        match report.policy.take() {
+            Some(policy) => Ok(policy),
+            None => Err(report.errors.remove(0)),
+        }
+    }
     /// Reads and validates a policy file.
     pub fn load(path: &Path) -> Result<Policy, PolicyError> {
-        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| PolicyError::Read {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         Policy::parse(&text, &path.display().to_string())
     }
@@ -463,9 +607,41 @@ impl Policy {
     }
 }
 
-/// The message without the location and source snippet the YAML library appends.
+/// The YAML as the raw policy. Syntax is checked over the whole text first: deserializing
+/// stops at the first field it misses, before the parser has reached a syntax error further on,
+/// and would report "missing field" at the wrong place.
+fn parse_yaml(text: &str, source: &str) -> Result<RawPolicy, PolicyError> {
+    let located = |e: serde_saphyr::Error| {
+        let (line, column) = e
+            .location()
+            .map(|at| (at.line(), at.column()))
+            .unwrap_or((1, 1));
+        PolicyError::Invalid {
+            source_name: source.to_string(),
+            line,
+            column,
+            message: first_line(&e.to_string()),
+        }
+    };
+    serde_saphyr::from_str::<serde::de::IgnoredAny>(text).map_err(located)?;
+    serde_saphyr::from_str(text).map_err(located)
+}
+
+/// The message without the location and source snippet the YAML library adds (our own
+/// `file:line:column` prefix already says where).
 fn first_line(rendered: &str) -> String {
-    let line = rendered.lines().next().unwrap_or(rendered).trim();
+    let mut line = rendered.lines().next().unwrap_or(rendered).trim();
+    line = line.strip_prefix("error: ").unwrap_or(line);
+    if let Some(rest) = line.strip_prefix("line ") {
+        if let Some((position, message)) = rest.split_once(": ") {
+            if position
+                .split(" column ")
+                .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            {
+                line = message;
+            }
+        }
+    }
     match line.find(" at line ") {
         Some(cut) => line[..cut].to_string(),
         None => line.to_string(),
@@ -512,7 +688,7 @@ mod tests {
         let text = "default: log\nrules:\n  - name: a\n    syscalls: [mkdir]\n    action: denyy\n";
         assert_eq!(
             error_of(text),
-            "policy.yaml:5:13: unknown action \"denyy\", expected one of allow, log, deny, kill"
+            "policy.yaml:5:13: unknown action \"denyy\", expected one of allow, log, deny, kill; did you mean `deny`?"
         );
     }
 
@@ -521,7 +697,7 @@ mod tests {
         let text = "rules:\n  - name: a\n    syscalls: [mkdir, mkdri]\n    action: deny\n";
         assert_eq!(
             error_of(text),
-            "policy.yaml:3:23: unknown syscall \"mkdri\""
+            "policy.yaml:3:23: unknown syscall \"mkdri\"; did you mean `mkdir`?"
         );
     }
 
@@ -564,6 +740,95 @@ mod tests {
         assert!(message.starts_with("policy.yaml:"), "{message}");
         let message = error_of("rules:\n  - name: a\n    syscals: [mkdir]\n    action: log\n");
         assert!(message.starts_with("policy.yaml:3:"), "{message}");
+    }
+
+    #[test]
+    fn syntax_error_is_reported_where_the_indentation_breaks() {
+        // Deserializing alone stopped at rule `a`'s mapping with "missing field `syscalls`" at 2:5.
+        let text = "rules:\n  - name: a\n  syscalls: [mkdir]\n    action: log\n";
+        let message = error_of(text);
+        assert!(message.starts_with("policy.yaml:3:3: "), "{message}");
+        assert!(!message.contains("missing field"), "{message}");
+        assert!(
+            !message.contains("line 3"),
+            "position said twice: {message}"
+        );
+    }
+
+    #[test]
+    fn unknown_names_get_the_nearest_known_one() {
+        let rule = |syscall: &str, action: &str, errno: &str| {
+            format!("rules:\n  - name: a\n    syscalls: [{syscall}]\n    action: {action}\n    errno: {errno}\n")
+        };
+        let report = Policy::check(&rule("mkdri", "denyy", "EPREM"), "p");
+        let messages: Vec<String> = report.errors.iter().map(ToString::to_string).collect();
+        assert_eq!(messages.len(), 3, "{messages:?}");
+        assert!(
+            messages[0].ends_with("did you mean `mkdir`?"),
+            "{messages:?}"
+        );
+        assert!(
+            messages[1].ends_with("did you mean `deny`?"),
+            "{messages:?}"
+        );
+        assert!(
+            messages[2].ends_with("did you mean `EPERM`?"),
+            "{messages:?}"
+        );
+        assert!(error_of(&rule("mkdiratt", "deny", "EPERM")).ends_with("did you mean `mkdirat`?"));
+        // Nothing near: no guess.
+        assert!(!error_of(&rule("frobnicate", "deny", "EPERM")).contains("did you mean"));
+    }
+
+    #[test]
+    fn every_error_in_the_file_is_reported() {
+        let text = "default: logg\nrules:\n  - name: a\n    syscalls: [mkdri, write]\n    action: log\n  - name: a\n    syscalls: [rmdir]\n    args: [{index: 7, op: eq, value: 1}]\n    action: kil\n";
+        let report = Policy::check(text, "p");
+        assert!(report.policy.is_none());
+        let at: Vec<(u64, u64)> = report
+            .errors
+            .iter()
+            .map(|e| match e {
+                PolicyError::Invalid { line, column, .. } => (*line, *column),
+                PolicyError::Read { .. } => unreachable!(),
+            })
+            .collect();
+        assert_eq!(
+            at,
+            [(1, 10), (4, 16), (4, 23), (6, 11), (8, 20), (9, 13)],
+            "{:?}",
+            report.errors
+        );
+        // `parse` (run, agent, hook) fails with the first of them.
+        assert!(error_of(text).starts_with("policy.yaml:1:10: unknown action \"logg\""));
+    }
+
+    #[test]
+    fn a_rule_an_earlier_one_shadows_is_warned_about() {
+        let text = "rules:\n  - name: deny\n    match: {namespace: [prod-*]}\n    syscalls: [kexec_load, reboot]\n    action: deny\n  - name: kill\n    match: {namespace: [prod-*]}\n    syscalls: [kexec_load]\n    action: kill\n  - name: other-ns\n    match: {namespace: [dev]}\n    syscalls: [reboot]\n    action: kill\n  - name: narrower-first\n    syscalls: [mount]\n    args: [{index: 0, op: eq, value: 1}]\n    action: deny\n  - name: after-args\n    syscalls: [mount]\n    action: log\n";
+        let report = Policy::check(text, "p");
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        assert_eq!(
+            report.policy.unwrap().rules.len(),
+            5,
+            "a warning does not refuse the policy"
+        );
+        assert_eq!(
+            report.warnings,
+            ["p:6:11: warning: rule \"kill\" never applies: rule \"deny\" comes first with the same match, no argument conditions and all of its syscalls"]
+        );
+    }
+
+    #[test]
+    fn a_missing_file_says_why_once() {
+        let error = Policy::load(Path::new("/nonexistent/policy.yaml")).unwrap_err();
+        // anyhow's `{:#}` prints the message, then each source: the reason must be in one of them.
+        assert!(std::error::Error::source(&error).is_none());
+        let message = error.to_string();
+        assert_eq!(
+            message,
+            "/nonexistent/policy.yaml: No such file or directory (os error 2)"
+        );
     }
 
     #[test]

@@ -250,6 +250,13 @@ pub fn numbers(name: &str) -> Vec<(usize, usize)> {
     found
 }
 
+/// Every syscall name libseccomp knows on this host's arches (with repeats), for suggestions.
+pub(crate) fn all_names() -> impl Iterator<Item = &'static str> {
+    tables()
+        .iter()
+        .flat_map(|table| table.names.iter().copied().flatten())
+}
+
 /// True when libseccomp knows `name` on at least one arch of this host.
 pub(crate) fn is_known(name: &str) -> bool {
     !numbers(name).is_empty()

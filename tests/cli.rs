@@ -1,0 +1,121 @@
+//! The `switchboard` command line as a new user meets it: `check`'s reports and what `--help` promises.
+
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+
+fn switchboard(args: &[&str]) -> (Option<i32>, String, String) {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = Command::new(BIN).args(args).output().unwrap();
+    (
+        status.code(),
+        String::from_utf8(stdout).unwrap(),
+        String::from_utf8(stderr).unwrap(),
+    )
+}
+
+fn policy_file(text: &str) -> tempfile::NamedTempFile {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), text).unwrap();
+    file
+}
+
+#[test]
+fn check_reports_a_missing_file_once() {
+    let (code, stdout, stderr) = switchboard(&["check", "/nonexistent/policy.yaml"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stdout.is_empty());
+    assert_eq!(
+        stderr,
+        "switchboard: /nonexistent/policy.yaml: No such file or directory (os error 2)\n"
+    );
+}
+
+#[test]
+fn check_reports_every_error_with_suggestions_and_warns_about_dead_rules() {
+    let file = policy_file(
+        "default: log\nrules:\n  - name: a\n    syscalls: [mkdri, write]\n    action: deny\n    errno: EPREM\n  - name: b\n    syscalls: [rmdir]\n    action: kil\n",
+    );
+    let path = file.path().to_str().unwrap();
+    let (code, stdout, stderr) = switchboard(&["check", path]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stdout.is_empty());
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 4, "{stderr}");
+    assert!(
+        lines[0].starts_with(&format!(
+            "switchboard: {path}:4:16: unknown syscall \"mkdri\"; did you mean `mkdir`?"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        lines[1].starts_with(&format!("switchboard: {path}:4:23: the policy names write")),
+        "{stderr}"
+    );
+    assert!(lines[2].ends_with("did you mean `EPERM`?"), "{stderr}");
+    assert!(lines[3].ends_with("did you mean `kill`?"), "{stderr}");
+
+    let file = policy_file(
+        "rules:\n  - name: deny\n    syscalls: [kexec_load, reboot]\n    action: deny\n  - name: kill\n    syscalls: [kexec_load]\n    action: kill\n",
+    );
+    let path = file.path().to_str().unwrap();
+    let (code, stdout, stderr) = switchboard(&["check", path]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(stdout, format!("{path}: ok, 2 rules\n"));
+    assert_eq!(
+        stderr,
+        format!("switchboard: {path}:5:11: warning: rule \"kill\" never applies: rule \"deny\" comes first with the same match, no argument conditions and all of its syscalls\n")
+    );
+}
+
+#[test]
+fn check_names_the_line_where_the_yaml_breaks() {
+    let file = policy_file("rules:\n  - name: a\n  syscalls: [mkdir]\n    action: log\n");
+    let path = file.path().to_str().unwrap();
+    let (code, _, stderr) = switchboard(&["check", path]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.starts_with(&format!("switchboard: {path}:3:3: ")),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("missing field") && !stderr.contains("line 3"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn help_says_what_run_flags_and_that_the_agent_reloads() {
+    let (code, run_help, _) = switchboard(&["run", "--help"]);
+    assert_eq!(code, Some(0));
+    assert!(run_help.contains("examples/default.yaml"), "{run_help}");
+    let default = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/default.yaml"
+    ))
+    .unwrap();
+    let listed = run_help
+        .split_once("default flags the syscalls of examples/default.yaml (")
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .map(|(names, _)| names.to_string())
+        .expect("run --help lists the default's syscalls");
+    for name in listed
+        .split(", ")
+        .filter(|n| *n != "..." && !n.contains(' '))
+    {
+        assert!(
+            default.contains(&format!("- {name}\n")),
+            "run --help names {name}, the default does not flag it"
+        );
+    }
+    let (code, agent_help, _) = switchboard(&["agent", "--help"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        agent_help.contains("SIGHUP") && agent_help.contains("when the file changes"),
+        "{agent_help}"
+    );
+}
