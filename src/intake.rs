@@ -38,6 +38,10 @@ pub(crate) enum IntakeError {
     TooLarge,
     #[error("connection closed after {0} bytes, before a complete state")]
     Truncated(usize),
+    /// Connected and closed without a byte or fd: a liveness probe (a second agent checking
+    /// whether this socket is live), not a runtime that broke off; not counted.
+    #[error("connection closed without sending anything")]
+    Empty,
     #[error("state is not valid JSON of the runtime-spec's ContainerProcessState: {0}")]
     BadJson(serde_json::Error),
     #[error("no file descriptor was sent")]
@@ -56,6 +60,24 @@ pub(crate) enum IntakeError {
     Io(#[from] std::io::Error),
 }
 
+/// Every counted `reason`, exported at 0 from start-up so that dashboards and `absent()`
+/// alerts see the series before the first refusal.
+const COUNTED_REASONS: [&str; 13] = [
+    "peer_refused",
+    "timeout",
+    "too_large",
+    "truncated",
+    "bad_json",
+    "no_fd",
+    "fd_count",
+    "no_seccomp_fd",
+    "not_a_listener",
+    "too_many_fds",
+    "too_many_connections",
+    "io",
+    BUNDLE_REFUSED,
+];
+
 impl IntakeError {
     /// The `reason` label of `switchboard_intake_errors_total`.
     pub fn reason(&self) -> &'static str {
@@ -64,6 +86,7 @@ impl IntakeError {
             IntakeError::Timeout => "timeout",
             IntakeError::TooLarge => "too_large",
             IntakeError::Truncated(_) => "truncated",
+            IntakeError::Empty => "empty",
             IntakeError::BadJson(_) => "bad_json",
             IntakeError::NoFd => "no_fd",
             IntakeError::FdCount { .. } => "fd_count",
@@ -109,6 +132,9 @@ pub struct IntakeConfig {
 
 /// Accepts connections for ever, each handled on its own task so none can hold up another.
 pub async fn serve(socket: UnixListener, engine: Arc<Engine>, config: IntakeConfig) {
+    for reason in COUNTED_REASONS {
+        engine.metrics().intake_errors.with_label_values(&[reason]);
+    }
     let bundle_reads = Arc::new(AtomicUsize::new(0));
     // Connections still reading their state, oldest first, each with its "still reading" flag.
     let mut pending: VecDeque<(AbortHandle, Arc<AtomicBool>)> = VecDeque::new();
@@ -160,6 +186,10 @@ pub async fn serve(socket: UnixListener, engine: Arc<Engine>, config: IntakeConf
 }
 
 fn refused(engine: &Engine, e: &IntakeError) {
+    if matches!(e, IntakeError::Empty) {
+        tracing::debug!("a connection closed without sending anything (a liveness probe)");
+        return;
+    }
     engine.metrics().intake_error(e.reason());
     tracing::warn!(reason = e.reason(), error = %e, "refused a connection on the agent socket");
 }
@@ -293,6 +323,9 @@ async fn read_state(stream: &UnixStream) -> Result<Received, IntakeError> {
             other => other?,
         };
         if received.bytes == 0 {
+            if filled == 0 && fds.is_empty() {
+                return Err(IntakeError::Empty);
+            }
             return Err(IntakeError::Truncated(filled));
         }
         filled += received.bytes;

@@ -402,9 +402,11 @@ impl Collector for ListenerCollector {
             latency_family,
             gauge_family(&DECISIONS_IN_PROGRESS, deciding as f64),
         ];
-        if let Some(at) = last_notification {
-            families.push(gauge_family(&LAST_NOTIFICATION, at));
-        }
+        // 0 until the first notification: exported from start-up for dashboards and `absent()`.
+        families.push(gauge_family(
+            &LAST_NOTIFICATION,
+            last_notification.unwrap_or(0.0),
+        ));
         if !syscalls_family.get_metric().is_empty() {
             families.push(syscalls_family);
         }
@@ -421,6 +423,7 @@ pub struct Metrics {
     pub containers_killed: IntCounter,
     pub events_dropped: IntCounter,
     pub policy_reloads: IntCounterVec,
+    series_ttl: Duration,
 }
 
 impl Metrics {
@@ -508,6 +511,7 @@ impl Metrics {
             containers_killed,
             events_dropped,
             policy_reloads,
+            series_ttl,
         }
     }
 
@@ -531,6 +535,18 @@ impl Metrics {
     /// Statistics of every live listener.
     pub fn live_listeners(&self) -> Vec<Arc<ListenerStats>> {
         self.listeners.locked().live.clone()
+    }
+
+    /// Statistics of the gone listeners whose series are still exported (within `--series-ttl`).
+    pub fn retired_listeners(&self) -> Vec<Arc<ListenerStats>> {
+        let ttl = self.series_ttl;
+        let listeners = self.listeners.locked();
+        listeners
+            .retired
+            .iter()
+            .filter(|(gone, _)| gone.elapsed() < ttl)
+            .map(|(_, stats)| Arc::clone(stats))
+            .collect()
     }
 
     /// Counts a refused connection.

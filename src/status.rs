@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
@@ -29,8 +29,11 @@ pub struct ListenerStatus {
     pub init_pid: i32,
     /// Decisions by action.
     pub counts: BTreeMap<Action, u64>,
-    /// Unix time of the latest notification.
-    pub last_notification: Option<f64>,
+    /// When the latest notification came, RFC 3339 like every other time in the report.
+    pub last_notification: Option<String>,
+    /// The container's listener has closed; its counts stay (as on /metrics) for `--series-ttl`.
+    #[serde(default)]
+    pub gone: bool,
 }
 
 /// One row of the syscall ranking.
@@ -56,7 +59,10 @@ impl Status {
     pub fn collect(metrics: &Metrics, recent: &RecentDenials) -> Status {
         let mut totals: BTreeMap<(&'static str, Action), u64> = BTreeMap::new();
         let mut listeners = Vec::new();
-        for stats in metrics.live_listeners() {
+        // Gone containers count here as they do on /metrics and in the recent denials.
+        let live = metrics.live_listeners().into_iter().map(|s| (s, false));
+        let gone = metrics.retired_listeners().into_iter().map(|s| (s, true));
+        for (stats, gone) in live.chain(gone) {
             let mut counts = BTreeMap::new();
             for (syscall, action, n) in stats.counts() {
                 *counts.entry(action).or_default() += n;
@@ -70,10 +76,13 @@ impl Status {
                 container: c.container.clone(),
                 init_pid: c.init_pid,
                 counts,
-                last_notification: stats.last_notification(),
+                last_notification: stats.last_notification().map(|at| {
+                    switchboard_shared::rfc3339(UNIX_EPOCH + Duration::from_secs_f64(at))
+                }),
+                gone,
             });
         }
-        listeners.sort_by(|a, b| a.container_id.cmp(&b.container_id));
+        listeners.sort_by(|a, b| (a.gone, &a.container_id).cmp(&(b.gone, &b.container_id)));
         let mut top_syscalls: Vec<SyscallCount> = totals
             .into_iter()
             .map(|((syscall, action), count)| SyscallCount {
@@ -105,41 +114,60 @@ impl Status {
     /// The report for people.
     pub fn to_text(&self) -> String {
         let mut out = String::new();
+        let live = self.listeners.iter().filter(|l| !l.gone).count();
+        let gone = self.listeners.len() - live;
         let _ = writeln!(
             out,
-            "switchboard {}: {} listener(s)\n",
+            "switchboard {}: {}{}",
             Printable(&self.version),
-            self.listeners.len()
+            match live {
+                0 => "no listeners".to_string(),
+                n => format!("{n} listener(s)"),
+            },
+            match gone {
+                0 => String::new(),
+                n => format!(", {n} gone (counted until --series-ttl)"),
+            }
         );
-        let _ = writeln!(
-            out,
-            "{:<28} {:<36} {:>8} {:>8} {:>8} {:>8}",
-            "CONTAINER", "NAMESPACE/POD/NAME", "ALLOW", "LOG", "DENY", "KILL"
-        );
-        for l in &self.listeners {
-            let count = |a: Action| l.counts.get(&a).copied().unwrap_or(0);
-            let k8s = if l.namespace.is_empty() && l.pod.is_empty() {
-                "-".to_string()
-            } else {
-                format!(
-                    "{}/{}/{}",
-                    Printable(&l.namespace),
-                    Printable(&l.pod),
-                    Printable(&l.container)
-                )
-            };
+        for (title, gone) in [("", false), ("GONE\n", true)] {
+            let rows: Vec<&ListenerStatus> =
+                self.listeners.iter().filter(|l| l.gone == gone).collect();
+            if rows.is_empty() {
+                continue;
+            }
             let _ = writeln!(
                 out,
-                "{:<28} {:<36} {:>8} {:>8} {:>8} {:>8}",
-                truncate(&printable(&l.container_id), 28),
-                truncate(&k8s, 36),
-                count(Action::Allow),
-                count(Action::Log),
-                count(Action::Deny),
-                count(Action::Kill)
+                "\n{title}{:<28} {:<36} {:>8} {:>8} {:>8} {:>8}",
+                "CONTAINER", "NAMESPACE/POD/NAME", "ALLOW", "LOG", "DENY", "KILL"
             );
+            for l in rows {
+                let count = |a: Action| l.counts.get(&a).copied().unwrap_or(0);
+                let k8s = if l.namespace.is_empty() && l.pod.is_empty() {
+                    "-".to_string()
+                } else {
+                    format!(
+                        "{}/{}/{}",
+                        Printable(&l.namespace),
+                        Printable(&l.pod),
+                        Printable(&l.container)
+                    )
+                };
+                let _ = writeln!(
+                    out,
+                    "{:<28} {:<36} {:>8} {:>8} {:>8} {:>8}",
+                    truncate(&printable(&l.container_id), 28),
+                    truncate(&k8s, 36),
+                    count(Action::Allow),
+                    count(Action::Log),
+                    count(Action::Deny),
+                    count(Action::Kill)
+                );
+            }
         }
         let _ = writeln!(out, "\nTOP SYSCALLS");
+        if self.top_syscalls.is_empty() {
+            let _ = writeln!(out, "  (none)");
+        }
         for row in &self.top_syscalls {
             let _ = writeln!(
                 out,
@@ -182,7 +210,10 @@ fn truncate(text: &str, width: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::container::Container;
     use crate::events::SyscallKind;
+    use crate::metrics::ListenerStats;
+    use std::sync::Arc;
 
     fn status() -> Status {
         Status {
@@ -195,6 +226,7 @@ mod tests {
                 init_pid: 42,
                 counts: BTreeMap::from([(Action::Log, 3), (Action::Deny, 2)]),
                 last_notification: None,
+                gone: false,
             }],
             top_syscalls: vec![SyscallCount {
                 syscall: "mkdir".into(),
@@ -247,6 +279,66 @@ mod tests {
         let back: Status = serde_json::from_value(json).unwrap();
         assert_eq!(back.recent_denials, status().recent_denials);
         assert_eq!(back.listeners[0].counts, status().listeners[0].counts);
+    }
+
+    #[test]
+    fn no_listeners_says_so_and_gone_containers_are_listed_apart() {
+        let mut empty = status();
+        empty.listeners.clear();
+        empty.top_syscalls.clear();
+        empty.recent_denials.clear();
+        let text = empty.to_text();
+        assert!(
+            text.starts_with("switchboard 0.1.0: no listeners\n"),
+            "{text}"
+        );
+        assert!(!text.contains("CONTAINER"), "no empty table header: {text}");
+        assert!(text.contains("TOP SYSCALLS\n  (none)"), "{text}");
+
+        let mut with_gone = status();
+        with_gone.listeners[0].gone = true;
+        let text = with_gone.to_text();
+        assert!(
+            text.starts_with(
+                "switchboard 0.1.0: no listeners, 1 gone (counted until --series-ttl)\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("\nGONE\nCONTAINER"), "{text}");
+    }
+
+    #[test]
+    fn collect_counts_gone_containers_everywhere_and_times_are_rfc3339() {
+        let metrics = Metrics::new(Duration::from_secs(300), 100);
+        let stats = Arc::new(ListenerStats::new(Arc::new(Container {
+            container_id: "gone-one".into(),
+            ..Container::default()
+        })));
+        metrics.add_listener(Arc::clone(&stats));
+        let mkdir = crate::syscalls::numbers("mkdir")[0];
+        stats.begin(std::time::Instant::now());
+        stats.record(Some(mkdir), Action::Deny, Duration::from_micros(5));
+        metrics.retire_listener(&stats);
+        let report = Status::collect(&metrics, &RecentDenials::default());
+        assert_eq!(report.listeners.len(), 1);
+        assert!(report.listeners[0].gone);
+        assert_eq!(
+            report.top_syscalls.len(),
+            1,
+            "gone containers count in the ranking"
+        );
+        assert_eq!(report.top_syscalls[0].syscall, "mkdir");
+        let at = report.listeners[0].last_notification.as_deref().unwrap();
+        // As the events write it: 2026-11-23T19:10:00.123456Z.
+        assert!(
+            at.len() == 27 && at.as_bytes()[10] == b'T' && at.ends_with('Z'),
+            "{at}"
+        );
+        let json = serde_json::to_value(&report).unwrap();
+        assert!(
+            json["listeners"][0]["last_notification"].is_string(),
+            "{json}"
+        );
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The `switchboard` command line as a new user meets it: `check`'s reports and what `--help` promises.
 
-use std::process::{Command, Output};
+mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+use common::*;
+use std::process::{Command, Output};
 
 fn switchboard(args: &[&str]) -> (Option<i32>, String, String) {
     let Output {
@@ -117,5 +118,52 @@ fn help_says_what_run_flags_and_that_the_agent_reloads() {
     assert!(
         agent_help.contains("SIGHUP") && agent_help.contains("when the file changes"),
         "{agent_help}"
+    );
+}
+
+#[test]
+fn a_second_agents_probe_is_not_an_intake_error_and_every_series_exists_from_start_up() {
+    let agent = Agent::start(&[]);
+    let metrics = agent.metrics();
+    // Dashboards and `absent()` alerts see these before anything happens.
+    for line in [
+        "switchboard_intake_errors_total{reason=\"truncated\"} 0",
+        "switchboard_intake_errors_total{reason=\"peer_refused\"} 0",
+        "switchboard_intake_errors_total{reason=\"bundle_config\"} 0",
+        "switchboard_last_notification_timestamp_seconds 0",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} missing:\n{metrics}"
+        );
+    }
+    let second = run_cmd(
+        Command::new(BIN).args([
+            "agent",
+            "--socket",
+            agent.socket_str(),
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ]),
+        std::time::Duration::from_secs(10),
+    );
+    assert_ne!(second.code(), 0, "{second:?}");
+    assert!(
+        second.stderr.contains("another agent is already listening"),
+        "{second:?}"
+    );
+    // The probe connection closes without a byte; give the first agent time to see it.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(
+        agent.metric_value("switchboard_intake_errors_total", &[]),
+        0.0,
+        "{}\n{}",
+        agent.metrics(),
+        agent.stderr_text()
+    );
+    assert!(
+        !agent.stderr_text().contains("refused a connection"),
+        "{}",
+        agent.stderr_text()
     );
 }
