@@ -267,13 +267,37 @@ fn continues(profile: &Value, record: &OriginalProfile) -> bool {
 }
 
 /// Whether a rule is the NOTIFY rule an earlier merge wrote.
-fn is_our_notify_rule(rule: &Value, record: &OriginalProfile) -> bool {
+fn is_our_notify_rule(rule: &Value, notified: &BTreeSet<String>) -> bool {
     let Some(object) = rule.as_object() else {
         return false;
     };
     object.get("action").and_then(Value::as_str) == Some(NOTIFY)
         && object.keys().all(|k| k == "names" || k == "action")
-        && rule_names(rule).iter().all(|n| record.notify.contains(n))
+        && rule_names(rule).iter().all(|n| notified.contains(n))
+}
+
+/// An original rule back in profile form, naming only `names`: what a syscall an earlier
+/// merge flagged returns to when the policy no longer names it.
+fn restored_rule(rule: &OriginalRule, names: Vec<String>) -> Value {
+    let mut out = json!({"names": names, "action": rule.action});
+    if let Some(errno) = rule.errno_ret {
+        out["errnoRet"] = json!(errno);
+    }
+    if !rule.args.is_empty() {
+        let args: Vec<Value> = rule
+            .args
+            .iter()
+            .map(|a| json!({"index": a.index, "value": a.value, "valueTwo": a.value_two, "op": a.op}))
+            .collect();
+        out["args"] = Value::Array(args);
+    }
+    if !rule.caps.is_empty() {
+        out["includes"] = json!({"caps": rule.caps});
+    }
+    if !rule.not_caps.is_empty() {
+        out["excludes"] = json!({"caps": rule.not_caps});
+    }
+    out
 }
 
 /// Merges the policy's NOTIFY rules into `profile` (the seccomp object).
@@ -355,6 +379,17 @@ pub fn merge(
         ));
     }
 
+    let prior = match prior {
+        Some(record) if !continues(profile, &record) => {
+            warnings.push(
+                "ignoring a recorded original profile that this profile does not carry out (no listenerPath, or recorded syscalls not NOTIFY); recording the profile as it is"
+                    .into(),
+            );
+            None
+        }
+        prior => prior,
+    };
+
     let mut wanted = BTreeSet::new();
     for name in &options.flagged {
         let missing: Vec<&str> = arches
@@ -387,20 +422,25 @@ pub fn merge(
                 "--log-default-denied has no effect: defaultAction {default_action} denies nothing"
             ));
         } else {
-            wanted.extend(default_denied(&parsed, &default_key, &arches));
+            // After an earlier merge the profile's NOTIFY rule hides what the original's
+            // default decided: ask the record, which is the original.
+            let decided: BTreeSet<&str> = match &prior {
+                Some(record) => record
+                    .rules
+                    .iter()
+                    .filter(|r| r.action.scmp(r.errno_ret) != default_key)
+                    .flat_map(|r| r.names.iter().map(String::as_str))
+                    .collect(),
+                None => parsed
+                    .iter()
+                    .filter(|r| r.native && r.key != default_key)
+                    .flat_map(|r| r.rule.names.iter().map(String::as_str))
+                    .collect(),
+            };
+            wanted.extend(default_denied(&decided, &arches));
         }
     }
 
-    let prior = match prior {
-        Some(record) if !continues(profile, &record) => {
-            warnings.push(
-                "ignoring a recorded original profile that this profile does not carry out (no listenerPath, or recorded syscalls not NOTIFY); recording the profile as it is"
-                    .into(),
-            );
-            None
-        }
-        prior => prior,
-    };
     let mut record = prior.unwrap_or_else(|| OriginalProfile {
         version: RECORD_VERSION,
         default_action: default,
@@ -413,7 +453,11 @@ pub fn merge(
             .collect(),
         notify: BTreeSet::new(),
     });
-    record.notify.extend(wanted);
+    // The record is the original: the syscalls flagged now are what this policy wants, and
+    // those an earlier merge flagged that it no longer names go back to their original rules,
+    // so re-merging gives what merging into the original would.
+    let previously = std::mem::replace(&mut record.notify, wanted);
+    let released: BTreeSet<String> = previously.difference(&record.notify).cloned().collect();
     if record.notify.is_empty() {
         warnings.push(
             "the policy names no syscall this profile can flag; the profile is left as it was"
@@ -425,14 +469,26 @@ pub fn merge(
     let notify: Vec<String> = record.notify.iter().cloned().collect();
     let mut ours = None;
     let mut out_rules = Vec::with_capacity(rules.len() + 1);
+    let ours_before: BTreeSet<String> = previously.union(&record.notify).cloned().collect();
     for rule in rules {
-        if ours.is_none() && is_our_notify_rule(&rule, &record) {
+        if ours.is_none() && is_our_notify_rule(&rule, &ours_before) {
             ours = Some(out_rules.len());
             out_rules.push(rule);
             continue;
         }
         if let Some(rule) = without_names(rule, &record) {
             out_rules.push(rule);
+        }
+    }
+    for rule in &record.rules {
+        let names: Vec<String> = rule
+            .names
+            .iter()
+            .filter(|n| released.contains(*n))
+            .cloned()
+            .collect();
+        if !names.is_empty() {
+            out_rules.push(restored_rule(rule, names));
         }
     }
     match ours {
@@ -479,16 +535,7 @@ fn without_names(mut rule: Value, record: &OriginalProfile) -> Option<Value> {
 /// A syscall some native rule names with another action than the default is left
 /// out, also when that rule has argument or capability conditions: its calls that
 /// match no rule keep the default's denial in the filter and are not seen.
-fn default_denied(
-    rules: &[ParsedRule],
-    default_key: &ScmpAction,
-    arches: &[Arch],
-) -> BTreeSet<String> {
-    let decided: BTreeSet<&str> = rules
-        .iter()
-        .filter(|r| r.native && r.key != *default_key)
-        .flat_map(|r| r.rule.names.iter().map(String::as_str))
-        .collect();
+fn default_denied(decided: &BTreeSet<&str>, arches: &[Arch]) -> BTreeSet<String> {
     arches
         .iter()
         .flat_map(|a| a.syscall_names())
@@ -681,7 +728,7 @@ mod tests {
         let first = record.unwrap();
         assert_eq!(first.rules[0].names, ["mkdir", "uname"]);
         // A policy that names more later adds to the same NOTIFY rule and keeps the old record.
-        merge_profile(&mut profile, &options(&["uname"])).unwrap();
+        merge_profile(&mut profile, &options(&["mkdir", "uname"])).unwrap();
         let (_, record) = split_listener_metadata(&profile).unwrap();
         let record = record.unwrap();
         assert_eq!(record.rules, first.rules);
@@ -689,6 +736,20 @@ mod tests {
         assert_eq!(
             profile["syscalls"],
             json!([{"names": ["mkdir", "uname"], "action": "SCMP_ACT_NOTIFY"}])
+        );
+        // One that no longer names mkdir gives it back its original rule, as a merge into the
+        // original would.
+        merge_profile(&mut profile, &options(&["uname"])).unwrap();
+        let (_, record) = split_listener_metadata(&profile).unwrap();
+        let record = record.unwrap();
+        assert_eq!(record.rules, first.rules);
+        assert_eq!(record.notify.iter().collect::<Vec<_>>(), ["uname"]);
+        assert_eq!(
+            profile["syscalls"],
+            json!([
+                {"names": ["uname"], "action": "SCMP_ACT_NOTIFY"},
+                {"names": ["mkdir"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}
+            ])
         );
     }
 

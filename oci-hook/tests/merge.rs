@@ -723,3 +723,102 @@ fn inject_into_a_profile_merged_profile_keeps_its_record() {
         "the profile was already merged"
     );
 }
+
+/// What a profile's filter does, by syscall: every rule naming it (action, errno, args, caps),
+/// order and packaging into rules aside; rules for other arches left out, as the record does.
+fn by_syscall(profile: &Value) -> std::collections::BTreeMap<String, Vec<String>> {
+    let native = if cfg!(target_arch = "aarch64") {
+        "arm64"
+    } else {
+        "amd64"
+    };
+    let mut out: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for rule in profile["syscalls"].as_array().unwrap() {
+        let arches = |key: &str| {
+            rule[key]["arches"]
+                .as_array()
+                .map(|a| a.iter().any(|a| a == native))
+        };
+        if arches("includes") == Some(false) || arches("excludes") == Some(true) {
+            continue;
+        }
+        // valueTwo absent is valueTwo 0, to runc as to libseccomp.
+        let args: Vec<Value> = rule["args"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|a| {
+                let mut a = a.clone();
+                a.as_object_mut()
+                    .unwrap()
+                    .entry("valueTwo")
+                    .or_insert(json!(0));
+                a
+            })
+            .collect();
+        let what = json!({
+            "action": rule["action"],
+            "errnoRet": rule["errnoRet"],
+            "args": args,
+            "caps": rule["includes"]["caps"],
+            "notCaps": rule["excludes"]["caps"],
+        })
+        .to_string();
+        let legacy = rule.get("name").into_iter();
+        for name in rule["names"].as_array().into_iter().flatten().chain(legacy) {
+            let entry = out.entry(name.as_str().unwrap().to_string()).or_default();
+            entry.push(what.clone());
+            entry.sort();
+        }
+    }
+    out
+}
+
+#[test]
+fn re_merging_with_another_policy_equals_merging_into_the_original() {
+    let dir = tmpdir();
+    let narrower = dir.path().join("narrower.yaml");
+    fs::write(
+        &narrower,
+        "rules:\n  - name: no-mkdir\n    syscalls: [mkdir, mount]\n    action: deny\n",
+    )
+    .unwrap();
+    let narrower = narrower.to_str().unwrap();
+    for fixture_name in ["allowlist.json", "denylist.json", "conditions.json"] {
+        let first = dir.path().join("first.json");
+        let again = dir.path().join("again.json");
+        let direct = dir.path().join("direct.json");
+        assert_ok(&merge_profile(&fixture(fixture_name), &first, &[]));
+        assert_ok(&merge_profile(&first, &again, &["--policy", narrower]));
+        assert_ok(&merge_profile(
+            &fixture(fixture_name),
+            &direct,
+            &["--policy", narrower],
+        ));
+        let read = |p: &Path| -> Value { serde_json::from_slice(&fs::read(p).unwrap()).unwrap() };
+        let (first, again, direct) = (read(&first), read(&again), read(&direct));
+        assert_eq!(
+            record_of(&again),
+            record_of(&direct),
+            "{fixture_name}: record"
+        );
+        assert_eq!(
+            by_syscall(&again),
+            by_syscall(&direct),
+            "{fixture_name}: the re-merged profile's filter"
+        );
+        // The first policy's syscalls are no longer flagged (rmdir, uname: only it named them).
+        for name in ["rmdir", "uname"] {
+            assert!(names_with_action(&first, "SCMP_ACT_NOTIFY").contains(&name.to_string()));
+            assert!(!names_with_action(&again, "SCMP_ACT_NOTIFY").contains(&name.to_string()));
+        }
+        // And merging the result again changes nothing.
+        let twice = dir.path().join("twice.json");
+        assert_ok(&merge_profile(
+            &dir.path().join("again.json"),
+            &twice,
+            &["--policy", narrower],
+        ));
+        assert_eq!(read(&twice), again, "{fixture_name}: idempotent");
+    }
+}
