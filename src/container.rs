@@ -81,6 +81,18 @@ impl Container {
         }
     }
 
+    /// The name metrics and text outputs use for the container: its Kubernetes name, else
+    /// (podman, runc, ctr: their names live in the engine's own database, not in the state
+    /// or the bundle) the short id, so that containers outside Kubernetes do not all add up
+    /// into one series with empty labels.
+    pub fn display_name(&self) -> &str {
+        if self.container.is_empty() && self.namespace.is_empty() && self.pod.is_empty() {
+            short_id(&self.container_id)
+        } else {
+            &self.container
+        }
+    }
+
     /// The fields policy selectors match on.
     pub fn selector_input(&self) -> SelectorInput<'_> {
         SelectorInput {
@@ -89,6 +101,15 @@ impl Container {
             container: &self.container,
             metadata: &self.metadata,
         }
+    }
+}
+
+/// The first 12 characters of a 64-hex id, as podman and docker show it; other ids whole.
+pub fn short_id(id: &str) -> &str {
+    if id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        &id[..12]
+    } else {
+        id
     }
 }
 

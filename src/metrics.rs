@@ -342,7 +342,7 @@ impl Collector for ListenerCollector {
                 let key = [
                     sanitize_label(&c.namespace),
                     sanitize_label(&c.pod),
-                    sanitize_label(&c.container),
+                    sanitize_label(c.display_name()),
                     syscall.to_string(),
                     action.as_str().to_string(),
                 ];
@@ -575,6 +575,39 @@ mod tests {
             pod: "p".repeat(10_000),
             ..Default::default()
         })))
+    }
+
+    #[test]
+    fn containers_outside_kubernetes_get_their_short_id_as_container_label() {
+        let metrics = Metrics::new(Duration::from_secs(60), 100);
+        for (id, container) in [
+            ("0123456789abcdef".repeat(4), "0123456789ab"),
+            ("fedcba9876543210".repeat(4), "fedcba987654"),
+            ("web-1".to_string(), "web-1"),
+        ] {
+            let s = Arc::new(ListenerStats::new(Arc::new(Container {
+                container_id: id,
+                ..Default::default()
+            })));
+            s.record(Some((0, 83)), Action::Deny, Duration::from_micros(3));
+            metrics.add_listener(s);
+            let text = metrics.render();
+            assert!(
+                text.contains(&format!("container=\"{container}\"")),
+                "{container}: {text}"
+            );
+        }
+        let kubernetes = Arc::new(ListenerStats::new(Arc::new(Container {
+            container_id: "ab".repeat(32),
+            namespace: "ns".into(),
+            pod: "p".into(),
+            container: "app".into(),
+            ..Default::default()
+        })));
+        kubernetes.record(Some((0, 83)), Action::Deny, Duration::from_micros(3));
+        metrics.add_listener(kubernetes);
+        assert!(metrics.render().contains("container=\"app\""));
+        assert!(!metrics.render().contains("container=\"ababababab"));
     }
 
     #[test]

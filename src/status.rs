@@ -155,7 +155,7 @@ impl Status {
                 let _ = writeln!(
                     out,
                     "{:<28} {:<36} {:>8} {:>8} {:>8} {:>8}",
-                    truncate(&printable(&l.container_id), 28),
+                    truncate(&printable(crate::container::short_id(&l.container_id)), 28),
                     truncate(&k8s, 36),
                     count(Action::Allow),
                     count(Action::Log),
