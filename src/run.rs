@@ -71,7 +71,7 @@ pub fn run(config: RunConfig) -> anyhow::Result<i32> {
         ForkResult::Child => {
             drop(parent_end);
             lead_own_group(our_group);
-            child_main(&filter, child_end, &command)
+            child_main(&filter, child_end, &command, config.agent.is_some())
         }
         ForkResult::Parent { child } => child,
     };
@@ -92,7 +92,6 @@ pub fn run(config: RunConfig) -> anyhow::Result<i32> {
         reclaim_terminal(child);
         return status;
     };
-    drop(parent_end);
     let container = Container {
         container_id: format!("run-{child}"),
         init_pid: child.as_raw(),
@@ -104,12 +103,24 @@ pub fn run(config: RunConfig) -> anyhow::Result<i32> {
 
     match &config.agent {
         Some(socket) => {
-            handoff::hand_to_agent(socket, &container, listener, None)?;
+            // The child runs CMD only on our word that the agent took the listener: under
+            // a filter nobody answers, its flagged calls would fail with ENOSYS.
+            if let Err(e) = handoff::hand_to_agent(socket, &container, listener, None) {
+                let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+                let _ = wait_status(child);
+                reclaim_terminal(child);
+                return Err(e.context("the command was not run"));
+            }
+            nix::unistd::write(&parent_end, b"G").context("telling the command to start")?;
+            drop(parent_end);
             let status = wait_status(child);
             reclaim_terminal(child);
             status
         }
-        None => serve_here(&config, policy, listener, container, child),
+        None => {
+            drop(parent_end);
+            serve_here(&config, policy, listener, container, child)
+        }
     }
 }
 
@@ -152,7 +163,13 @@ fn reclaim_terminal(child: Pid) {
 }
 
 /// In the child: install the filter, hand the listener to the parent, exec.
-fn child_main(filter: &ScmpFilterContext, to_parent: OwnedFd, command: &[CString]) -> ! {
+/// `wait_for_go`: with `--agent`, wait until the parent has handed the listener over.
+fn child_main(
+    filter: &ScmpFilterContext,
+    to_parent: OwnedFd,
+    command: &[CString],
+    wait_for_go: bool,
+) -> ! {
     let fail = |what: &str, err: &dyn std::fmt::Display| -> ! {
         eprintln!("switchboard run: {what}: {err}");
         std::process::exit(127)
@@ -172,6 +189,13 @@ fn child_main(filter: &ScmpFilterContext, to_parent: OwnedFd, command: &[CString
     }
     // The listener must not stay open in the child: the parent owns it now.
     let _ = nix::unistd::close(listener);
+    if wait_for_go {
+        let mut go = [0u8; 1];
+        if !matches!(nix::unistd::read(&to_parent, &mut go), Ok(1) if go == *b"G") {
+            // The parent says why (or was killed); nothing of CMD runs.
+            std::process::exit(126);
+        }
+    }
     drop(to_parent);
     let err = nix::unistd::execvp(&command[0], command).unwrap_err();
     eprintln!(

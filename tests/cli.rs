@@ -167,3 +167,48 @@ fn a_second_agents_probe_is_not_an_intake_error_and_every_series_exists_from_sta
         agent.stderr_text()
     );
 }
+
+#[test]
+fn run_does_not_start_the_command_unless_the_agent_took_the_listener() {
+    let (code, stdout, stderr) = switchboard(&[
+        "run",
+        "--agent",
+        "/nonexistent/agent.sock",
+        "--",
+        "sh",
+        "-c",
+        "echo RAN",
+    ]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(!stdout.contains("RAN"), "{stdout}");
+    assert!(
+        stderr.contains(
+            "the command was not run: connecting to the agent at /nonexistent/agent.sock"
+        ),
+        "{stderr}"
+    );
+    if !require_root(
+        "run_does_not_start_the_command_unless_the_agent_took_the_listener (permission)",
+    ) {
+        return;
+    }
+    // The case: a user whom the agent's root-only socket refuses.
+    let agent = Agent::start(&[]);
+    let out = run_cmd(
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN])
+            .args([
+                "run",
+                "--agent",
+                agent.socket_str(),
+                "--",
+                "sh",
+                "-c",
+                "echo RAN",
+            ]),
+        std::time::Duration::from_secs(10),
+    );
+    assert_eq!(out.code(), 1, "{out:?}");
+    assert!(!out.stdout.contains("RAN"), "{out:?}");
+    assert!(out.stderr.contains("Permission denied"), "{out:?}");
+}
