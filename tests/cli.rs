@@ -212,3 +212,27 @@ fn run_does_not_start_the_command_unless_the_agent_took_the_listener() {
     assert!(!out.stdout.contains("RAN"), "{out:?}");
     assert!(out.stderr.contains("Permission denied"), "{out:?}");
 }
+
+#[test]
+fn with_the_agent_down_runc_does_not_start_the_container() {
+    if !require_root("with_the_agent_down_runc_does_not_start_the_container")
+        || !require_tool("runc")
+    {
+        return;
+    }
+    let dir = tmpdir();
+    let socket = dir.path().join("agent.sock");
+    let mut bundle = Bundle::new(&["sh", "-c", "echo STARTED"]);
+    bundle.set_seccomp(notify_profile(&socket, &["mkdir"], None));
+    let out = run_runc(
+        &bundle,
+        &unique_id("agent-down"),
+        std::time::Duration::from_secs(20),
+    );
+    assert!(!out.status.success(), "{out:?}");
+    assert!(!out.stdout.contains("STARTED"), "{out:?}");
+    assert!(
+        out.stderr.contains("failed to connect with seccomp agent"),
+        "the README quotes this message: {out:?}"
+    );
+}
