@@ -236,3 +236,76 @@ fn with_the_agent_down_runc_does_not_start_the_container() {
         "the README quotes this message: {out:?}"
     );
 }
+
+/// The quick start with the binaries under test (no install, no build), both ways.
+#[test]
+fn quickstart_prints_the_status_and_can_leave_the_agent_running() {
+    let test = "quickstart_prints_the_status_and_can_leave_the_agent_running";
+    if !require_root(test) || !require_tool("runc") || !require_tool("python3") {
+        return;
+    }
+    let bin_dir = std::path::Path::new(BIN).parent().unwrap();
+    if !bin_dir.join("switchboard-oci-hook").is_file() {
+        assert!(!under_ci(), "{test}: build the workspace first");
+        eprintln!("SKIP {test}: switchboard-oci-hook not built beside {BIN}");
+        return;
+    }
+    let quickstart = |args: &[&str]| {
+        run_cmd(
+            Command::new("bash")
+                .arg(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/scripts/quickstart.sh"
+                ))
+                .args(args)
+                .env("SWITCHBOARD_BIN_DIR", bin_dir),
+            std::time::Duration::from_secs(60),
+        )
+    };
+    let out = quickstart(&[]);
+    assert_eq!(out.code(), 0, "{out:?}");
+    for expected in [
+        "container done",
+        "log   mkdir(",
+        "== the agent's status",
+        "1 gone",
+        "TOP SYSCALLS\n  mkdir",
+        "'scripts/quickstart.sh --keep-agent' leaves it running",
+    ] {
+        assert!(
+            out.stdout.contains(expected),
+            "{expected:?} missing: {out:?}"
+        );
+    }
+
+    let out = quickstart(&["--keep-agent"]);
+    assert_eq!(out.code(), 0, "{out:?}");
+    let stop = out
+        .stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("stop it: kill "))
+        .expect("the quick start says how to stop the agent")
+        .to_string();
+    let (pid, work) = stop.split_once(" && rm -rf ").unwrap();
+    let status_line = out
+        .stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("switchboard status --metrics-addr "))
+        .unwrap()
+        .to_string();
+    // The agent outlived the script: its status answers.
+    let (code, status, stderr) = switchboard(&["status", "--metrics-addr", &status_line]);
+    let pid: i32 = pid.parse().unwrap();
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    assert!(eventually(std::time::Duration::from_secs(5), || {
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| s.contains(") Z "))
+    }));
+    let _ = std::fs::remove_dir_all(work);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(status.contains("1 gone"), "{status}");
+}
