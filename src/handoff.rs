@@ -18,6 +18,15 @@ use crate::sys::{self, Listener};
 /// The OCI version runc 1.1 writes in the state it sends over `listenerPath`.
 const OCI_VERSION: &str = "1.0.2";
 
+/// What the agent writes back once it serves a listener. Runtimes never read it (runc
+/// closes the connection unread); `switchboard run --agent` waits for it so that CMD never
+/// starts under a filter nobody answers. Refusals close the connection without it.
+pub(crate) const TAKEN: &[u8] = b"taken\n";
+
+/// How long `hand_to_agent` waits for [`TAKEN`]: the agent reads a state for at most 5 s,
+/// and a bundle's capabilities for 2 s more.
+const TAKEN_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// Waits until `fd` is readable or `deadline` passes (never, without one).
 pub fn wait_readable(fd: BorrowedFd<'_>, deadline: Option<Instant>) -> anyhow::Result<()> {
     loop {
@@ -94,7 +103,35 @@ pub fn hand_to_agent(
             }
         }
     };
-    send_listener(&stream, container, listener)
+    send_listener(&stream, container, listener)?;
+    wait_taken(&stream)
+}
+
+/// Waits for the agent's [`TAKEN`]; the connection closing first means it refused.
+fn wait_taken(stream: &UnixStream) -> anyhow::Result<()> {
+    let deadline = Instant::now() + TAKEN_TIMEOUT;
+    let mut answer = Vec::with_capacity(TAKEN.len());
+    let mut buf = [0u8; 16];
+    while answer.len() < TAKEN.len() {
+        wait_readable(stream.as_fd(), Some(deadline))
+            .context("waiting for the agent to take the listener")?;
+        match nix::sys::socket::recv(stream.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
+            // A refusal before reading closes with the state unread: a reset, not an EOF.
+            Ok(0) | Err(Errno::ECONNRESET) => bail!(
+                "the agent closed the connection without taking the listener (its log says why: a uid not given with --allow-uid, say)"
+            ),
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(Errno::EAGAIN | Errno::EINTR) => {}
+            Err(e) => return Err(e).context("waiting for the agent to take the listener"),
+        }
+    }
+    if !answer.starts_with(TAKEN) {
+        bail!(
+            "the agent answered {:?}, not that it took the listener",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+    Ok(())
 }
 
 /// Sends `listener` over a connected agent socket as a runtime does: a

@@ -256,6 +256,8 @@ async fn take_listener(
     };
     tracing::info!(container = %container.container_id, init_pid = container.init_pid, "listener received");
     engine.attach(listener, container, init)?;
+    // For `switchboard run --agent`; a runtime has usually closed its end already.
+    let _ = stream.try_write(crate::handoff::TAKEN);
     Ok(())
 }
 
