@@ -192,50 +192,29 @@ fn run_does_not_start_the_command_unless_the_agent_took_the_listener() {
     ) {
         return;
     }
+    // `run --agent` as nobody must fail with `reason` and never print RAN.
+    let refused_as_nobody = |agent: &Agent, reason: &str| {
+        let out = run_cmd(
+            Command::new("setpriv")
+                .args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN])
+                .args(["run", "--agent", agent.socket_str(), "--"])
+                .args(["sh", "-c", "echo RAN"]),
+            std::time::Duration::from_secs(20),
+        );
+        assert_eq!(out.code(), 1, "{out:?}");
+        assert!(!out.stdout.contains("RAN"), "{out:?}");
+        assert!(out.stderr.contains(reason), "{out:?}");
+    };
     // The case: a user whom the agent's root-only socket refuses.
     let agent = Agent::start(&[]);
-    let out = run_cmd(
-        Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN])
-            .args([
-                "run",
-                "--agent",
-                agent.socket_str(),
-                "--",
-                "sh",
-                "-c",
-                "echo RAN",
-            ]),
-        std::time::Duration::from_secs(10),
-    );
-    assert_eq!(out.code(), 1, "{out:?}");
-    assert!(!out.stdout.contains("RAN"), "{out:?}");
-    assert!(out.stderr.contains("Permission denied"), "{out:?}");
-
+    refused_as_nobody(&agent, "Permission denied");
     // It can connect, but the agent refuses the uid (no --allow-uid): nothing runs either.
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(agent.dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(agent.socket(), std::fs::Permissions::from_mode(0o666)).unwrap();
-    let out = run_cmd(
-        Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN])
-            .args([
-                "run",
-                "--agent",
-                agent.socket_str(),
-                "--",
-                "sh",
-                "-c",
-                "echo RAN",
-            ]),
-        std::time::Duration::from_secs(20),
-    );
-    assert_eq!(out.code(), 1, "{out:?}");
-    assert!(!out.stdout.contains("RAN"), "{out:?}");
-    assert!(
-        out.stderr
-            .contains("the agent closed the connection without taking the listener"),
-        "{out:?}"
+    refused_as_nobody(
+        &agent,
+        "the agent closed the connection without taking the listener",
     );
 }
 
