@@ -52,8 +52,45 @@ pub fn run(config: RunConfig) -> anyhow::Result<i32> {
         );
     }
     let filter = build_filter(&names)?;
-    let command = config
-        .command
+    let (child, listener) = start(filter, &config.command)?;
+    let Some(listener) = listener else {
+        // The child failed before handing over; it said why on stderr.
+        let status = wait_status(child);
+        reclaim_terminal(child);
+        return status;
+    };
+    let container = plain_container(child);
+
+    match &config.agent {
+        Some(socket) => {
+            handoff::hand_to_agent(socket, &container, listener, None)?;
+            let status = wait_status(child);
+            reclaim_terminal(child);
+            status
+        }
+        None => serve_here(&config, policy, listener, container, child),
+    }
+}
+
+/// The container a plain command is served as.
+pub(crate) fn plain_container(child: Pid) -> Container {
+    Container {
+        container_id: format!("run-{child}"),
+        init_pid: child.as_raw(),
+        bundle: std::env::current_dir()
+            .map(|d| d.display().to_string())
+            .unwrap_or_default(),
+        ..Container::default()
+    }
+}
+
+/// Forks `command` in a process group of its own under `filter`; returns the child and
+/// the listener it handed over (None: it failed first, and said why on stderr).
+pub(crate) fn start(
+    filter: ScmpFilterContext,
+    command: &[OsString],
+) -> anyhow::Result<(Pid, Option<Listener>)> {
+    let command = command
         .iter()
         .map(|arg| CString::new(arg.as_bytes()))
         .collect::<Result<Vec<_>, _>>()
@@ -86,31 +123,7 @@ pub fn run(config: RunConfig) -> anyhow::Result<i32> {
     }
 
     let (_, listener) = handoff::receive_listener(parent_end.as_fd(), &mut [0u8; 1], None)?;
-    let Some(listener) = listener else {
-        // The child failed before handing over; it said why on stderr.
-        let status = wait_status(child);
-        reclaim_terminal(child);
-        return status;
-    };
-    drop(parent_end);
-    let container = Container {
-        container_id: format!("run-{child}"),
-        init_pid: child.as_raw(),
-        bundle: std::env::current_dir()
-            .map(|d| d.display().to_string())
-            .unwrap_or_default(),
-        ..Container::default()
-    };
-
-    match &config.agent {
-        Some(socket) => {
-            handoff::hand_to_agent(socket, &container, listener, None)?;
-            let status = wait_status(child);
-            reclaim_terminal(child);
-            status
-        }
-        None => serve_here(&config, policy, listener, container, child),
-    }
+    Ok((child, listener))
 }
 
 fn build_filter(names: &[String]) -> anyhow::Result<ScmpFilterContext> {
@@ -145,7 +158,7 @@ fn hand_terminal_to(group: Pid) {
 }
 
 /// Gives the terminal's foreground back to our group if the command's group has it.
-fn reclaim_terminal(child: Pid) {
+pub(crate) fn reclaim_terminal(child: Pid) {
     if sys::foreground_group() == Some(child) {
         hand_terminal_to(getpgrp());
     }
@@ -227,7 +240,7 @@ fn print_summary(stats: &ListenerStats) {
 
 /// Waits until the child has ended, without reaping it: until it is reaped, its pid (the
 /// pgid a kill rule signals) cannot be reused.
-fn wait_exited(child: Pid) -> anyhow::Result<()> {
+pub(crate) fn wait_exited(child: Pid) -> anyhow::Result<()> {
     loop {
         match waitid(Id::Pid(child), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
             Ok(_) => return Ok(()),
@@ -238,7 +251,7 @@ fn wait_exited(child: Pid) -> anyhow::Result<()> {
 }
 
 /// Waits for the child and turns its end into an exit status: its code, or 128+signal.
-fn wait_status(child: Pid) -> anyhow::Result<i32> {
+pub(crate) fn wait_status(child: Pid) -> anyhow::Result<i32> {
     loop {
         match waitpid(child, None) {
             Ok(WaitStatus::Exited(_, code)) => return Ok(code),

@@ -39,7 +39,7 @@
 //! ... _can_ use SCMP_ACT_NOTIFY"), so they, too, may be NOTIFY.
 
 /// Syscall names the hook never makes NOTIFY, each with the reason.
-pub(crate) const RUNTIME_HANDOVER: [(&str, &str); 17] = [
+pub const RUNTIME_HANDOVER: [(&str, &str); 17] = [
     ("write", "runc writes the listener fd number to its parent with write(2) after loading the filter"),
     ("writev", "a runtime in C may write the listener fd number with writev(2), the vector form of write(2)"),
     ("sendmsg", "runtimes that send the listener from the container (crun before 1.6, switchboard run) use sendmsg(2)"),
