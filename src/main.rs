@@ -104,7 +104,11 @@ enum Command {
         #[arg(long, num_args = 2, value_names = ["OLD", "NEW"], conflicts_with_all = ["output", "command"])]
         diff: Option<Vec<PathBuf>>,
         /// The command and its arguments.
-        #[arg(required_unless_present = "diff", trailing_var_arg = true, allow_hyphen_values = true)]
+        #[arg(
+            required_unless_present = "diff",
+            trailing_var_arg = true,
+            allow_hyphen_values = true
+        )]
         command: Vec<OsString>,
     },
     /// Run a command with the policy's syscalls flagged and decided by the same engine.
@@ -194,8 +198,7 @@ fn main() -> ExitCode {
         })
         .map(|()| 0),
         Command::Record {
-            diff: Some(paths),
-            ..
+            diff: Some(paths), ..
         } => switchboard::record_run::diff(&paths[0], &paths[1]).map(|text| {
             print!("{text}");
             0

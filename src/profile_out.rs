@@ -8,11 +8,20 @@ use std::path::Path;
 use anyhow::Context;
 use serde_json::{json, Value};
 
-use crate::handover::RUNTIME_HANDOVER;
+use crate::handover::{RUNTIME_AFTER_LOAD, RUNTIME_HANDOVER};
 use crate::recording::{ArgValues, Recording};
 use crate::syscalls;
 
 const ALLOW: &str = "SCMP_ACT_ALLOW";
+
+/// The names of the rule every recorded profile ends with.
+pub fn runtime_rule() -> BTreeSet<&'static str> {
+    RUNTIME_HANDOVER
+        .iter()
+        .chain(&RUNTIME_AFTER_LOAD)
+        .map(|(n, _)| *n)
+        .collect()
+}
 
 /// A profile's name for arch table `arch` (`SCMP_ARCH_X86_64`).
 pub fn arch_name(arch: usize) -> String {
@@ -22,10 +31,11 @@ pub fn arch_name(arch: usize) -> String {
 
 /// The smallest profile that runs what was recorded: everything else fails with `errno`.
 /// Rules: the syscalls seen, allowed by name; those kept with argument values, one rule per
-/// value; last, on their own, the handover syscalls no listener is told of, which a runtime
-/// makes after loading the filter (see `switchboard_shared::handover`).
+/// value; last, on their own, the syscalls a runtime makes after loading the filter: the
+/// handover ones no listener is told of, and those a plain process's recording cannot see
+/// (see `switchboard_shared::handover`).
 pub fn to_profile(recording: &Recording, errno: u32) -> Value {
-    let handover: BTreeSet<&str> = RUNTIME_HANDOVER.iter().map(|(n, _)| *n).collect();
+    let handover = runtime_rule();
     let by_name: Vec<&str> = recording
         .syscalls
         .keys()
@@ -64,16 +74,18 @@ pub fn to_profile(recording: &Recording, errno: u32) -> Value {
 /// the values of one-argument `SCMP_CMP_EQ` conditions. The handover rule is left out (every
 /// profile written here has it). Allow rules of any other shape count as allowing the name.
 pub fn from_profile(profile: &Value) -> anyhow::Result<Recording> {
-    let handover: BTreeSet<&str> = RUNTIME_HANDOVER.iter().map(|(n, _)| *n).collect();
-    let mut out = Recording::default();
-    out.arches = profile
-        .get("architectures")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .map(str::to_string)
-        .collect();
+    let handover = runtime_rule();
+    let mut out = Recording {
+        arches: profile
+            .get("architectures")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect(),
+        ..Recording::default()
+    };
     let rules = match profile.get("syscalls") {
         None | Some(Value::Null) => &Vec::new(),
         Some(Value::Array(rules)) => rules,
@@ -143,8 +155,8 @@ pub fn write(path: &Path, recording: &Recording, errno: u32) -> anyhow::Result<(
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut text = serde_json::to_vec_pretty(&to_profile(recording, errno))
-        .context("encoding the profile")?;
+    let mut text =
+        serde_json::to_vec_pretty(&to_profile(recording, errno)).context("encoding the profile")?;
     text.push(b'\n');
     let file_name = path
         .file_name()
@@ -219,8 +231,8 @@ mod tests {
     fn sample() -> Recording {
         let mut r = Recording::default();
         r.arches.insert(arch_name(0));
-        r.syscalls.insert("read".into(), 3);
-        r.syscalls.insert("execve".into(), 1);
+        r.syscalls.insert("getppid".into(), 3);
+        r.syscalls.insert("uname".into(), 1);
         r.syscalls.insert("personality".into(), 1);
         r.args.insert(
             "personality".into(),
@@ -238,13 +250,16 @@ mod tests {
         assert_eq!(profile["defaultAction"], "SCMP_ACT_ERRNO");
         assert_eq!(profile["defaultErrnoRet"], 1);
         let rules = profile["syscalls"].as_array().unwrap();
-        assert_eq!(rules[0], json!({"names": ["execve", "read"], "action": ALLOW}));
+        assert_eq!(
+            rules[0],
+            json!({"names": ["getppid", "uname"], "action": ALLOW})
+        );
         assert_eq!(
             rules[1]["args"],
             json!([{"index": 0, "value": 0, "op": "SCMP_CMP_EQ"}])
         );
         let handover = rules.last().unwrap()["names"].as_array().unwrap();
-        assert_eq!(handover.len(), RUNTIME_HANDOVER.len());
+        assert_eq!(handover.len(), runtime_rule().len());
         let mut back = from_profile(&profile).unwrap();
         for count in back.syscalls.values_mut() {
             *count = 0;
@@ -260,12 +275,12 @@ mod tests {
     fn diff_lists_additions_and_removals() {
         let old = sample();
         let mut new = sample();
-        new.syscalls.remove("read");
+        new.syscalls.remove("uname");
         new.syscalls.insert("mkdir".into(), 1);
         new.args.get_mut("personality").unwrap().values.insert(8);
         assert_eq!(
             diff(&old, &new),
-            "+ mkdir\n+ personality (arg0 == 0x8)\n- read\n"
+            "+ mkdir\n+ personality (arg0 == 0x8)\n- uname\n"
         );
     }
 
@@ -278,8 +293,14 @@ mod tests {
         more.syscalls.insert("mkdir".into(), 1);
         let merged = write_merged(&path, more, 1).unwrap();
         let on_disk = read(&path).unwrap();
-        assert_eq!(on_disk.syscalls.keys().collect::<Vec<_>>(), ["execve", "mkdir", "personality", "read"]);
+        assert_eq!(
+            on_disk.syscalls.keys().collect::<Vec<_>>(),
+            ["getppid", "mkdir", "personality", "uname"]
+        );
         assert_eq!(on_disk.args, merged.args);
-        assert_eq!(std::fs::read_dir(path.parent().unwrap()).unwrap().count(), 1);
+        assert_eq!(
+            std::fs::read_dir(path.parent().unwrap()).unwrap().count(),
+            1
+        );
     }
 }

@@ -141,10 +141,10 @@ fn summary(recording: &Recording, config: &RecordConfig) -> String {
     }
     let _ = writeln!(
         out,
-        "switchboard record: wrote {}: {} syscalls seen, {} handover syscalls in their own rule, the rest fail with errno {}",
+        "switchboard record: wrote {}: {} syscalls seen; {} that runtimes make after loading the filter in a rule of their own; the rest fail with errno {}",
         config.output.display(),
         recording.syscalls.len(),
-        handover::RUNTIME_HANDOVER.len(),
+        profile_out::runtime_rule().len(),
         config.errno
     );
     out

@@ -341,10 +341,7 @@ mod tests {
     #[test]
     fn merge_is_the_union_and_a_name_beats_values() {
         let mut a = recording(&["read"], &[("personality", 0, &[0]), ("socket", 0, &[1])]);
-        a.merge(recording(
-            &["mkdir", "socket"],
-            &[("personality", 0, &[8])],
-        ));
+        a.merge(recording(&["mkdir", "socket"], &[("personality", 0, &[8])]));
         assert_eq!(
             a.syscalls.keys().collect::<Vec<_>>(),
             ["mkdir", "personality", "read", "socket"]
@@ -388,7 +385,10 @@ mod tests {
             container: "c".into(),
             ..Container::default()
         };
-        assert_eq!(path_for(dir, &k8s), Path::new("/rec/_../p_.._.._etc/c.json"));
+        assert_eq!(
+            path_for(dir, &k8s),
+            Path::new("/rec/_../p_.._.._etc/c.json")
+        );
         let plain = Container {
             container_id: "abc".into(),
             ..Container::default()

@@ -31,6 +31,9 @@ pub struct ListenerStatus {
     pub counts: BTreeMap<Action, u64>,
     /// Unix time of the latest notification.
     pub last_notification: Option<f64>,
+    /// Its profile records (`switchboard-oci-hook --record`).
+    #[serde(default)]
+    pub recording: bool,
 }
 
 /// One row of the syscall ranking.
@@ -71,6 +74,7 @@ impl Status {
                 init_pid: c.init_pid,
                 counts,
                 last_notification: stats.last_notification(),
+                recording: c.record.as_ref().is_some_and(|r| r.recording),
             });
         }
         listeners.sort_by(|a, b| a.container_id.cmp(&b.container_id));
@@ -139,6 +143,14 @@ impl Status {
                 count(Action::Kill)
             );
         }
+        let recording: Vec<&ListenerStatus> =
+            self.listeners.iter().filter(|l| l.recording).collect();
+        if !recording.is_empty() {
+            let _ = writeln!(out, "\nRECORDING");
+            for l in recording {
+                let _ = writeln!(out, "  {}", printable(&l.container_id));
+            }
+        }
         let _ = writeln!(out, "\nTOP SYSCALLS");
         for row in &self.top_syscalls {
             let _ = writeln!(
@@ -195,6 +207,7 @@ mod tests {
                 init_pid: 42,
                 counts: BTreeMap::from([(Action::Log, 3), (Action::Deny, 2)]),
                 last_notification: None,
+                recording: false,
             }],
             top_syscalls: vec![SyscallCount {
                 syscall: "mkdir".into(),

@@ -59,6 +59,39 @@ pub const RUNTIME_HANDOVER: [(&str, &str); 17] = [
     ("exit_group", "a runtime whose setup fails before handing the listener over exits with exit_group(2)"),
 ];
 
+/// Syscalls runc 1.1 init makes after loading the filter and handing the listener over, up to
+/// and including the exec (`standard_init_linux.go`, `utils.CloseExecFrom`). A listener sees
+/// them, so a container's recording has them; a plain process's recording cannot, and a
+/// profile without them stops runc before the workload starts ("ensure /proc/self/fd is on
+/// procfs: operation not permitted"). Recorded profiles allow them with the handover list.
+pub const RUNTIME_AFTER_LOAD: [(&str, &str); 7] = [
+    (
+        "close",
+        "runc init closes its sync pipe, log pipe and exec fifo before the exec",
+    ),
+    (
+        "fstatfs",
+        "runc init checks that /proc/self/fd is on procfs before marking fds close-on-exec",
+    ),
+    (
+        "openat",
+        "runc init opens /proc/self/fd to mark fds close-on-exec, and opens the exec fifo",
+    ),
+    (
+        "getdents64",
+        "runc init lists /proc/self/fd to mark fds close-on-exec",
+    ),
+    (
+        "read",
+        "the Go runtime in runc init reads while listing /proc/self/fd",
+    ),
+    (
+        "epoll_ctl",
+        "Go registers the files runc init opens with its poller",
+    ),
+    ("execve", "runc init execs the container's process"),
+];
+
 /// Why `syscall` can never be NOTIFY, if it is one of the handover syscalls.
 pub fn reason(syscall: &str) -> Option<&'static str> {
     RUNTIME_HANDOVER
