@@ -202,6 +202,14 @@ fn record_in_container(
         bundle.set_annotation("io.kubernetes.pod.name", pod);
         bundle.set_annotation("io.kubernetes.container.name", container);
     }
+    let out = run_runc(&inject_recording(agent, bundle), &unique_id(tag), TIMEOUT);
+    assert!(!out.timed_out, "{tag}: {out:?}");
+    out
+}
+
+/// `switchboard-oci-hook inject --record` for `agent`; returns the bundle with the config
+/// the hook rewrote (run_runc passes the in-memory one).
+fn inject_recording(agent: &Agent, mut bundle: Bundle) -> Bundle {
     let injected = run_cmd(
         Command::new(hook())
             .args(["inject", "--record", "--bundle"])
@@ -213,13 +221,6 @@ fn record_in_container(
         TIMEOUT,
     );
     assert_eq!(injected.code(), 0, "{injected:?}");
-    let out = run_runc(&reloaded(bundle), &unique_id(tag), TIMEOUT);
-    assert!(!out.timed_out, "{tag}: {out:?}");
-    out
-}
-
-/// The bundle with the config the hook rewrote (run_runc passes the in-memory one).
-fn reloaded(mut bundle: Bundle) -> Bundle {
     let config = read_json(&bundle.config_path());
     bundle.set_seccomp(config["linux"]["seccomp"].clone());
     bundle
@@ -307,19 +308,7 @@ fn status_shows_recording_containers_and_diff_reports_changes() {
         ALLOW_ALL,
         &["--record-dir", records.path().to_str().unwrap()],
     );
-    let mut bundle = Bundle::new(&["sh", "-c", "sleep 3"]);
-    let injected = run_cmd(
-        Command::new(hook())
-            .args(["inject", "--record", "--bundle"])
-            .arg(bundle.path())
-            .arg("--socket")
-            .arg(agent.socket())
-            .arg("--policy")
-            .arg(agent.policy_path()),
-        TIMEOUT,
-    );
-    assert_eq!(injected.code(), 0, "{injected:?}");
-    bundle = reloaded(bundle);
+    let bundle = inject_recording(&agent, Bundle::new(&["sh", "-c", "sleep 3"]));
     let id = unique_id("rec-status");
     let running = spawn(Runtime::Runc, &bundle, &id, TIMEOUT);
     let status = |json: bool| {
@@ -349,7 +338,7 @@ fn status_shows_recording_containers_and_diff_reports_changes() {
     let recorded = records.path().join(format!("{id}.json"));
     wait_for(&recorded);
 
-    // Diff: the sleep's profile against one that also allowed mkdir and lacks nanosleep's neighbours.
+    // Diff: the recorded profile against an older one that also allowed mkdir.
     let mut old = read_json(&recorded);
     old["syscalls"][0]["names"]
         .as_array_mut()
