@@ -356,3 +356,37 @@ fn status_shows_recording_containers_and_diff_reports_changes() {
     assert_eq!(out.code(), 0, "{out:?}");
     assert_eq!(out.stdout, "- mkdir\n", "{out:?}");
 }
+
+#[test]
+fn agent_record_args_writes_the_persona_condition() {
+    let test = "agent_record_args_writes_the_persona_condition";
+    if !require_root(test) || !require_tool("runc") {
+        return;
+    }
+    let records = tmpdir();
+    let agent = Agent::with_policy_in(
+        Path::new(BIN),
+        tmpdir(),
+        ALLOW_ALL,
+        &[
+            "--record-dir",
+            records.path().to_str().unwrap(),
+            "--record-args",
+        ],
+    );
+    let out = record_in_container(&agent, "linux64 true", Some(["ns", "pod", "c"]), "rec-args");
+    assert_eq!(out.code(), 0, "{out:?}");
+    let profile = wait_for(&records.path().join("ns/pod/c.json"));
+    let conditions: Vec<&Value> = profile["syscalls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["names"] == serde_json::json!(["personality"]))
+        .map(|r| &r["args"])
+        .collect();
+    assert_eq!(
+        conditions,
+        [&serde_json::json!([{"index": 0, "value": 0, "op": "SCMP_CMP_EQ"}])],
+        "{profile}"
+    );
+}
