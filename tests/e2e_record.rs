@@ -226,6 +226,19 @@ fn inject_recording(agent: &Agent, mut bundle: Bundle) -> Bundle {
     bundle
 }
 
+/// A root-and-runc test's agent recording into a fresh directory (allow-all policy);
+/// None when the test is skipped.
+fn recording_agent(test: &str, extra: &[&str]) -> Option<(Agent, tempfile::TempDir)> {
+    if !require_root(test) || !require_tool("runc") {
+        return None;
+    }
+    let records = tmpdir();
+    let mut args = vec!["--record-dir", records.path().to_str().unwrap()];
+    args.extend(extra);
+    let agent = Agent::with_policy_in(Path::new(BIN), tmpdir(), ALLOW_ALL, &args);
+    Some((agent, records))
+}
+
 fn wait_for(path: &Path) -> Value {
     assert!(
         eventually(Duration::from_secs(10), || path.exists()),
@@ -237,13 +250,12 @@ fn wait_for(path: &Path) -> Value {
 
 #[test]
 fn record_a_runc_container_through_the_agent_then_run_it_under_the_profile() {
-    let test = "record_a_runc_container_through_the_agent_then_run_it_under_the_profile";
-    if !require_root(test) || !require_tool("runc") {
+    let Some((agent, records)) = recording_agent(
+        "record_a_runc_container_through_the_agent_then_run_it_under_the_profile",
+        &[],
+    ) else {
         return;
-    }
-    let records = tmpdir();
-    let dir = records.path().to_str().unwrap();
-    let agent = Agent::with_policy_in(Path::new(BIN), tmpdir(), ALLOW_ALL, &["--record-dir", dir]);
+    };
     let k8s = ["team-a", "web-0", "app"];
     let out = record_in_container(&agent, WORKLOAD, Some(k8s), "rec-ctr");
     assert_eq!(out.code(), 0, "{out:?}");
@@ -297,17 +309,12 @@ fn record_a_runc_container_through_the_agent_then_run_it_under_the_profile() {
 
 #[test]
 fn status_shows_recording_containers_and_diff_reports_changes() {
-    let test = "status_shows_recording_containers_and_diff_reports_changes";
-    if !require_root(test) || !require_tool("runc") {
+    let Some((agent, records)) = recording_agent(
+        "status_shows_recording_containers_and_diff_reports_changes",
+        &[],
+    ) else {
         return;
-    }
-    let records = tmpdir();
-    let agent = Agent::with_policy_in(
-        Path::new(BIN),
-        tmpdir(),
-        ALLOW_ALL,
-        &["--record-dir", records.path().to_str().unwrap()],
-    );
+    };
     let bundle = inject_recording(&agent, Bundle::new(&["sh", "-c", "sleep 3"]));
     let id = unique_id("rec-status");
     let running = spawn(Runtime::Runc, &bundle, &id, TIMEOUT);
@@ -359,21 +366,12 @@ fn status_shows_recording_containers_and_diff_reports_changes() {
 
 #[test]
 fn agent_record_args_writes_the_persona_condition() {
-    let test = "agent_record_args_writes_the_persona_condition";
-    if !require_root(test) || !require_tool("runc") {
+    let Some((agent, records)) = recording_agent(
+        "agent_record_args_writes_the_persona_condition",
+        &["--record-args"],
+    ) else {
         return;
-    }
-    let records = tmpdir();
-    let agent = Agent::with_policy_in(
-        Path::new(BIN),
-        tmpdir(),
-        ALLOW_ALL,
-        &[
-            "--record-dir",
-            records.path().to_str().unwrap(),
-            "--record-args",
-        ],
-    );
+    };
     let out = record_in_container(&agent, "linux64 true", Some(["ns", "pod", "c"]), "rec-args");
     assert_eq!(out.code(), 0, "{out:?}");
     let profile = wait_for(&records.path().join("ns/pod/c.json"));
