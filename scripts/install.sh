@@ -15,6 +15,8 @@ PACKAGES=(
   libseccomp-dev pkg-config gcc libc6-dev
   # promtool lints the agent's /metrics; setpriv/unshare come from util-linux
   prometheus util-linux
+  # switchboard-bench --rows recording compares recording with strace
+  strace
   ca-certificates python3
   # the virtualenv of the manifest validators (below)
   python3-venv

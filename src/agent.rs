@@ -14,6 +14,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::events::{EventWriter, LogFormat, RecentDenials};
 use crate::metrics::Metrics;
 use crate::notify::{self, Engine};
+use crate::recording::Recordings;
 use crate::status::Status;
 use crate::watch::PolicySource;
 use crate::{http, intake};
@@ -44,6 +45,10 @@ pub struct AgentConfig {
     pub max_series: usize,
     /// Ask the kernel for same-CPU wake-ups (Linux ≥ 6.6); off only for measurements.
     pub sync_wakeup: bool,
+    /// Where recording containers' profiles are written; None: they are not recorded.
+    pub record_dir: Option<PathBuf>,
+    /// Recordings keep small argument values.
+    pub record_args: bool,
 }
 
 /// Runs the agent until SIGTERM or SIGINT.
@@ -71,6 +76,13 @@ pub fn run(config: AgentConfig) -> anyhow::Result<()> {
     );
     let recent = writer.recent_denials();
     let engine = Engine::new(policy, metrics.clone(), events, config.sync_wakeup);
+    if let Some(dir) = &config.record_dir {
+        engine.record_into(Recordings::new(
+            Some(dir.clone()),
+            config.record_args,
+            libc::EPERM.cast_unsigned(),
+        ));
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -82,6 +82,36 @@ enum Command {
         /// Do not ask for same-CPU wake-ups (SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP); for measurements.
         #[arg(long)]
         no_sync_wakeup: bool,
+        /// Write what containers with a recording profile (`switchboard-oci-hook --record`)
+        /// call here, as the profile they need, when their last listener goes.
+        #[arg(long)]
+        record_dir: Option<PathBuf>,
+        /// With --record-dir: keep small argument values and write conditions for them.
+        #[arg(long)]
+        record_args: bool,
+    },
+    /// Run a command with every syscall seen and allowed; write the seccomp profile it needs.
+    Record {
+        /// Where the profile goes.
+        #[arg(short, long, required_unless_present = "diff")]
+        output: Option<PathBuf>,
+        /// What the profile answers any other syscall: an errno name or number.
+        #[arg(long, default_value = "EPERM", value_parser = switchboard::record_run::parse_errno)]
+        default_errno: u32,
+        /// Keep small argument values (socket domains, personas, clone flags, ioctl
+        /// requests) where few distinct ones come, and allow only those.
+        #[arg(long)]
+        args: bool,
+        /// Instead of recording: print what profile NEW allows that OLD does not (+) and back (-).
+        #[arg(long, num_args = 2, value_names = ["OLD", "NEW"], conflicts_with_all = ["output", "command"])]
+        diff: Option<Vec<PathBuf>>,
+        /// The command and its arguments.
+        #[arg(
+            required_unless_present = "diff",
+            trailing_var_arg = true,
+            allow_hyphen_values = true
+        )]
+        command: Vec<OsString>,
     },
     /// Run a command with the policy's syscalls flagged and decided by the same engine.
     Run {
@@ -175,6 +205,8 @@ fn main() -> ExitCode {
             series_ttl,
             no_sync_wakeup,
             max_series,
+            record_dir,
+            record_args,
         } => agent::run(AgentConfig {
             socket,
             policy,
@@ -187,8 +219,28 @@ fn main() -> ExitCode {
             series_ttl: Duration::from_secs(series_ttl),
             sync_wakeup: !no_sync_wakeup,
             max_series,
+            record_dir,
+            record_args,
         })
         .map(|()| 0),
+        Command::Record {
+            diff: Some(paths), ..
+        } => switchboard::record_run::diff(&paths[0], &paths[1]).map(|text| {
+            print!("{text}");
+            0
+        }),
+        Command::Record {
+            output,
+            default_errno,
+            args,
+            command,
+            diff: None,
+        } => switchboard::record_run::record(switchboard::record_run::RecordConfig {
+            output: output.unwrap_or_default(),
+            errno: default_errno,
+            args,
+            command,
+        }),
         Command::Run {
             policy,
             agent,

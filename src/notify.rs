@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Once, Weak};
+use std::sync::{Arc, Mutex, Once, OnceLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime};
 
@@ -15,6 +15,7 @@ use crate::kill::{self, Scope};
 use crate::lock::Locked;
 use crate::metrics::{ListenerStats, Metrics};
 use crate::policy::{Action, Policy};
+use crate::recording::{Recorder, Recordings};
 use crate::sys::{self, Listener, ListenerError, Notification, PidFd};
 use crate::syscalls;
 
@@ -42,6 +43,8 @@ struct Worker {
     ended: bool,
     metrics: Arc<Metrics>,
     sync_wakeup: bool,
+    /// For a container whose profile records: what it called.
+    recorder: Option<Box<Recorder>>,
 }
 
 /// Refuses to serve when the kernel's notification structs are larger than this build's:
@@ -106,6 +109,8 @@ pub struct Engine {
     metrics: Arc<Metrics>,
     events: EventSink,
     next_id: AtomicU64,
+    /// Where recording containers' calls go, when recordings are kept.
+    recordings: OnceLock<Arc<Recordings>>,
 }
 
 impl Engine {
@@ -125,7 +130,13 @@ impl Engine {
             metrics,
             events,
             next_id: AtomicU64::new(1),
+            recordings: OnceLock::new(),
         })
+    }
+
+    /// Records what containers whose profile records call, into `recordings`; set once.
+    pub fn record_into(&self, recordings: Arc<Recordings>) {
+        let _ = self.recordings.set(recordings);
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -190,6 +201,7 @@ impl Engine {
             ended: false,
             metrics: self.metrics.clone(),
             sync_wakeup,
+            recorder: self.recordings.get().and_then(|r| r.start(&container)),
         };
         let engine = self.clone();
         let removed = container.clone();
@@ -204,8 +216,11 @@ impl Engine {
                     return;
                 }
                 let stats = worker.stats.clone();
-                let reason = worker.run();
+                let (reason, recorder) = worker.run();
                 engine.state.locked().live.remove(&id);
+                if let (Some(recorder), Some(recordings)) = (recorder, engine.recordings.get()) {
+                    recordings.finish(&removed, &recorder);
+                }
                 engine.metrics.retire_listener(&stats);
                 engine.events.emit(Event::ListenerRemoved {
                     time: SystemTime::now(),
@@ -250,8 +265,13 @@ impl Engine {
 }
 
 impl Worker {
-    /// Serves until every task of the filter is gone; returns why it stopped.
-    fn run(mut self) -> &'static str {
+    /// Serves until every task of the filter is gone; returns why it stopped, and what it recorded.
+    fn run(mut self) -> (&'static str, Option<Box<Recorder>>) {
+        let reason = self.serve();
+        (reason, self.recorder.take())
+    }
+
+    fn serve(&mut self) -> &'static str {
         let mut notif = sys::empty_notification();
         loop {
             if !self.sync_wakeup && self.listener.wait_readable(PollTimeout::NONE) {
@@ -294,6 +314,12 @@ impl Worker {
                 tracing::warn!(%errno, "SEND failed");
             }
             self.stats.record(location, action, latency);
+            // After the answer: the caller is already running again.
+            if action.lets_through() {
+                if let Some(recorder) = self.recorder.as_deref_mut() {
+                    recorder.see(location, &data.args);
+                }
+            }
             if action != Action::Allow {
                 let time = SystemTime::now();
                 self.events.emit(Event::Syscall(SyscallEvent {

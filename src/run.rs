@@ -52,8 +52,60 @@ pub fn run(config: RunConfig) -> anyhow::Result<i32> {
         );
     }
     let filter = build_filter(&names)?;
-    let command = config
-        .command
+    let (child, listener, go) = start(filter, &config.command, config.agent.is_some())?;
+    let Some(listener) = listener else {
+        // The child failed before handing over; it said why on stderr.
+        let status = wait_status(child);
+        reclaim_terminal(child);
+        return status;
+    };
+    let container = plain_container(child);
+
+    match &config.agent {
+        Some(socket) => {
+            // The child runs CMD only on our word that the agent took the listener: under
+            // a filter nobody answers, its flagged calls would fail with ENOSYS.
+            if let Err(e) = handoff::hand_to_agent(socket, &container, listener, None) {
+                let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+                let _ = wait_status(child);
+                reclaim_terminal(child);
+                return Err(e.context("the command was not run"));
+            }
+            nix::unistd::write(&go, b"G").context("telling the command to start")?;
+            drop(go);
+            let status = wait_status(child);
+            reclaim_terminal(child);
+            status
+        }
+        None => {
+            drop(go);
+            serve_here(&config, policy, listener, container, child)
+        }
+    }
+}
+
+/// The container a plain command is served as.
+pub(crate) fn plain_container(child: Pid) -> Container {
+    Container {
+        container_id: format!("run-{child}"),
+        init_pid: child.as_raw(),
+        bundle: std::env::current_dir()
+            .map(|d| d.display().to_string())
+            .unwrap_or_default(),
+        ..Container::default()
+    }
+}
+
+/// Forks `command` in a process group of its own under `filter`; returns the child, the
+/// listener it handed over (None: it failed first, and said why on stderr) and our end of
+/// the handover socket. With `wait_for_go` the child execs only once `G` is written there;
+/// otherwise as soon as the socket is closed or not.
+pub(crate) fn start(
+    filter: ScmpFilterContext,
+    command: &[OsString],
+    wait_for_go: bool,
+) -> anyhow::Result<(Pid, Option<Listener>, OwnedFd)> {
+    let command = command
         .iter()
         .map(|arg| CString::new(arg.as_bytes()))
         .collect::<Result<Vec<_>, _>>()
@@ -71,7 +123,7 @@ pub fn run(config: RunConfig) -> anyhow::Result<i32> {
         ForkResult::Child => {
             drop(parent_end);
             lead_own_group(our_group);
-            child_main(&filter, child_end, &command, config.agent.is_some())
+            child_main(&filter, child_end, &command, wait_for_go)
         }
         ForkResult::Parent { child } => child,
     };
@@ -86,42 +138,7 @@ pub fn run(config: RunConfig) -> anyhow::Result<i32> {
     }
 
     let (_, listener) = handoff::receive_listener(parent_end.as_fd(), &mut [0u8; 1], None)?;
-    let Some(listener) = listener else {
-        // The child failed before handing over; it said why on stderr.
-        let status = wait_status(child);
-        reclaim_terminal(child);
-        return status;
-    };
-    let container = Container {
-        container_id: format!("run-{child}"),
-        init_pid: child.as_raw(),
-        bundle: std::env::current_dir()
-            .map(|d| d.display().to_string())
-            .unwrap_or_default(),
-        ..Container::default()
-    };
-
-    match &config.agent {
-        Some(socket) => {
-            // The child runs CMD only on our word that the agent took the listener: under
-            // a filter nobody answers, its flagged calls would fail with ENOSYS.
-            if let Err(e) = handoff::hand_to_agent(socket, &container, listener, None) {
-                let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
-                let _ = wait_status(child);
-                reclaim_terminal(child);
-                return Err(e.context("the command was not run"));
-            }
-            nix::unistd::write(&parent_end, b"G").context("telling the command to start")?;
-            drop(parent_end);
-            let status = wait_status(child);
-            reclaim_terminal(child);
-            status
-        }
-        None => {
-            drop(parent_end);
-            serve_here(&config, policy, listener, container, child)
-        }
-    }
+    Ok((child, listener, parent_end))
 }
 
 fn build_filter(names: &[String]) -> anyhow::Result<ScmpFilterContext> {
@@ -156,7 +173,7 @@ fn hand_terminal_to(group: Pid) {
 }
 
 /// Gives the terminal's foreground back to our group if the command's group has it.
-fn reclaim_terminal(child: Pid) {
+pub(crate) fn reclaim_terminal(child: Pid) {
     if sys::foreground_group() == Some(child) {
         hand_terminal_to(getpgrp());
     }
@@ -251,7 +268,7 @@ fn print_summary(stats: &ListenerStats) {
 
 /// Waits until the child has ended, without reaping it: until it is reaped, its pid (the
 /// pgid a kill rule signals) cannot be reused.
-fn wait_exited(child: Pid) -> anyhow::Result<()> {
+pub(crate) fn wait_exited(child: Pid) -> anyhow::Result<()> {
     loop {
         match waitid(Id::Pid(child), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
             Ok(_) => return Ok(()),
@@ -262,7 +279,7 @@ fn wait_exited(child: Pid) -> anyhow::Result<()> {
 }
 
 /// Waits for the child and turns its end into an exit status: its code, or 128+signal.
-fn wait_status(child: Pid) -> anyhow::Result<i32> {
+pub(crate) fn wait_status(child: Pid) -> anyhow::Result<i32> {
     loop {
         match waitpid(child, None) {
             Ok(WaitStatus::Exited(_, code)) => return Ok(code),

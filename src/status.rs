@@ -34,6 +34,9 @@ pub struct ListenerStatus {
     /// The container's listener has closed; its counts stay (as on /metrics) for `--series-ttl`.
     #[serde(default)]
     pub gone: bool,
+    /// Its profile records (`switchboard-oci-hook --record`).
+    #[serde(default)]
+    pub recording: bool,
 }
 
 /// One row of the syscall ranking.
@@ -80,6 +83,7 @@ impl Status {
                     switchboard_shared::rfc3339(UNIX_EPOCH + Duration::from_secs_f64(at))
                 }),
                 gone,
+                recording: c.record.as_ref().is_some_and(|r| r.recording),
             });
         }
         listeners.sort_by(|a, b| (a.gone, &a.container_id).cmp(&(b.gone, &b.container_id)));
@@ -164,6 +168,14 @@ impl Status {
                 );
             }
         }
+        let recording: Vec<&ListenerStatus> =
+            self.listeners.iter().filter(|l| l.recording).collect();
+        if !recording.is_empty() {
+            let _ = writeln!(out, "\nRECORDING");
+            for l in recording {
+                let _ = writeln!(out, "  {}", printable(&l.container_id));
+            }
+        }
         let _ = writeln!(out, "\nTOP SYSCALLS");
         if self.top_syscalls.is_empty() {
             let _ = writeln!(out, "  (none)");
@@ -227,6 +239,7 @@ mod tests {
                 counts: BTreeMap::from([(Action::Log, 3), (Action::Deny, 2)]),
                 last_notification: None,
                 gone: false,
+                recording: false,
             }],
             top_syscalls: vec![SyscallCount {
                 syscall: "mkdir".into(),

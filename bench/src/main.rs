@@ -5,6 +5,7 @@
 
 mod agent;
 mod fork;
+mod recording;
 mod report;
 mod rows;
 
@@ -46,6 +47,8 @@ enum Rows {
     Latency,
     /// 1, 4 and 16 processes; 1,000 idle listeners in one agent.
     Scaling,
+    /// Syscall-heavy workloads alone, under `switchboard record` and under `strace -f`.
+    Recording,
 }
 
 /// Measure the round trip of a notified syscall, from no filter to a separate agent.
@@ -71,6 +74,7 @@ struct BenchConfig {
 }
 
 fn main() -> ExitCode {
+    recording::run_workload_if_asked();
     match run(BenchConfig::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -100,6 +104,19 @@ fn agent_exe(config: &BenchConfig) -> anyhow::Result<PathBuf> {
 fn run(config: BenchConfig) -> anyhow::Result<()> {
     if config.calls == 0 || config.runs == 0 {
         bail!("--calls and --runs must be at least 1");
+    }
+    if config.rows == Rows::Recording {
+        let dir = tempfile::Builder::new()
+            .prefix("switchboard-bench.")
+            .tempdir()
+            .context("creating the scratch directory")?;
+        let rows = recording::measure(&agent_exe(&config)?, dir.path(), config.runs)?;
+        if config.json {
+            println!("{}", serde_json::to_string_pretty(&rows)?);
+        } else {
+            print!("{}", recording::markdown(&rows, config.runs));
+        }
+        return Ok(());
     }
     // The fork server is forked first, while this process still has one thread.
     if proc_status_field(std::process::id(), "Threads")? != 1 {

@@ -67,6 +67,11 @@ struct MergeArgs {
     /// For allowlist profiles, also make every syscall the default denies NOTIFY.
     #[arg(long)]
     log_default_denied: bool,
+    /// A recording profile: every syscall the kernel can tell the agent of on this host
+    /// is NOTIFY, except those the runtime needs to hand the listener over; the agent's
+    /// `--record-dir` gets the profile the container needs.
+    #[arg(long)]
+    record: bool,
 }
 
 impl From<MergeArgs> for Settings {
@@ -76,6 +81,7 @@ impl From<MergeArgs> for Settings {
             socket: Some(args.socket),
             force: args.force,
             log_default_denied: args.log_default_denied,
+            record: args.record,
         }
     }
 }

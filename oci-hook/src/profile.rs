@@ -76,6 +76,9 @@ pub struct MergeOptions {
     pub force: bool,
     /// For allowlist profiles, also flag every syscall the default denies.
     pub log_default_denied: bool,
+    /// Flag every syscall of the profile's arches but the handover ones, and mark the
+    /// record so that the agent records what the container calls.
+    pub record: bool,
 }
 
 /// The merge's result besides the rewritten profile.
@@ -441,6 +444,15 @@ pub fn merge(
         }
     }
 
+    if options.record {
+        wanted.extend(
+            arches
+                .iter()
+                .flat_map(|a| a.syscall_names())
+                .filter(|name| handover::reason(name).is_none()),
+        );
+    }
+
     let mut record = prior.unwrap_or_else(|| OriginalProfile {
         version: RECORD_VERSION,
         default_action: default,
@@ -452,7 +464,9 @@ pub fn merge(
             .map(|r| r.rule.clone())
             .collect(),
         notify: BTreeSet::new(),
+        recording: false,
     });
+    record.recording |= options.record;
     // The record is the original: the syscalls flagged now are what this policy wants, and
     // those an earlier merge flagged that it no longer names go back to their original rules,
     // so re-merging gives what merging into the original would.
@@ -599,6 +613,7 @@ mod tests {
             socket: "/run/sb.sock".into(),
             force: false,
             log_default_denied: false,
+            record: false,
         }
     }
 
@@ -812,5 +827,21 @@ mod tests {
         assert!(!names.contains("personality") && !names.contains("read"));
         assert!(!names.contains("sendmsg") && !names.contains("futex"));
         assert_eq!(merged.record.default_action, RecordAction::Errno);
+    }
+
+    #[test]
+    fn recording_flags_everything_but_the_handover_and_marks_the_record() {
+        let mut profile = empty_profile();
+        let mut opts = options(&[]);
+        opts.record = true;
+        let merged = merge_profile(&mut profile, &opts).unwrap();
+        let names = &merged.record.notify;
+        assert!(merged.record.recording);
+        assert!(names.contains("mkdir") && names.contains("execve") && names.contains("read"));
+        assert!(handover::RUNTIME_HANDOVER
+            .iter()
+            .all(|(name, _)| !names.contains(*name)));
+        let (_, record) = split_listener_metadata(&profile).unwrap();
+        assert!(record.unwrap().recording);
     }
 }

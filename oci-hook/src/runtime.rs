@@ -41,6 +41,9 @@ pub struct FileConfig {
     pub log_default_denied: bool,
     #[serde(default)]
     pub force: bool,
+    /// Make every syscall the agent can be told of NOTIFY, for `switchboard agent --record-dir`.
+    #[serde(default)]
+    pub record: bool,
 }
 
 impl FileConfig {
@@ -78,6 +81,7 @@ impl FileConfig {
             socket: self.socket.clone(),
             force: self.force,
             log_default_denied: self.log_default_denied,
+            record: self.record,
         }
     }
 }

@@ -16,6 +16,7 @@ pub struct Settings {
     pub socket: Option<PathBuf>,
     pub force: bool,
     pub log_default_denied: bool,
+    pub record: bool,
 }
 
 impl Settings {
@@ -36,6 +37,7 @@ impl Settings {
             ),
             force: self.force,
             log_default_denied: self.log_default_denied,
+            record: self.record,
         })
     }
 }

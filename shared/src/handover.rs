@@ -39,7 +39,7 @@
 //! ... _can_ use SCMP_ACT_NOTIFY"), so they, too, may be NOTIFY.
 
 /// Syscall names the hook never makes NOTIFY, each with the reason.
-pub(crate) const RUNTIME_HANDOVER: [(&str, &str); 17] = [
+pub const RUNTIME_HANDOVER: [(&str, &str); 17] = [
     ("write", "runc writes the listener fd number to its parent with write(2) after loading the filter"),
     ("writev", "a runtime in C may write the listener fd number with writev(2), the vector form of write(2)"),
     ("sendmsg", "runtimes that send the listener from the container (crun before 1.6, switchboard run) use sendmsg(2)"),
@@ -57,6 +57,39 @@ pub(crate) const RUNTIME_HANDOVER: [(&str, &str); 17] = [
     ("brk", "switchboard run's child may grow its heap with brk(2) while handing the listener over"),
     ("exit", "a runtime whose setup fails before handing the listener over exits with exit(2)"),
     ("exit_group", "a runtime whose setup fails before handing the listener over exits with exit_group(2)"),
+];
+
+/// Syscalls runc 1.1 init makes after loading the filter and handing the listener over, up to
+/// and including the exec (`standard_init_linux.go`, `utils.CloseExecFrom`). A listener sees
+/// them, so a container's recording has them; a plain process's recording cannot, and a
+/// profile without them stops runc before the workload starts ("ensure /proc/self/fd is on
+/// procfs: operation not permitted"). Recorded profiles allow them with the handover list.
+pub const RUNTIME_AFTER_LOAD: [(&str, &str); 7] = [
+    (
+        "close",
+        "runc init closes its sync pipe, log pipe and exec fifo before the exec",
+    ),
+    (
+        "fstatfs",
+        "runc init checks that /proc/self/fd is on procfs before marking fds close-on-exec",
+    ),
+    (
+        "openat",
+        "runc init opens /proc/self/fd to mark fds close-on-exec, and opens the exec fifo",
+    ),
+    (
+        "getdents64",
+        "runc init lists /proc/self/fd to mark fds close-on-exec",
+    ),
+    (
+        "read",
+        "the Go runtime in runc init reads while listing /proc/self/fd",
+    ),
+    (
+        "epoll_ctl",
+        "Go registers the files runc init opens with its poller",
+    ),
+    ("execve", "runc init execs the container's process"),
 ];
 
 /// Why `syscall` can never be NOTIFY, if it is one of the handover syscalls.

@@ -231,6 +231,10 @@ pub struct OriginalProfile {
     /// The syscalls the hook made SCMP_ACT_NOTIFY.
     #[serde(default)]
     pub notify: BTreeSet<String>,
+    /// The hook made every syscall it could NOTIFY (`--record`): the agent records what the
+    /// container calls (with `--record-dir`) as well as deciding.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub recording: bool,
 }
 
 /// A `listenerMetadata` string split into the user's own metadata and the record.
@@ -346,6 +350,7 @@ impl OriginalProfile {
             architectures: Vec::new(),
             rules: Vec::new(),
             notify: BTreeSet::new(),
+            recording: false,
         }
     }
 
