@@ -27,6 +27,7 @@ impl AgentProcess {
         tag: &str,
         policy: &Path,
         sync: bool,
+        extra_args: &[String],
     ) -> anyhow::Result<AgentProcess> {
         let socket = dir.join(format!("{tag}.sock"));
         let log_path = dir.join(format!("{tag}.log"));
@@ -46,6 +47,7 @@ impl AgentProcess {
         if !uid.is_root() {
             command.arg("--allow-uid").arg(uid.to_string());
         }
+        command.args(extra_args);
         let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -59,6 +59,11 @@ impl Row {
         }
     }
 
+    /// Whether a listener serves the workload (rows 3–5).
+    pub fn notified(self) -> bool {
+        !matches!(self, Row::NoFilter | Row::FilterAllow)
+    }
+
     pub fn key(self) -> &'static str {
         match self {
             Row::NoFilter => "no_filter",
@@ -76,6 +81,8 @@ pub struct Bench {
     pub online: Vec<usize>,
     pub calls: u64,
     pub exe: PathBuf,
+    /// Appended to every agent's command line (`--agent-arg`).
+    pub agent_args: Vec<String>,
     pub policy_log: PathBuf,
     pub dir: TempDir,
 }
@@ -196,7 +203,14 @@ impl Bench {
     }
 
     pub fn agent(&self, tag: &str, sync: bool) -> anyhow::Result<AgentProcess> {
-        AgentProcess::start(&self.exe, self.dir.path(), tag, &self.policy_log, sync)
+        AgentProcess::start(
+            &self.exe,
+            self.dir.path(),
+            tag,
+            &self.policy_log,
+            sync,
+            &self.agent_args,
+        )
     }
 
     /// Rows 1–5 in every pin × sync cell, interleaved run by run so drift hits all alike.
