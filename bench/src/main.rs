@@ -4,6 +4,7 @@
 //! prints the pass/fail targets after its tables.
 
 mod agent;
+mod counters;
 mod fork;
 mod report;
 mod rows;

@@ -1,10 +1,11 @@
 //! The report: per-cell samples, their medians and ratios, as Markdown tables or typed JSON.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::fork::{Pin, PINS};
+use crate::fork::{Outcome, Pin, PINS};
 use crate::rows::{Row, LATENCY_ROWS};
 use crate::{IDLE_LISTENERS, SCALING_PROCESSES, WARMUP_CALLS};
 
@@ -13,6 +14,8 @@ pub struct LatencyCell {
     pub pin: Pin,
     pub sync: bool,
     pub ns: Vec<f64>,
+    /// The serving threads' CPU and switches, run by run.
+    pub threads: Vec<PerCall>,
     pub events_dropped: u64,
 }
 
@@ -51,6 +54,39 @@ impl IdleResult {
             .map(|(crowded, alone)| crowded / alone)
             .collect();
         (median(&ratios) - 1.0) * 100.0
+    }
+}
+
+/// What the threads of one role cost per call of the workload (warm-up calls included).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct RoleCost {
+    pub cpu_ns: f64,
+    pub voluntary_switches: f64,
+    pub involuntary_switches: f64,
+}
+
+/// One run's serving threads (`worker`, `writer`, `other`), per call.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PerCall(pub BTreeMap<&'static str, RoleCost>);
+
+impl PerCall {
+    pub fn of(outcome: &Outcome) -> PerCall {
+        let calls = outcome.calls.max(1) as f64;
+        PerCall(
+            outcome
+                .threads
+                .0
+                .iter()
+                .map(|(role, u)| {
+                    let cost = RoleCost {
+                        cpu_ns: u.cpu_ns as f64 / calls,
+                        voluntary_switches: u.voluntary as f64 / calls,
+                        involuntary_switches: u.involuntary as f64 / calls,
+                    };
+                    (*role, cost)
+                })
+                .collect(),
+        )
     }
 }
 
@@ -224,6 +260,57 @@ impl Report {
         }
         dropped_footer(out, self.latency.iter().map(|c| c.events_dropped).sum());
         self.spread_markdown(out, &columns);
+        self.threads_markdown(out, &columns);
+    }
+
+    /// Where the serving side's CPU goes, per call: medians over runs by thread role.
+    fn threads_markdown(&self, out: &mut String, columns: &[(Pin, bool)]) {
+        let _ = writeln!(
+            out,
+            "CPU time of the serving threads per call (warm-up included; /proc schedstat, medians over runs), ns: worker (row 3: the bare loop) + event writer + the process's other threads (row 5: the agent's control plane; rows 3–4b: the bench's own main thread, which waits); then involuntary context switches of all of them per 1,000 calls. Kernel time in RECV and SEND counts as the worker's.\n"
+        );
+        let _ = write!(out, "| |");
+        for (pin, sync) in columns {
+            let sync = if *sync { "on" } else { "off" };
+            let _ = write!(out, " {}, sync {sync} |", pin.label());
+        }
+        let _ = writeln!(out, "\n|---|{}", "---:|".repeat(columns.len()));
+        for row in LATENCY_ROWS.into_iter().filter(|r| r.notified()) {
+            let _ = write!(out, "| {} |", row.label());
+            for (pin, sync) in columns {
+                let Some(cell) = self
+                    .latency
+                    .iter()
+                    .find(|c| c.row == row && c.pin == *pin && c.sync == *sync)
+                else {
+                    let _ = write!(out, " – |");
+                    continue;
+                };
+                let role = |name: &str, f: fn(&RoleCost) -> f64| {
+                    let runs: Vec<f64> = cell
+                        .threads
+                        .iter()
+                        .map(|run| run.0.get(name).map_or(0.0, f))
+                        .collect();
+                    median(&runs)
+                };
+                let involuntary: Vec<f64> = cell
+                    .threads
+                    .iter()
+                    .map(|run| run.0.values().map(|c| c.involuntary_switches).sum::<f64>())
+                    .collect();
+                let _ = write!(
+                    out,
+                    " {:.0} + {:.0} + {:.0}; {:.1} |",
+                    role("worker", |c| c.cpu_ns),
+                    role("writer", |c| c.cpu_ns),
+                    role("other", |c| c.cpu_ns),
+                    median(&involuntary) * 1000.0
+                );
+            }
+            let _ = writeln!(out);
+        }
+        let _ = writeln!(out);
     }
 
     /// The notified rows again, as min / median / p90 / max over runs: µs, then the ratio to
@@ -411,6 +498,7 @@ impl Report {
                     ratio_to_floor: self.paired_ratio(c.row, Row::Floor, c.pin, c.sync),
                     ratio_to_floor_spread: self.ratio_spread(c.row, Row::Floor, c.pin, c.sync),
                     runs: c.ns.clone(),
+                    threads_per_call: c.threads.clone(),
                     events_dropped: c.events_dropped,
                 })
                 .collect(),
@@ -479,6 +567,8 @@ struct LatencyJson {
     /// Over runs, of the ratio to the floor measured in the same run.
     ratio_to_floor_spread: Option<Spread>,
     runs: Vec<f64>,
+    /// Run by run: CPU ns and switches per call of the serving threads, by role.
+    threads_per_call: Vec<PerCall>,
     events_dropped: u64,
 }
 

@@ -24,7 +24,7 @@ use crate::agent::{
 use crate::fork::{
     receive_listener, set_affinity, Batch, FilterKind, ForkServer, Outcome, Pin, Request, PINS,
 };
-use crate::report::{IdleResult, LatencyCell, ScalingCell};
+use crate::report::{IdleResult, LatencyCell, PerCall, ScalingCell};
 use crate::{EVENT_QUEUE, IDLE_LISTENERS, POLICY_RULES, SCALING_PROCESSES};
 
 /// What serves the workload's flagged calls.
@@ -126,6 +126,7 @@ impl Bench {
             listeners,
             go,
             results,
+            handover,
             children: n,
             calls: self.calls,
         })
@@ -153,7 +154,7 @@ impl Bench {
                             .spawn(move || floor(&listener))?,
                     );
                 }
-                let outcome = batch.run();
+                let outcome = batch.run_observed(Some(std::process::id()));
                 join_all(threads);
                 outcome
             }
@@ -182,7 +183,7 @@ impl Bench {
                             .thread,
                     );
                 }
-                let outcome = batch.run();
+                let outcome = batch.run_observed(Some(std::process::id()));
                 join_all(threads);
                 writer.flush_and_stop();
                 outcome.map(|outcome| Outcome {
@@ -197,7 +198,7 @@ impl Bench {
                     hand_to_agent(&agent.socket, pid, listener)?;
                 }
                 agent.wait_for_listeners(n)?;
-                batch.run()
+                batch.run_observed(Some(agent.pid()))
             }
         }
     }
@@ -224,6 +225,7 @@ impl Bench {
                         pin,
                         sync,
                         ns: Vec::new(),
+                        threads: Vec::new(),
                         events_dropped: 0,
                     });
                 }
@@ -243,6 +245,7 @@ impl Bench {
                         )
                     })?;
                 cell.ns.push(outcome.ns_per_call[0]);
+                cell.threads.push(PerCall::of(&outcome));
                 cell.events_dropped += outcome.events_dropped;
             }
         }
