@@ -168,12 +168,25 @@ pub struct Report {
     pub idle: Vec<IdleResult>,
 }
 
+/// The header of a table with one column per (pin, sync) cell.
+fn column_header(out: &mut String, columns: &[(Pin, bool)]) {
+    let _ = write!(out, "| |");
+    for (pin, sync) in columns {
+        let sync = if *sync { "on" } else { "off" };
+        let _ = write!(out, " {}, sync {sync} |", pin.label());
+    }
+    let _ = writeln!(out, "\n|---|{}", "---:|".repeat(columns.len()));
+}
+
 impl Report {
-    pub fn latency_median(&self, row: Row, pin: Pin, sync: bool) -> Option<f64> {
+    fn latency_cell(&self, row: Row, pin: Pin, sync: bool) -> Option<&LatencyCell> {
         self.latency
             .iter()
             .find(|c| c.row == row && c.pin == pin && c.sync == sync)
-            .map(|c| median(&c.ns))
+    }
+
+    pub fn latency_median(&self, row: Row, pin: Pin, sync: bool) -> Option<f64> {
+        self.latency_cell(row, pin, sync).map(|c| median(&c.ns))
     }
 
     /// The median over runs of `row`'s ratio to `base` measured in the same run.
@@ -183,12 +196,10 @@ impl Report {
 
     /// `row`'s ratio to `base` run by run (each measured in the same run), and its spread.
     pub fn ratio_spread(&self, row: Row, base: Row, pin: Pin, sync: bool) -> Option<Spread> {
-        let cell = |row: Row| {
-            self.latency
-                .iter()
-                .find(|c| c.row == row && c.pin == pin && c.sync == sync)
-        };
-        let (cell, base) = (cell(row)?, cell(base)?);
+        let (cell, base) = (
+            self.latency_cell(row, pin, sync)?,
+            self.latency_cell(base, pin, sync)?,
+        );
         let ratios: Vec<f64> = cell.ns.iter().zip(&base.ns).map(|(a, b)| a / b).collect();
         Spread::of(&ratios)
     }
@@ -237,16 +248,7 @@ impl Report {
             .into_iter()
             .flat_map(|pin| [(pin, true), (pin, false)])
             .collect();
-        let _ = write!(out, "| |");
-        for (pin, sync) in &columns {
-            let _ = write!(
-                out,
-                " {}, sync {} |",
-                pin.label(),
-                if *sync { "on" } else { "off" }
-            );
-        }
-        let _ = writeln!(out, "\n|---|{}", "---:|".repeat(columns.len()));
+        column_header(out, &columns);
         for row in LATENCY_ROWS {
             let _ = write!(out, "| {} |", row.label());
             for (pin, sync) in &columns {
@@ -269,20 +271,11 @@ impl Report {
             out,
             "CPU time of the serving threads per call (warm-up included; /proc schedstat, medians over runs), ns: worker (row 3: the bare loop) + event writer + the process's other threads (row 5: the agent's control plane; rows 3–4b: the bench's own main thread, which waits); then involuntary context switches of all of them per 1,000 calls. Kernel time in RECV and SEND counts as the worker's.\n"
         );
-        let _ = write!(out, "| |");
-        for (pin, sync) in columns {
-            let sync = if *sync { "on" } else { "off" };
-            let _ = write!(out, " {}, sync {sync} |", pin.label());
-        }
-        let _ = writeln!(out, "\n|---|{}", "---:|".repeat(columns.len()));
+        column_header(out, columns);
         for row in LATENCY_ROWS.into_iter().filter(|r| r.notified()) {
             let _ = write!(out, "| {} |", row.label());
             for (pin, sync) in columns {
-                let Some(cell) = self
-                    .latency
-                    .iter()
-                    .find(|c| c.row == row && c.pin == *pin && c.sync == *sync)
-                else {
+                let Some(cell) = self.latency_cell(row, *pin, *sync) else {
                     let _ = write!(out, " – |");
                     continue;
                 };
@@ -321,19 +314,12 @@ impl Report {
             "Spread over the {} runs of the notified rows: min / median / p90 / max, µs per call, then of the per-run ratio to row 3 (×).\n",
             self.runs
         );
-        let _ = write!(out, "| |");
-        for (pin, sync) in columns {
-            let sync = if *sync { "on" } else { "off" };
-            let _ = write!(out, " {}, sync {sync} |", pin.label());
-        }
-        let _ = writeln!(out, "\n|---|{}", "---:|".repeat(columns.len()));
+        column_header(out, columns);
         for row in LATENCY_ROWS.into_iter().filter(|r| r.notified()) {
             let _ = write!(out, "| {} |", row.label());
             for (pin, sync) in columns {
                 let ns = self
-                    .latency
-                    .iter()
-                    .find(|c| c.row == row && c.pin == *pin && c.sync == *sync)
+                    .latency_cell(row, *pin, *sync)
                     .and_then(|c| Spread::of(&c.ns));
                 let ratio = self.ratio_spread(row, Row::Floor, *pin, *sync);
                 match (ns, ratio) {
