@@ -29,15 +29,45 @@ pub struct ThreadUsage {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Usage(pub BTreeMap<&'static str, ThreadUsage>);
 
-/// Every thread of a process at one moment, by thread id.
+/// `pid` and its descendants: an agent that serves listeners from child processes is
+/// observed whole.
+pub fn process_tree(pid: u32) -> Vec<u32> {
+    let mut tree = vec![pid];
+    let mut next = 0;
+    while let Some(&parent) = tree.get(next) {
+        next += 1;
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{parent}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let children =
+                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            tree.extend(
+                children
+                    .split_whitespace()
+                    .filter_map(|c| c.parse::<u32>().ok()),
+            );
+        }
+    }
+    tree
+}
+
+/// Every thread of a process tree at one moment, by thread id.
 pub struct Snapshot(BTreeMap<u64, (&'static str, ThreadUsage)>);
 
 impl Snapshot {
-    /// Reads /proc/PID/task; threads that end meanwhile are left out.
-    pub fn take(pid: u32) -> Snapshot {
+    /// Reads /proc/PID/task of each of `pids`; threads that end meanwhile are left out.
+    pub fn take(pids: &[u32]) -> Snapshot {
         let mut threads = BTreeMap::new();
+        for pid in pids {
+            Self::read_process(*pid, &mut threads);
+        }
+        Snapshot(threads)
+    }
+
+    fn read_process(pid: u32, threads: &mut BTreeMap<u64, (&'static str, ThreadUsage)>) {
         let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-            return Snapshot(threads);
+            return;
         };
         for task in tasks.flatten() {
             let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
@@ -70,7 +100,6 @@ impl Snapshot {
             };
             threads.insert(tid, (role(comm.trim()), usage));
         }
-        Snapshot(threads)
     }
 
     /// What each role did between `before` and this snapshot; threads born since count from zero.
@@ -99,8 +128,8 @@ mod tests {
 
     #[test]
     fn a_busy_thread_is_seen_by_role() {
-        let pid = std::process::id();
-        let before = Snapshot::take(pid);
+        let pid = [std::process::id()];
+        let before = Snapshot::take(&pid);
         let (spun, wait_for_spin) = std::sync::mpsc::channel();
         let (done, wait_for_done) = std::sync::mpsc::channel::<()>();
         let worker = std::thread::Builder::new()
@@ -116,7 +145,7 @@ mod tests {
             })
             .unwrap();
         wait_for_spin.recv().unwrap();
-        let usage = Snapshot::take(pid).since(&before);
+        let usage = Snapshot::take(&pid).since(&before);
         drop(done);
         worker.join().unwrap();
         let worker = usage.0["worker"];

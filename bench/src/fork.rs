@@ -356,12 +356,12 @@ impl Outcome {
 impl Batch {
     /// Starts every child at once and collects their results.
     pub fn run(self) -> anyhow::Result<Outcome> {
-        self.run_observed(None)
+        self.run_observed(&[])
     }
 
-    /// [`Batch::run`], with the CPU time and switches of process `observed`'s serving threads
-    /// from go to the last result (their threads live until the children exit, after this).
-    pub fn run_observed(self, observed: Option<u32>) -> anyhow::Result<Outcome> {
+    /// [`Batch::run`], with the CPU time and switches of the threads of processes `observed`
+    /// from go to the last result (serving threads live until the children exit, after this).
+    pub fn run_observed(self, observed: &[u32]) -> anyhow::Result<Outcome> {
         let Batch {
             go,
             results,
@@ -370,7 +370,7 @@ impl Batch {
             calls,
             ..
         } = self;
-        let before = observed.map(crate::counters::Snapshot::take);
+        let before = crate::counters::Snapshot::take(observed);
         let per_child = calls + WARMUP_CALLS;
         let deadline = Instant::now()
             + SETUP_TIMEOUT
@@ -396,10 +396,7 @@ impl Batch {
             }
         }
         let wall = start.elapsed();
-        let threads = match (observed, before) {
-            (Some(pid), Some(before)) => crate::counters::Snapshot::take(pid).since(&before),
-            _ => crate::counters::Usage::default(),
-        };
+        let threads = crate::counters::Snapshot::take(observed).since(&before);
         drop(handover);
         let ns_per_call = buf
             .chunks_exact(RESULT_LEN)

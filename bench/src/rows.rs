@@ -21,6 +21,7 @@ use tempfile::TempDir;
 use crate::agent::{
     hand_to_agent, open_file_soft_limit, private_kib, proc_status_field, AgentProcess,
 };
+use crate::counters::process_tree;
 use crate::fork::{
     receive_listener, set_affinity, Batch, FilterKind, ForkServer, Outcome, Pin, Request, PINS,
 };
@@ -154,7 +155,7 @@ impl Bench {
                             .spawn(move || floor(&listener))?,
                     );
                 }
-                let outcome = batch.run_observed(Some(std::process::id()));
+                let outcome = batch.run_observed(&[std::process::id()]);
                 join_all(threads);
                 outcome
             }
@@ -183,7 +184,7 @@ impl Bench {
                             .thread,
                     );
                 }
-                let outcome = batch.run_observed(Some(std::process::id()));
+                let outcome = batch.run_observed(&[std::process::id()]);
                 join_all(threads);
                 writer.flush_and_stop();
                 outcome.map(|outcome| Outcome {
@@ -198,7 +199,7 @@ impl Bench {
                     hand_to_agent(&agent.socket, pid, listener)?;
                 }
                 agent.wait_for_listeners(n)?;
-                batch.run_observed(Some(agent.pid()))
+                batch.run_observed(&process_tree(agent.pid()))
             }
         }
     }
