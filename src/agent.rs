@@ -70,7 +70,7 @@ pub fn run(config: AgentConfig) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new(config.series_ttl, config.max_series));
     let (events, writer) = EventWriter::spawn(
         config.log_format,
-        Box::new(std::io::stdout()),
+        event_output(),
         EVENT_QUEUE,
         metrics.events_dropped.clone(),
     );
@@ -175,6 +175,16 @@ fn reload(source: &mut PolicySource, engine: &Engine) {
             tracing::error!(error = %e, "policy reload refused; the previous policy stays in force");
             reloads.with_label_values(&["failure"]).inc();
         }
+    }
+}
+
+/// Where events go: stdout's file itself. The writer hands it large chunks of whole lines;
+/// stdout's line buffering would only scan them for newlines under a lock.
+fn event_output() -> Box<dyn std::io::Write + Send> {
+    use std::os::fd::AsFd;
+    match std::io::stdout().as_fd().try_clone_to_owned() {
+        Ok(fd) => Box::new(std::fs::File::from(fd)),
+        Err(_) => Box::new(std::io::stdout()),
     }
 }
 

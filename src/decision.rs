@@ -26,8 +26,41 @@ pub struct Verdict {
 
 #[derive(Debug)]
 struct Candidate {
-    conditions: Box<[ArgCondition]>,
+    conditions: Conditions,
     verdict: Verdict,
+}
+
+/// A candidate's argument conditions. One condition, the usual case, is kept inline, so a
+/// walk over a syscall's candidates reads one contiguous array instead of following a
+/// pointer per rule into memory the trapped task's run has evicted from the cache.
+#[derive(Debug)]
+enum Conditions {
+    None,
+    One(ArgCondition),
+    Many(Box<[ArgCondition]>),
+}
+
+impl Conditions {
+    fn new(conditions: &[ArgCondition]) -> Conditions {
+        match conditions {
+            [] => Conditions::None,
+            [one] => Conditions::One(*one),
+            many => Conditions::Many(many.into()),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        matches!(self, Conditions::None)
+    }
+
+    #[inline]
+    fn hold(&self, args: &[u64; 6]) -> bool {
+        match self {
+            Conditions::None => true,
+            Conditions::One(condition) => condition.holds(args),
+            Conditions::Many(conditions) => conditions.iter().all(|c| c.holds(args)),
+        }
+    }
 }
 
 /// A `'static` copy of a rule name; each distinct name is stored once for the life of the process.
@@ -307,7 +340,7 @@ fn fold_multiplexed(by_arch: &mut [Vec<Vec<Candidate>>], default: Option<&Verdic
                 table.resize_with(slot + 1, Vec::new);
             }
             table[slot] = vec![Candidate {
-                conditions: Box::new([]),
+                conditions: Conditions::None,
                 verdict,
             }];
         }
@@ -329,7 +362,7 @@ fn first_match<'a>(
         .get(arch)?
         .get(nr)?
         .iter()
-        .find(|c| c.conditions.iter().all(|cond| cond.holds(args)))
+        .find(|c| c.conditions.hold(args))
         .map(|c| &c.verdict)
 }
 
@@ -359,7 +392,7 @@ impl DecisionTable {
             };
             for name in &rule.syscalls {
                 push(&mut by_arch, name, || Candidate {
-                    conditions: rule.args.clone().into_boxed_slice(),
+                    conditions: Conditions::new(&rule.args),
                     verdict,
                 });
             }

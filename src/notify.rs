@@ -10,7 +10,7 @@ use nix::poll::PollTimeout;
 
 use crate::container::Container;
 use crate::decision::{DecisionTable, ORIGINAL_PROFILE_RULE};
-use crate::events::{Event, EventSink, SyscallEvent};
+use crate::events::{Event, EventSink, SyscallEvent, WallClock};
 use crate::kill::{self, Scope};
 use crate::lock::Locked;
 use crate::metrics::{ListenerStats, Metrics};
@@ -37,6 +37,8 @@ struct Worker {
     control: Arc<ListenerControl>,
     stats: Arc<ListenerStats>,
     events: EventSink,
+    /// Event times from the instant RECV returned, without another clock read per call.
+    clock: WallClock,
     /// What a kill rule ends besides the caller, resolved at attach.
     scope: Scope,
     /// The scope was ended once; later kills only end their callers.
@@ -197,6 +199,7 @@ impl Engine {
             control: control.clone(),
             stats: stats.clone(),
             events: self.events.clone(),
+            clock: WallClock::default(),
             scope,
             ended: false,
             metrics: self.metrics.clone(),
@@ -321,7 +324,7 @@ impl Worker {
                 }
             }
             if action != Action::Allow {
-                let time = SystemTime::now();
+                let time = self.clock.at(received);
                 self.events.emit(Event::Syscall(SyscallEvent {
                     time,
                     container: self.control.container.clone(),

@@ -27,6 +27,7 @@ impl AgentProcess {
         tag: &str,
         policy: &Path,
         sync: bool,
+        extra_args: &[String],
     ) -> anyhow::Result<AgentProcess> {
         let socket = dir.join(format!("{tag}.sock"));
         let log_path = dir.join(format!("{tag}.log"));
@@ -46,6 +47,7 @@ impl AgentProcess {
         if !uid.is_root() {
             command.arg("--allow-uid").arg(uid.to_string());
         }
+        command.args(extra_args);
         let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -71,12 +73,13 @@ impl AgentProcess {
         self.child.id()
     }
 
-    /// Threads serving a listener: the engine names them `listener-N`.
+    /// Threads serving a listener: the engine names them `listener-N`. Counted in the agent's
+    /// whole process tree, so a layout that serves from child processes counts too.
     pub fn listener_threads(&self) -> usize {
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.pid())) else {
-            return 0;
-        };
-        tasks
+        crate::counters::process_tree(self.pid())
+            .into_iter()
+            .filter_map(|pid| std::fs::read_dir(format!("/proc/{pid}/task")).ok())
+            .flatten()
             .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
             .filter(|comm| comm.starts_with("listener-"))
             .count()

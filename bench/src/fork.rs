@@ -254,7 +254,7 @@ pub fn workload(
     let [handover, go, results]: [OwnedFd; 3] =
         fds.try_into().map_err(|_| anyhow!("expected three fds"))?;
     set_affinity(pin, online).context("setting the CPU affinity")?;
-    install_filter(kind, filters, handover)?;
+    install_filter(kind, filters, &handover)?;
     // Go is the bench closing the pipe's write end: every workload starts at once.
     let mut byte = [0u8; 1];
     while let Err(Errno::EINTR) = nix::unistd::read(&go, &mut byte) {}
@@ -270,6 +270,9 @@ pub fn workload(
     record[..8].copy_from_slice(&ns.to_le_bytes());
     record[8..].copy_from_slice(&calls.to_le_bytes());
     nix::unistd::write(&results, &record).context("reporting the result")?;
+    // Stay, and so keep the listener's thread alive, until the bench has read the serving
+    // threads' counters and closes its end.
+    let _ = nix::unistd::read(&handover, &mut byte);
     Ok(())
 }
 
@@ -283,7 +286,7 @@ pub fn idle(
     let [handover, release]: [OwnedFd; 2] =
         fds.try_into().map_err(|_| anyhow!("expected two fds"))?;
     set_affinity(pin, online).context("setting the CPU affinity")?;
-    install_filter(FilterKind::Notify, filters, handover)?;
+    install_filter(FilterKind::Notify, filters, &handover)?;
     let mut byte = [0u8; 1];
     while let Err(Errno::EINTR) = nix::unistd::read(&release, &mut byte) {}
     Ok(())
@@ -293,7 +296,7 @@ pub fn idle(
 pub fn install_filter(
     kind: FilterKind,
     filters: &Filters,
-    handover: OwnedFd,
+    handover: &OwnedFd,
 ) -> anyhow::Result<()> {
     let filter = match kind {
         FilterKind::None => return Ok(()),
@@ -323,6 +326,8 @@ pub struct Batch {
     pub listeners: Vec<(i32, Listener)>,
     pub go: OwnedFd,
     pub results: OwnedFd,
+    /// Our end of the handover socket: the children wait for it to close before they exit.
+    pub handover: OwnedFd,
     pub children: usize,
     pub calls: u64,
 }
@@ -338,6 +343,8 @@ pub struct Outcome {
     pub calls: u64,
     /// Events the engine dropped because its queue was full.
     pub events_dropped: u64,
+    /// CPU time and context switches of the threads serving the workload, during its calls.
+    pub threads: crate::counters::Usage,
 }
 
 impl Outcome {
@@ -349,13 +356,21 @@ impl Outcome {
 impl Batch {
     /// Starts every child at once and collects their results.
     pub fn run(self) -> anyhow::Result<Outcome> {
+        self.run_observed(&[])
+    }
+
+    /// [`Batch::run`], with the CPU time and switches of the threads of processes `observed`
+    /// from go to the last result (serving threads live until the children exit, after this).
+    pub fn run_observed(self, observed: &[u32]) -> anyhow::Result<Outcome> {
         let Batch {
             go,
             results,
+            handover,
             children,
             calls,
             ..
         } = self;
+        let before = crate::counters::Snapshot::take(observed);
         let per_child = calls + WARMUP_CALLS;
         let deadline = Instant::now()
             + SETUP_TIMEOUT
@@ -381,6 +396,8 @@ impl Batch {
             }
         }
         let wall = start.elapsed();
+        let threads = crate::counters::Snapshot::take(observed).since(&before);
+        drop(handover);
         let ns_per_call = buf
             .chunks_exact(RESULT_LEN)
             .map(|record| {
@@ -394,6 +411,7 @@ impl Batch {
             wall,
             calls: per_child * children as u64,
             events_dropped: 0,
+            threads,
         })
     }
 }

@@ -4,6 +4,7 @@
 //! prints the pass/fail targets after its tables.
 
 mod agent;
+mod counters;
 mod fork;
 mod recording;
 mod report;
@@ -71,6 +72,11 @@ struct BenchConfig {
     /// one next to this binary (cargo builds both into the same directory).
     #[arg(long)]
     agent_exe: Option<PathBuf>,
+    /// An extra argument for every `switchboard agent` the bench starts (row 5 and the idle
+    /// table), after its own; repeat it for several. The hook for measuring another process
+    /// layout of the agent with the same rows: `--agent-arg=--some-layout-flag`.
+    #[arg(long = "agent-arg", allow_hyphen_values = true)]
+    agent_args: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -133,6 +139,7 @@ fn run(config: BenchConfig) -> anyhow::Result<()> {
         online,
         calls: config.calls,
         exe: agent_exe(&config)?,
+        agent_args: config.agent_args.clone(),
         policy_log: write_file(dir.path(), "policy-log.yaml", &policy_text("log"))?,
         dir,
     };

@@ -21,10 +21,11 @@ use tempfile::TempDir;
 use crate::agent::{
     hand_to_agent, open_file_soft_limit, private_kib, proc_status_field, AgentProcess,
 };
+use crate::counters::process_tree;
 use crate::fork::{
     receive_listener, set_affinity, Batch, FilterKind, ForkServer, Outcome, Pin, Request, PINS,
 };
-use crate::report::{IdleResult, LatencyCell, ScalingCell};
+use crate::report::{IdleResult, LatencyCell, PerCall, ScalingCell};
 use crate::{EVENT_QUEUE, IDLE_LISTENERS, POLICY_RULES, SCALING_PROCESSES};
 
 /// What serves the workload's flagged calls.
@@ -59,6 +60,11 @@ impl Row {
         }
     }
 
+    /// Whether a listener serves the workload (rows 3–5).
+    pub fn notified(self) -> bool {
+        !matches!(self, Row::NoFilter | Row::FilterAllow)
+    }
+
     pub fn key(self) -> &'static str {
         match self {
             Row::NoFilter => "no_filter",
@@ -76,6 +82,8 @@ pub struct Bench {
     pub online: Vec<usize>,
     pub calls: u64,
     pub exe: PathBuf,
+    /// Appended to every agent's command line (`--agent-arg`).
+    pub agent_args: Vec<String>,
     pub policy_log: PathBuf,
     pub dir: TempDir,
 }
@@ -119,6 +127,7 @@ impl Bench {
             listeners,
             go,
             results,
+            handover,
             children: n,
             calls: self.calls,
         })
@@ -146,7 +155,7 @@ impl Bench {
                             .spawn(move || floor(&listener))?,
                     );
                 }
-                let outcome = batch.run();
+                let outcome = batch.run_observed(&[std::process::id()]);
                 join_all(threads);
                 outcome
             }
@@ -175,7 +184,7 @@ impl Bench {
                             .thread,
                     );
                 }
-                let outcome = batch.run();
+                let outcome = batch.run_observed(&[std::process::id()]);
                 join_all(threads);
                 writer.flush_and_stop();
                 outcome.map(|outcome| Outcome {
@@ -190,13 +199,20 @@ impl Bench {
                     hand_to_agent(&agent.socket, pid, listener)?;
                 }
                 agent.wait_for_listeners(n)?;
-                batch.run()
+                batch.run_observed(&process_tree(agent.pid()))
             }
         }
     }
 
     pub fn agent(&self, tag: &str, sync: bool) -> anyhow::Result<AgentProcess> {
-        AgentProcess::start(&self.exe, self.dir.path(), tag, &self.policy_log, sync)
+        AgentProcess::start(
+            &self.exe,
+            self.dir.path(),
+            tag,
+            &self.policy_log,
+            sync,
+            &self.agent_args,
+        )
     }
 
     /// Rows 1–5 in every pin × sync cell, interleaved run by run so drift hits all alike.
@@ -210,6 +226,7 @@ impl Bench {
                         pin,
                         sync,
                         ns: Vec::new(),
+                        threads: Vec::new(),
                         events_dropped: 0,
                     });
                 }
@@ -229,6 +246,7 @@ impl Bench {
                         )
                     })?;
                 cell.ns.push(outcome.ns_per_call[0]);
+                cell.threads.push(PerCall::of(&outcome));
                 cell.events_dropped += outcome.events_dropped;
             }
         }

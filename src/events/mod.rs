@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use prometheus::IntCounter;
 
@@ -45,6 +45,44 @@ impl RecentDenials {
     /// A copy of the events, oldest first.
     pub fn snapshot(&self) -> Vec<SyscallLine> {
         self.0.locked().iter().cloned().collect()
+    }
+}
+
+/// How long a [`WallClock`] trusts its reading of the system clock: a step of the clock
+/// (NTP, an administrator) shows in event times at most this late.
+const WALL_CLOCK_REFRESH: Duration = Duration::from_millis(100);
+
+/// The wall time of a monotonic instant the caller already took, without reading the
+/// system clock on every call: one read per [`WALL_CLOCK_REFRESH`] instead.
+pub struct WallClock {
+    anchor: (Instant, SystemTime),
+}
+
+impl Default for WallClock {
+    fn default() -> WallClock {
+        WallClock {
+            anchor: (Instant::now(), SystemTime::now()),
+        }
+    }
+}
+
+impl WallClock {
+    /// The wall time at `at`, which must not be earlier than the last call's.
+    #[inline]
+    pub fn at(&mut self, at: Instant) -> SystemTime {
+        let since = at.saturating_duration_since(self.anchor.0);
+        if since < WALL_CLOCK_REFRESH {
+            return self.anchor.1 + since;
+        }
+        self.refresh(at)
+    }
+
+    #[cold]
+    fn refresh(&mut self, at: Instant) -> SystemTime {
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        self.anchor = (now, wall);
+        wall.checked_sub(now.saturating_duration_since(at))
+            .unwrap_or(wall)
     }
 }
 
@@ -128,47 +166,81 @@ impl EventWriter {
     }
 }
 
+/// Bytes the writer gathers before a write(2): a few hundred lines, so the syscall's cost
+/// is spread over many events (on a pinned agent, every notification pays for it).
+const WRITE_CHUNK: usize = 64 * 1024;
+
 fn write_events(
     format: LogFormat,
-    out: Box<dyn Write + Send>,
+    mut out: Box<dyn Write + Send>,
     receiver: Receiver<Event>,
     stop: &AtomicBool,
     recent: &RecentDenials,
 ) {
-    let mut out = std::io::BufWriter::new(out);
-    let mut line = Vec::with_capacity(512);
+    // Lines are encoded straight into the chunk: no line buffer to copy from.
+    let mut chunk = Vec::with_capacity(WRITE_CHUNK + 1024);
     let mut cache = LineCache::default();
     loop {
         // Read the flag before draining, so nothing queued before the stop is missed.
         let stopping = stop.load(Ordering::Acquire);
-        let mut wrote = false;
         while let Ok(event) = receiver.try_recv() {
-            line.clear();
             match (&event, format) {
-                (Event::Syscall(e), LogFormat::Json) => e.write_json(&mut line, &mut cache),
+                (Event::Syscall(e), LogFormat::Json) => e.write_json(&mut chunk, &mut cache),
                 (_, LogFormat::Json) => {
-                    let _ = serde_json::to_writer(&mut line, &event.to_json());
+                    let _ = serde_json::to_writer(&mut chunk, &event.to_json());
                 }
-                (_, LogFormat::Text) => line.extend_from_slice(event.to_text().as_bytes()),
+                (_, LogFormat::Text) => chunk.extend_from_slice(event.to_text().as_bytes()),
             }
-            line.push(b'\n');
+            chunk.push(b'\n');
             if let Event::Syscall(e) = &event {
                 if !e.action.lets_through() {
                     recent.push(e.line());
                 }
             }
-            if out.write_all(&line).is_err() {
+            if chunk.len() >= WRITE_CHUNK && !write_chunk(&mut out, &mut chunk) {
                 return;
             }
-            wrote = true;
         }
-        if wrote && out.flush().is_err() {
+        if !chunk.is_empty() && !write_chunk(&mut out, &mut chunk) {
             return;
         }
         if stopping {
-            let _ = out.flush();
             return;
         }
         std::thread::sleep(IDLE_POLL);
+    }
+}
+
+/// Writes and empties `chunk`; false when the output is gone.
+fn write_chunk(out: &mut Box<dyn Write + Send>, chunk: &mut Vec<u8>) -> bool {
+    let written = out.write_all(chunk).and_then(|()| out.flush());
+    chunk.clear();
+    written.is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Distance between two wall times, either way round.
+    fn apart(a: SystemTime, b: SystemTime) -> Duration {
+        a.duration_since(b)
+            .or_else(|_| b.duration_since(a))
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn wall_clock_tracks_the_system_clock_across_refreshes() {
+        let mut clock = WallClock::default();
+        for _ in 0..3 {
+            let (at, wall) = (Instant::now(), SystemTime::now());
+            assert!(apart(clock.at(at), wall) < Duration::from_millis(5));
+            // Past the refresh: the next reading comes from a new anchor.
+            std::thread::sleep(WALL_CLOCK_REFRESH + Duration::from_millis(10));
+        }
+        // Between refreshes it is the anchor plus monotonic time, so it never goes back.
+        let first = clock.at(Instant::now());
+        let second = clock.at(Instant::now());
+        assert!(second >= first);
     }
 }

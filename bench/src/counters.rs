@@ -1,0 +1,155 @@
+//! Per-thread counters from /proc: the CPU time (schedstat, ns) and context switches of the threads serving a workload, by role.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+/// The role of a thread, from the name the engine or the bench gives it.
+fn role(comm: &str) -> &'static str {
+    match comm {
+        // Row 3's bare loop is the floor's worker.
+        c if c.starts_with("listener-") || c == "bench-floor" => "worker",
+        "events" => "writer",
+        _ => "other",
+    }
+}
+
+/// What the threads of one role did over a measurement.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct ThreadUsage {
+    /// On-CPU time, ns (schedstat).
+    pub cpu_ns: u64,
+    /// Switches the thread asked for (it blocked or slept).
+    pub voluntary: u64,
+    /// Switches the scheduler imposed (it was preempted).
+    pub involuntary: u64,
+}
+
+/// Thread usage by role over a measurement; empty when nothing was observed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Usage(pub BTreeMap<&'static str, ThreadUsage>);
+
+/// `pid` and its descendants: an agent that serves listeners from child processes is
+/// observed whole.
+pub fn process_tree(pid: u32) -> Vec<u32> {
+    let mut tree = vec![pid];
+    let mut next = 0;
+    while let Some(&parent) = tree.get(next) {
+        next += 1;
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{parent}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let children =
+                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            tree.extend(
+                children
+                    .split_whitespace()
+                    .filter_map(|c| c.parse::<u32>().ok()),
+            );
+        }
+    }
+    tree
+}
+
+/// Every thread of a process tree at one moment, by thread id.
+pub struct Snapshot(BTreeMap<u64, (&'static str, ThreadUsage)>);
+
+impl Snapshot {
+    /// Reads /proc/PID/task of each of `pids`; threads that end meanwhile are left out.
+    pub fn take(pids: &[u32]) -> Snapshot {
+        let mut threads = BTreeMap::new();
+        for pid in pids {
+            Self::read_process(*pid, &mut threads);
+        }
+        Snapshot(threads)
+    }
+
+    fn read_process(pid: u32, threads: &mut BTreeMap<u64, (&'static str, ThreadUsage)>) {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return;
+        };
+        for task in tasks.flatten() {
+            let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
+                continue;
+            };
+            let dir = task.path();
+            let read = |name: &str| std::fs::read_to_string(dir.join(name)).ok();
+            let (Some(comm), Some(schedstat), Some(status)) =
+                (read("comm"), read("schedstat"), read("status"))
+            else {
+                continue;
+            };
+            let field = |name: &str| {
+                status.lines().find_map(|line| {
+                    line.strip_prefix(name)?
+                        .strip_prefix(':')?
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                })
+            };
+            let usage = ThreadUsage {
+                cpu_ns: schedstat
+                    .split_whitespace()
+                    .next()
+                    .and_then(|ns| ns.parse().ok())
+                    .unwrap_or(0),
+                voluntary: field("voluntary_ctxt_switches").unwrap_or(0),
+                involuntary: field("nonvoluntary_ctxt_switches").unwrap_or(0),
+            };
+            threads.insert(tid, (role(comm.trim()), usage));
+        }
+    }
+
+    /// What each role did between `before` and this snapshot; threads born since count from zero.
+    pub fn since(&self, before: &Snapshot) -> Usage {
+        let mut by_role: BTreeMap<&'static str, ThreadUsage> = BTreeMap::new();
+        for (tid, (role, now)) in &self.0 {
+            let then = before.0.get(tid).map(|(_, u)| *u).unwrap_or_default();
+            let sum = by_role.entry(role).or_default();
+            sum.cpu_ns += now.cpu_ns.saturating_sub(then.cpu_ns);
+            sum.voluntary += now.voluntary.saturating_sub(then.voluntary);
+            sum.involuntary += now.involuntary.saturating_sub(then.involuntary);
+        }
+        Usage(by_role)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// This thread's on-CPU time so far, ns.
+    fn own_cpu_ns() -> u64 {
+        let stat = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap();
+        stat.split_whitespace().next().unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn a_busy_thread_is_seen_by_role() {
+        let pid = [std::process::id()];
+        let before = Snapshot::take(&pid);
+        let (spun, wait_for_spin) = std::sync::mpsc::channel();
+        let (done, wait_for_done) = std::sync::mpsc::channel::<()>();
+        let worker = std::thread::Builder::new()
+            .name("listener-test".into())
+            .spawn(move || {
+                // CPU time, not wall time: on a loaded machine a thread may wait for its CPU.
+                let start = own_cpu_ns();
+                while own_cpu_ns() - start < 20_000_000 {
+                    std::hint::black_box(0);
+                }
+                spun.send(()).unwrap();
+                let _ = wait_for_done.recv();
+            })
+            .unwrap();
+        wait_for_spin.recv().unwrap();
+        let usage = Snapshot::take(&pid).since(&before);
+        drop(done);
+        worker.join().unwrap();
+        let worker = usage.0["worker"];
+        assert!(worker.cpu_ns >= 20_000_000, "{usage:?}");
+        assert!(!usage.0.contains_key("writer"), "{usage:?}");
+    }
+}
