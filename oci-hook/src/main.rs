@@ -12,20 +12,26 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use settings::Settings;
 
 #[derive(Parser)]
 #[command(
     name = "switchboard-oci-hook",
-    version,
+    version = switchboard_shared::version!(),
+    // `--version` belongs to the runtime the hook stands in for: podman and CRI-O read the
+    // real runtime's version through it. The hook's own is `-V`.
+    disable_version_flag = true,
     about = "Makes the syscalls a Switchboard policy names SCMP_ACT_NOTIFY in OCI bundles and seccomp profiles",
     after_help = "Called with any other first argument, it acts as an OCI runtime: on `create` and `run` it \
 injects into the bundle, then it execs the real runtime (configured in /etc/switchboard/oci-hook.toml, \
 or the file $SWITCHBOARD_OCI_HOOK_CONFIG names) with the same arguments."
 )]
 struct Cli {
+    /// Print the hook's version and commit (`--version` goes to the real runtime).
+    #[arg(short = 'V', action = clap::ArgAction::Version)]
+    version: Option<bool>,
     #[command(subcommand)]
     command: Command,
 }
@@ -80,7 +86,14 @@ impl From<MergeArgs> for Settings {
 }
 
 /// First arguments that select the hook's own command line; any other is runtime mode.
-const OWN_COMMANDS: [&str; 4] = ["inject", "profile", "--help", "-h"];
+const OWN_COMMANDS: [&str; 6] = [
+    "inject",
+    "profile",
+    switchboard_shared::docs::SUBCOMMAND,
+    "--help",
+    "-h",
+    "-V",
+];
 
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().collect();
@@ -91,7 +104,16 @@ fn main() -> ExitCode {
     if !own {
         return exit_code(runtime::run(args));
     }
-    let result = match Cli::parse().command {
+    let matches = match switchboard_shared::docs::matches_or_generate(Cli::command()) {
+        Ok(Some(matches)) => matches,
+        Ok(None) => return ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("switchboard-oci-hook: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let result = match cli.command {
         Command::Inject { bundle, merge } => commands::inject(&bundle, merge.into()),
         Command::Profile {
             input,
