@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 use switchboard::agent::{self, AgentConfig};
 use switchboard::events::LogFormat;
 use switchboard::policy::Policy;
@@ -129,15 +129,7 @@ fn escaped_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> {
 }
 
 fn main() -> ExitCode {
-    let matches = match switchboard_shared::docs::matches_or_generate(Cli::command()) {
-        Ok(Some(matches)) => matches,
-        Ok(None) => return ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("switchboard: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let cli: Cli = switchboard_shared::docs::parse();
     tracing_subscriber::fmt()
         .fmt_fields(escaped_fields())
         .with_writer(std::io::stderr)

@@ -353,9 +353,13 @@ fn unit_exec_start_notifies_ready_and_serves_runc() {
 
     // unshare's private mount namespace keeps the proc mount out of the host's; its
     // child gets SIGTERM when unshare is killed.
+    let [ip, mount, chroot] = ["ip", "mount", "chroot"].map(switchboard_test_support::tool);
     let script = format!(
-        "ip link set lo up && mount -t proc proc {0}/proc && exec chroot {0} \"$@\"",
-        r.display()
+        "{ip} link set lo up && {mount} -t proc proc {root}/proc && exec {chroot} {root} \"$@\"",
+        ip = ip.display(),
+        mount = mount.display(),
+        chroot = chroot.display(),
+        root = r.display()
     );
     let mut agent = spawn_piped(
         Command::new("unshare")

@@ -12,7 +12,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use settings::Settings;
 
@@ -104,15 +104,7 @@ fn main() -> ExitCode {
     if !own {
         return exit_code(runtime::run(args));
     }
-    let matches = match switchboard_shared::docs::matches_or_generate(Cli::command()) {
-        Ok(Some(matches)) => matches,
-        Ok(None) => return ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("switchboard-oci-hook: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let cli: Cli = switchboard_shared::docs::parse();
     let result = match cli.command {
         Command::Inject { bundle, merge } => commands::inject(&bundle, merge.into()),
         Command::Profile {

@@ -15,10 +15,22 @@ pub struct DocsError {
     source: std::io::Error,
 }
 
+/// `C::parse()` plus the hidden `generate-docs DIR`, which writes C's docs and exits.
+pub fn parse<C: clap::Parser>() -> C {
+    match matches_or_generate(C::command()) {
+        Ok(Some(matches)) => C::from_arg_matches(&matches).unwrap_or_else(|e| e.exit()),
+        Ok(None) => std::process::exit(0),
+        Err(e) => {
+            eprintln!("{}: {e}", C::command().get_name());
+            std::process::exit(1)
+        }
+    }
+}
+
 /// Parses the command line against `cmd` plus the hidden `generate-docs DIR`. For that
 /// one, writes the docs of `cmd` (which does not have it, so neither the pages nor the
 /// completions offer it) and returns None; otherwise the matches for `cmd`'s own parser.
-pub fn matches_or_generate(cmd: Command) -> Result<Option<ArgMatches>, DocsError> {
+fn matches_or_generate(cmd: Command) -> Result<Option<ArgMatches>, DocsError> {
     let with_docs = cmd.clone().subcommand(
         Command::new(SUBCOMMAND).hide(true).arg(
             Arg::new("dir")
