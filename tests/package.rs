@@ -19,8 +19,12 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 const UNIT: &str = "usr/lib/systemd/system/switchboard.service";
 const TIMEOUT: Duration = Duration::from_secs(20);
 
-/// The .deb of this version, or None (after a SKIP line; a panic under CI=true).
-fn deb(test: &str) -> Option<PathBuf> {
+/// The .deb of this version, or None (after a SKIP line; a panic under CI=true) when it
+/// or one of `tools` is missing.
+fn deb(test: &str, tools: &[&str]) -> Option<PathBuf> {
+    if !tools.iter().all(|tool| require_tool(tool)) {
+        return None;
+    }
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
@@ -88,7 +92,10 @@ fn expected_man_pages(root: &Path) -> BTreeSet<String> {
 
 #[test]
 fn deb_holds_binaries_conffiles_unit_docs_and_license() {
-    let Some(deb) = deb("deb_holds_binaries_conffiles_unit_docs_and_license") else {
+    let Some(deb) = deb(
+        "deb_holds_binaries_conffiles_unit_docs_and_license",
+        &["dpkg-deb"],
+    ) else {
         return;
     };
     let listing = output(Command::new("dpkg-deb").arg("-c").arg(&deb));
@@ -171,7 +178,10 @@ fn deb_holds_binaries_conffiles_unit_docs_and_license() {
 
 #[test]
 fn installed_binaries_check_the_policy_and_name_their_commit() {
-    let Some(deb) = deb("installed_binaries_check_the_policy_and_name_their_commit") else {
+    let Some(deb) = deb(
+        "installed_binaries_check_the_policy_and_name_their_commit",
+        &["dpkg-deb"],
+    ) else {
         return;
     };
     let root = unpacked(&deb);
@@ -203,12 +213,9 @@ fn installed_binaries_check_the_policy_and_name_their_commit() {
 
 #[test]
 fn man_pages_render() {
-    let Some(deb) = deb("man_pages_render") else {
+    let Some(deb) = deb("man_pages_render", &["man"]) else {
         return;
     };
-    if !require_tool("man") {
-        return;
-    }
     let root = unpacked(&deb);
     let pages = expected_man_pages(root.path());
     for page in &pages {
@@ -238,7 +245,7 @@ fn man_pages_render() {
 
 #[test]
 fn bash_completes_ag_to_agent() {
-    let Some(deb) = deb("bash_completes_ag_to_agent") else {
+    let Some(deb) = deb("bash_completes_ag_to_agent", &["dpkg-deb"]) else {
         return;
     };
     let root = unpacked(&deb);
@@ -262,12 +269,9 @@ fn bash_completes_ag_to_agent() {
 
 #[test]
 fn unit_verifies() {
-    let Some(deb) = deb("unit_verifies") else {
+    let Some(deb) = deb("unit_verifies", &["systemd-analyze"]) else {
         return;
     };
-    if !require_tool("systemd-analyze") {
-        return;
-    }
     let root = unpacked(&deb);
     // verify loads the unit as systemd would and checks every directive and value, that
     // each Exec command exists and is executable, and (--man) that the man page of
@@ -323,12 +327,12 @@ fn copy_libraries(root: &Path, bin: &str) {
 #[test]
 fn unit_exec_start_notifies_ready_and_serves_runc() {
     let test = "unit_exec_start_notifies_ready_and_serves_runc";
-    let Some(deb) = deb(test) else {
-        return;
-    };
-    if !require_root(test) || !require_tool("runc") || !require_tool("unshare") {
+    if !require_root(test) {
         return;
     }
+    let Some(deb) = deb(test, &["runc", "unshare", "ip", "chroot"]) else {
+        return;
+    };
     let root = unpacked(&deb);
     let r = root.path();
     let unit = fs::read_to_string(r.join(UNIT)).unwrap();
