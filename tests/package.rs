@@ -207,7 +207,11 @@ fn installed_binaries_check_the_policy_and_name_their_commit() {
         });
     for (name, flag) in [("switchboard", "--version"), ("switchboard-oci-hook", "-V")] {
         let version = output(Command::new(bin.join(name)).arg(flag));
-        assert_eq!(version, format!("{name} {VERSION} (commit {commit})\n"));
+        assert_eq!(
+            version,
+            format!("{name} {VERSION} (commit {commit})\n"),
+            "a .deb built from another commit is stale: scripts/build-deb.sh rebuilds it"
+        );
     }
 }
 
