@@ -18,6 +18,9 @@ PACKAGES=(
   # switchboard-bench --rows recording compares recording with strace
   strace
   ca-certificates python3
+  # the Debian package (scripts/build-deb.sh, tests/package.rs): cargo-deb's dependency
+  # scan (dpkg-shlibdeps), `systemd-analyze verify` of the unit, `man -l` of the pages
+  dpkg-dev systemd man-db groff-base iproute2
   # the virtualenv of the manifest validators (below)
   python3-venv
 )
@@ -54,6 +57,13 @@ if [[ $(cat "$VENV/installed" 2>/dev/null) != "${PY_PACKAGES[*]}" ]]; then
   pip_install() { "$VENV/bin/pip" install --quiet --disable-pip-version-check "${PY_PACKAGES[@]}"; }
   pip_install || { sleep 5; pip_install; } || { sleep 15; pip_install; }
   echo "${PY_PACKAGES[*]}" >"$VENV/installed"
+fi
+
+# The .deb builder, pinned; compiled once (a few minutes on 2 cores), then kept in ~/.cargo/bin.
+CARGO_DEB_VERSION=3.8.0
+if [[ $(cargo deb --version 2>/dev/null) != *" $CARGO_DEB_VERSION"* ]]; then
+  echo "install.sh: installing cargo-deb $CARGO_DEB_VERSION from crates.io"
+  cargo install --locked cargo-deb --version "$CARGO_DEB_VERSION"
 fi
 
 if ! cargo nextest --version >/dev/null 2>&1; then

@@ -145,6 +145,11 @@ async fn control_plane(
         },
     ));
 
+    // Type=notify: systemd starts the runtimes ordered after the unit only once the socket
+    // takes connections. A no-op outside systemd (no NOTIFY_SOCKET).
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        tracing::warn!(error = %e, "cannot tell systemd the agent is ready");
+    }
     loop {
         tokio::select! {
             _ = hangup.recv() => reload(&mut source, &engine),

@@ -35,7 +35,7 @@ impl From<Format> for LogFormat {
 #[derive(Parser)]
 #[command(
     name = "switchboard",
-    version,
+    version = switchboard_shared::version!(),
     about = "A seccomp user-notification agent for Linux containers"
 )]
 struct Cli {
@@ -185,7 +185,7 @@ fn check(file: &std::path::Path) -> anyhow::Result<i32> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = switchboard_shared::docs::parse();
     tracing_subscriber::fmt()
         .fmt_fields(escaped_fields())
         .with_writer(std::io::stderr)

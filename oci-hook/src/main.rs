@@ -19,7 +19,7 @@ use settings::Settings;
 #[derive(Parser)]
 #[command(
     name = "switchboard-oci-hook",
-    version,
+    version = switchboard_shared::version!(),
     about = "Makes the syscalls a Switchboard policy names SCMP_ACT_NOTIFY in OCI bundles and seccomp profiles",
     after_help = "Called with runc's command line (runc's global flags, then one of runc's commands such as \
 `create`, `run`, `state`, `delete`), it acts as an OCI runtime: on `create` and `run` it \
@@ -27,6 +27,9 @@ injects into the bundle, then it execs the real runtime (configured in /etc/swit
 or the file $SWITCHBOARD_OCI_HOOK_CONFIG names) with the same arguments."
 )]
 struct Cli {
+    /// Print the hook's version and commit (`--version` goes to the real runtime).
+    #[arg(short = 'V', action = clap::ArgAction::Version)]
+    version: Option<bool>,
     #[command(subcommand)]
     command: Command,
 }
@@ -145,7 +148,8 @@ fn main() -> ExitCode {
     if is_runtime_invocation(&args) {
         return exit_code(runtime::run(args));
     }
-    let result = match Cli::parse().command {
+    let cli: Cli = switchboard_shared::docs::parse();
+    let result = match cli.command {
         Command::Inject { bundle, merge } => commands::inject(&bundle, merge.into()),
         Command::Profile {
             input,

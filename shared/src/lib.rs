@@ -1,6 +1,7 @@
 //! What the Switchboard agent and its OCI hook both need: the policy, the original-profile record, syscall tables.
 
 pub mod bpf;
+pub mod docs;
 pub mod handover;
 pub mod policy;
 pub mod record;
