@@ -80,6 +80,13 @@ enum Command {
         /// Do not ask for same-CPU wake-ups (SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP); for measurements.
         #[arg(long)]
         no_sync_wakeup: bool,
+        /// Take everything over from the agent running on --socket (listeners, counters), which
+        /// then exits 0; for upgrades. Starts afresh when none runs there.
+        #[arg(long)]
+        takeover: bool,
+        /// Internal: run as the deciding child of the holding process, talking to it on this fd.
+        #[arg(long, hide = true)]
+        child_fd: Option<i32>,
     },
     /// Run a command with the policy's syscalls flagged and decided by the same engine.
     Run {
@@ -149,6 +156,8 @@ fn main() -> ExitCode {
             series_ttl,
             no_sync_wakeup,
             max_series,
+            takeover,
+            child_fd,
         } => agent::run(AgentConfig {
             socket,
             policy,
@@ -161,6 +170,8 @@ fn main() -> ExitCode {
             series_ttl: Duration::from_secs(series_ttl),
             sync_wakeup: !no_sync_wakeup,
             max_series,
+            takeover,
+            child_fd,
         })
         .map(|()| 0),
         Command::Run {
