@@ -174,7 +174,9 @@ pub fn run(config: &AgentConfig) -> anyhow::Result<()> {
                 }
                 served_once |= served;
                 holdings.count_restart("crash");
-                backoff = if started.elapsed() < QUICK_DEATH {
+                // Only a child that dies before serving backs off: one that served was
+                // killed (OOM, an operator) and its listeners wait for the next.
+                backoff = if !served && started.elapsed() < QUICK_DEATH {
                     (backoff * 2).clamp(Duration::from_millis(50), MAX_BACKOFF)
                 } else {
                     Duration::ZERO
