@@ -48,6 +48,9 @@ pub struct AgentConfig {
     pub sync_wakeup: bool,
     /// Take everything over from the agent running at `socket` (start afresh if none runs).
     pub takeover: bool,
+    /// After handing everything to a successor, stay idle until SIGTERM instead of exiting
+    /// 0: under Kubernetes an exit would restart the container, which would take over back.
+    pub wait_after_takeover: bool,
     /// Set in the deciding child only: the fd of its socket to the holding process.
     pub child_fd: Option<i32>,
 }

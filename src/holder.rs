@@ -165,7 +165,15 @@ pub fn run(config: &AgentConfig) -> anyhow::Result<()> {
                 return Ok(());
             }
             Ended::HandedOver => {
-                tracing::info!("taken over; exiting");
+                if config.wait_after_takeover {
+                    // Listeners and counters are the successor's now; keep only what answers
+                    // a TCP liveness probe, until the pod is deleted.
+                    holdings.listeners.clear();
+                    tracing::info!("taken over; idle until SIGTERM");
+                    wait_for_stop(&signalfd);
+                } else {
+                    tracing::info!("taken over; exiting");
+                }
                 return Ok(());
             }
             Ended::Died { served } => {
@@ -375,12 +383,7 @@ fn take_over(config: &AgentConfig) -> anyhow::Result<Option<Holdings>> {
     let path = control_path(&config.socket);
     let stream = match connect_seqpacket(&path) {
         Ok(stream) => stream,
-        Err(e)
-            if matches!(
-                e,
-                nix::errno::Errno::ENOENT | nix::errno::Errno::ECONNREFUSED
-            ) =>
-        {
+        Err(nix::errno::Errno::ENOENT | nix::errno::Errno::ECONNREFUSED) => {
             tracing::info!("no agent to take over; starting");
             return Ok(None);
         }
@@ -417,7 +420,12 @@ fn take_over(config: &AgentConfig) -> anyhow::Result<Option<Holdings>> {
     }
     keep::expect_fds(&message, &fds, 3, 4, "socket, counters, metrics, [scrape]")?;
     let scrape = (fds.len() == 4).then(|| fds.remove(3));
-    let metrics = fds.remove(2);
+    let metrics = own_or_inherited(config.metrics_addr, fds.remove(2))?;
+    let scrape = match (config.scrape_addr, scrape) {
+        (Some(addr), Some(inherited)) => Some(own_or_inherited(addr, inherited)?),
+        (Some(addr), None) => Some(std::net::TcpListener::bind(addr)?.into()),
+        (None, _) => None,
+    };
     let counters = SharedPage::from_fd(fds.remove(1)).context("mapping the counters")?;
     let socket = fds.remove(0);
     let mut holdings = Holdings {
@@ -440,6 +448,20 @@ fn take_over(config: &AgentConfig) -> anyhow::Result<Option<Holdings>> {
         "took over the running agent"
     );
     Ok(Some(holdings))
+}
+
+/// The successor's own listener on `addr` when it can bind one (in a pod of its own, its
+/// network namespace differs from the old agent's, whose sockets die with its pod), else
+/// the old agent's (same namespace, port taken by it; or port 0: keep the one in use).
+fn own_or_inherited(addr: std::net::SocketAddr, inherited: OwnedFd) -> anyhow::Result<OwnedFd> {
+    if addr.port() == 0 {
+        return Ok(inherited);
+    }
+    match std::net::TcpListener::bind(addr) {
+        Ok(own) => Ok(own.into()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Ok(inherited),
+        Err(e) => Err(e).with_context(|| format!("binding {addr}")),
+    }
 }
 
 fn connect_seqpacket(path: &Path) -> Result<UnixStream, nix::errno::Errno> {
@@ -472,4 +494,17 @@ fn listen_seqpacket(path: &Path) -> Result<OwnedFd, nix::errno::Errno> {
     bound?;
     listen(&fd, Backlog::new(4)?)?;
     Ok(fd)
+}
+
+/// Blocks until SIGTERM or SIGINT.
+fn wait_for_stop(signalfd: &SignalFd) {
+    loop {
+        let mut fds = [PollFd::new(signalfd.as_fd(), PollFlags::POLLIN)];
+        let _ = poll(&mut fds, PollTimeout::NONE);
+        while let Ok(Some(info)) = signalfd.read_signal() {
+            if info.ssi_signo != Signal::SIGHUP as u32 {
+                return;
+            }
+        }
+    }
 }

@@ -84,6 +84,10 @@ enum Command {
         /// then exits 0; for upgrades. Starts afresh when none runs there.
         #[arg(long)]
         takeover: bool,
+        /// After a successor took over, stay idle until SIGTERM instead of exiting 0
+        /// (Kubernetes: an exit would restart the container, which would take over back).
+        #[arg(long)]
+        wait_after_takeover: bool,
         /// Internal: run as the deciding child of the holding process, talking to it on this fd.
         #[arg(long, hide = true)]
         child_fd: Option<i32>,
@@ -157,6 +161,7 @@ fn main() -> ExitCode {
             no_sync_wakeup,
             max_series,
             takeover,
+            wait_after_takeover,
             child_fd,
         } => agent::run(AgentConfig {
             socket,
@@ -171,6 +176,7 @@ fn main() -> ExitCode {
             sync_wakeup: !no_sync_wakeup,
             max_series,
             takeover,
+            wait_after_takeover,
             child_fd,
         })
         .map(|()| 0),

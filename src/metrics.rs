@@ -592,32 +592,20 @@ impl Metrics {
                 continue;
             }
             let labels: &[&str] = if label.is_empty() { &[] } else { &[label] };
-            let family: Box<dyn Fn(&[&str]) -> Option<IntCounter>> = match *name {
-                "switchboard_agent_restarts_total" => {
-                    Box::new(|l| self.agent_restarts.get_metric_with_label_values(l).ok())
-                }
-                "switchboard_intake_errors_total" => {
-                    Box::new(|l| self.intake_errors.get_metric_with_label_values(l).ok())
-                }
-                "switchboard_policy_reloads_total" => {
-                    Box::new(|l| self.policy_reloads.get_metric_with_label_values(l).ok())
-                }
-                "switchboard_inflight_recovered_total" => {
-                    Box::new(|_| Some(self.inflight_recovered.clone()))
-                }
-                "switchboard_containers_killed_total" => {
-                    Box::new(|_| Some(self.containers_killed.clone()))
-                }
-                "switchboard_events_dropped_total" => {
-                    Box::new(|_| Some(self.events_dropped.clone()))
-                }
-                _ => Box::new(|_| None),
+            let vec = |family: &IntCounterVec| family.get_metric_with_label_values(labels).ok();
+            // series_overflow is private to the collector: folded label sets are counted
+            // again as they are seen, so it restarts from its own count.
+            let counter = match *name {
+                "switchboard_agent_restarts_total" => vec(&self.agent_restarts),
+                "switchboard_intake_errors_total" => vec(&self.intake_errors),
+                "switchboard_policy_reloads_total" => vec(&self.policy_reloads),
+                "switchboard_inflight_recovered_total" => Some(self.inflight_recovered.clone()),
+                "switchboard_containers_killed_total" => Some(self.containers_killed.clone()),
+                "switchboard_events_dropped_total" => Some(self.events_dropped.clone()),
+                _ => None,
             };
-            match family(labels) {
-                Some(counter) => counter.inc_by(n.saturating_sub(counter.get())),
-                // series_overflow is private to the collector: folded label sets are counted
-                // again as they are seen, so it restarts from its own count.
-                None => {}
+            if let Some(counter) = counter {
+                counter.inc_by(n.saturating_sub(counter.get()));
             }
         }
         let _ = self.carried.set(page);

@@ -352,7 +352,10 @@ impl SharedPage {
         let raw = Errno::result(rc)?;
         // SAFETY: the kernel just returned this fd to us; nothing else owns it.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        nix::unistd::ftruncate(&fd, SHARED_PAGE_BYTES as libc::off_t)?;
+        nix::unistd::ftruncate(
+            &fd,
+            libc::off_t::try_from(SHARED_PAGE_BYTES).unwrap_or(4096),
+        )?;
         Self::map(fd)
     }
 

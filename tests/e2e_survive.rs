@@ -335,7 +335,11 @@ fn five_takeovers_under_load() {
             "round {round}: old agent; new: {}",
             next.log()
         );
-        assert!(next.log().contains("took over"), "{}", next.log());
+        assert!(
+            eventually(Duration::from_secs(5), || next.log().contains("took over")),
+            "{}",
+            next.log()
+        );
         let listeners = || {
             try_get(&addr, "/metrics").map_or(-1.0, |page| {
                 metric_value(&page, "switchboard_listeners", &[])
@@ -384,7 +388,7 @@ fn takeover_without_agent_starts_and_refused_takeover_keeps_old_agent() {
     let policy = dir.path().join("policy.yaml");
     fs::write(&policy, POLICY).unwrap();
     // No agent runs: --takeover simply starts.
-    let old = Successor::start(&socket, &policy, &[]);
+    let mut old = Successor::start(&socket, &policy, &["--wait-after-takeover"]);
     assert!(
         eventually(Duration::from_secs(10), || old
             .log()
@@ -403,4 +407,17 @@ fn takeover_without_agent_starts_and_refused_takeover_keeps_old_agent() {
     assert!(refused.log().contains("takeover"), "{}", refused.log());
     thread::sleep(Duration::from_millis(100));
     start_one_and_check(&socket, "after-refusal");
+    // --wait-after-takeover: the old agent idles after handing over, until SIGTERM.
+    let next = Successor::start(&socket, &policy, &[]);
+    assert!(
+        eventually(Duration::from_secs(10), || next.log().contains("took over")),
+        "{}",
+        next.log()
+    );
+    start_one_and_check(&socket, "after-takeover");
+    assert!(old.child.try_wait().unwrap().is_none(), "{}", old.log());
+    kill(Pid::from_raw(old.pid()), Signal::SIGTERM).unwrap();
+    let status = wait_timeout(&mut old.child, Duration::from_secs(10));
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", old.log());
+    start_one_and_check(&socket, "after-old-stopped");
 }
