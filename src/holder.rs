@@ -304,6 +304,11 @@ fn child_pid(child: &Child) -> Pid {
 /// Takes in every message the dead child left in the socket.
 fn drain(link: &OwnedFd, holdings: &mut Holdings, buf: &mut Vec<u8>) {
     loop {
+        // The child is dead: its end is closed, so this never waits for long.
+        let mut fds = [PollFd::new(link.as_fd(), PollFlags::POLLIN)];
+        if poll(&mut fds, PollTimeout::ZERO).unwrap_or(0) == 0 {
+            return;
+        }
         match keep::receive(link.as_fd(), buf) {
             Ok((message, fds)) => {
                 let _ = holdings.apply(message, fds);

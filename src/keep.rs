@@ -213,7 +213,7 @@ pub fn send(
     }
 }
 
-/// Receives one datagram (blocking on a blocking socket): the message and its fds.
+/// Receives one datagram, waiting for it: the message and its fds.
 pub fn receive(
     socket: BorrowedFd<'_>,
     buf: &mut Vec<u8>,
@@ -223,6 +223,9 @@ pub fn receive(
     let chunk = loop {
         match sys::receive_with_fds(socket, buf, &mut fds) {
             Err(Errno::EINTR) => continue,
+            // Blocks until the peer sends (or hangs up).
+            Err(Errno::EAGAIN) => crate::handoff::wait_readable(socket, None)
+                .map_err(|_| KeepError::Io(Errno::EIO))?,
             other => break other?,
         }
     };

@@ -71,9 +71,21 @@ impl AgentProcess {
         self.child.id()
     }
 
-    /// Threads serving a listener: the engine names them `listener-N`.
+    /// The agent's deciding process, the child of the holding process that serves listeners.
+    pub fn decider(&self) -> Option<i32> {
+        let pid = self.child.id();
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .ok()?
+            .split_whitespace()
+            .find_map(|p| p.parse().ok())
+    }
+
+    /// Threads serving a listener: the engine names them `listener-N` (in the deciding process).
     pub fn listener_threads(&self) -> usize {
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.pid())) else {
+        let Some(decider) = self.decider() else {
+            return 0;
+        };
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{decider}/task")) else {
             return 0;
         };
         tasks

@@ -7,6 +7,7 @@ mod agent;
 mod fork;
 mod report;
 mod rows;
+mod survive;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -46,6 +47,8 @@ enum Rows {
     Latency,
     /// 1, 4 and 16 processes; 1,000 idle listeners in one agent.
     Scaling,
+    /// Longest stall during crash recovery and takeover, 1, 10 and 100 listeners (not in `all`).
+    Survive,
 }
 
 /// Measure the round trip of a notified syscall, from no filter to a separate agent.
@@ -68,6 +71,9 @@ struct BenchConfig {
     /// one next to this binary (cargo builds both into the same directory).
     #[arg(long)]
     agent_exe: Option<PathBuf>,
+    /// Internal: loop getppid for this many ms and print the longest call (the survive rows' probe).
+    #[arg(long, hide = true)]
+    stall_probe: Option<u64>,
 }
 
 fn main() -> ExitCode {
@@ -98,6 +104,18 @@ fn agent_exe(config: &BenchConfig) -> anyhow::Result<PathBuf> {
 
 /// Runs the benchmark and prints its tables on stdout; progress goes to stderr.
 fn run(config: BenchConfig) -> anyhow::Result<()> {
+    if let Some(ms) = config.stall_probe {
+        survive::stall_probe(ms);
+    }
+    if config.rows == Rows::Survive {
+        let dir = tempfile::Builder::new()
+            .prefix("switchboard-bench.")
+            .tempdir()
+            .context("creating the scratch directory")?;
+        let cells = survive::table(&agent_exe(&config)?, dir.path(), config.runs)?;
+        print!("{}", survive::markdown(&cells));
+        return Ok(());
+    }
     if config.calls == 0 || config.runs == 0 {
         bail!("--calls and --runs must be at least 1");
     }
