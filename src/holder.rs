@@ -339,15 +339,7 @@ fn hand_over(
         Ok((Message::Takeover, _)) => {}
         Ok((other, _)) => bail!("expected takeover, got {}", other.kind()),
         Err(e) => {
-            let reason = format!("cannot read the request: {e:#}");
-            let _ = keep::send(
-                stream.as_fd(),
-                &Message::Refuse {
-                    reason: reason.clone(),
-                },
-                &[],
-            );
-            bail!(reason);
+            bail!(refuse(&stream, format!("cannot read the request: {e:#}")));
         }
     }
     keep::send(
@@ -370,6 +362,16 @@ fn hand_over(
     match receive_by(&stream, buf, deadline())? {
         (Message::Done, _) => Ok(true),
         (other, _) => bail!("expected done, got {}", other.kind()),
+    }
+}
+
+/// Tells the other side of a takeover why it cannot go on (best effort); returns the reason.
+fn refuse(stream: &UnixStream, reason: String) -> String {
+    let refusal = Message::Refuse { reason };
+    let _ = keep::send(stream.as_fd(), &refusal, &[]);
+    match refusal {
+        Message::Refuse { reason } => reason,
+        _ => unreachable!(),
     }
 }
 
@@ -407,13 +409,9 @@ fn take_over(config: &AgentConfig) -> anyhow::Result<Option<Holdings>> {
             other.kind()
         ),
         Err(e) => {
-            let reason = format!("cannot read the running agent's answer: {e:#}");
-            let _ = keep::send(
-                stream.as_fd(),
-                &Message::Refuse {
-                    reason: reason.clone(),
-                },
-                &[],
+            let reason = refuse(
+                &stream,
+                format!("cannot read the running agent's answer: {e:#}"),
             );
             bail!("takeover refused: {reason}; the running agent keeps serving");
         }
@@ -469,29 +467,25 @@ fn own_or_inherited(addr: std::net::SocketAddr, inherited: OwnedFd) -> anyhow::R
     }
 }
 
+/// A new SOCK_SEQPACKET Unix socket: message boundaries hold, so each message keeps its fds.
+fn seqpacket_socket() -> Result<OwnedFd, nix::errno::Errno> {
+    let flags = SockFlag::SOCK_CLOEXEC;
+    nix::sys::socket::socket(AddressFamily::Unix, SockType::SeqPacket, flags, None)
+}
+
 fn connect_seqpacket(path: &Path) -> Result<UnixStream, nix::errno::Errno> {
-    use nix::sys::socket::{connect, socket, UnixAddr};
-    let fd = socket(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
+    use nix::sys::socket::{connect, UnixAddr};
+    let fd = seqpacket_socket()?;
     connect(fd.as_raw_fd(), &UnixAddr::new(path)?)?;
     Ok(UnixStream::from(fd))
 }
 
 /// A SOCK_SEQPACKET socket listening at `path` (replacing a stale file), mode 0600.
 fn listen_seqpacket(path: &Path) -> Result<OwnedFd, nix::errno::Errno> {
-    use nix::sys::socket::{bind, listen, socket, Backlog, UnixAddr};
+    use nix::sys::socket::{bind, listen, Backlog, UnixAddr};
     use nix::sys::stat::{umask, Mode};
     let _ = std::fs::remove_file(path);
-    let fd = socket(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
+    let fd = seqpacket_socket()?;
     // Single-threaded here, so the process-wide umask is ours alone.
     let old = umask(Mode::from_bits_truncate(0o177));
     let bound = bind(fd.as_raw_fd(), &UnixAddr::new(path)?);

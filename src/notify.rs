@@ -165,14 +165,8 @@ impl Engine {
             };
             keep::send(holder.as_fd(), &hold, &fds).map_err(std::io::Error::other)?;
         }
-        self.start(
-            listener,
-            container,
-            Scope::for_container(init),
-            page,
-            key,
-            false,
-        )
+        let scope = Scope::for_container(init);
+        self.start(listener, container, scope, page, key, false)
     }
 
     /// Hands every listener over to the holding process at `socket` from now on.
@@ -192,14 +186,8 @@ impl Engine {
         page: SharedPage,
     ) -> std::io::Result<Attached> {
         self.next_id.fetch_max(key + 1, Ordering::Relaxed);
-        self.start(
-            listener,
-            container,
-            Scope::for_container(init),
-            page,
-            key,
-            true,
-        )
+        let scope = Scope::for_container(init);
+        self.start(listener, container, scope, page, key, true)
     }
 
     /// [`Engine::attach`] with what a kill rule ends besides the caller already resolved.
