@@ -435,6 +435,7 @@ pub struct Metrics {
     pub policy_reloads: IntCounterVec,
     pub agent_restarts: IntCounterVec,
     pub inflight_recovered: IntCounter,
+    series_overflow: IntCounter,
     /// Where the counters above are kept across restarts and takeovers, once carried over.
     carried: OnceLock<SharedPage>,
 }
@@ -464,6 +465,11 @@ const CARRIED: [(&str, &str); 21] = [
     ("switchboard_intake_errors_total", "io"),
     ("switchboard_intake_errors_total", "bundle_config"),
 ];
+
+/// Where the latency totals of retired listeners start in the agent's shared page: buckets,
+/// count, sum.
+const RETIRED_LATENCY: usize = CARRIED.len();
+const _: () = assert!(RETIRED_LATENCY + LATENCY_BOUNDS_NS.len() + 2 <= SHARED_WORDS);
 
 /// The word of the agent's shared page where the holding process counts restarts for `reason`.
 pub fn restart_word(reason: &str) -> usize {
@@ -578,6 +584,7 @@ impl Metrics {
             policy_reloads,
             agent_restarts,
             inflight_recovered,
+            series_overflow,
             carried: OnceLock::new(),
         }
     }
@@ -593,8 +600,6 @@ impl Metrics {
             }
             let labels: &[&str] = if label.is_empty() { &[] } else { &[label] };
             let vec = |family: &IntCounterVec| family.get_metric_with_label_values(labels).ok();
-            // series_overflow is private to the collector: folded label sets are counted
-            // again as they are seen, so it restarts from its own count.
             let counter = match *name {
                 "switchboard_agent_restarts_total" => vec(&self.agent_restarts),
                 "switchboard_intake_errors_total" => vec(&self.intake_errors),
@@ -602,13 +607,39 @@ impl Metrics {
                 "switchboard_inflight_recovered_total" => Some(self.inflight_recovered.clone()),
                 "switchboard_containers_killed_total" => Some(self.containers_killed.clone()),
                 "switchboard_events_dropped_total" => Some(self.events_dropped.clone()),
+                "switchboard_series_overflow_total" => Some(self.series_overflow.clone()),
                 _ => None,
             };
             if let Some(counter) = counter {
                 counter.inc_by(n.saturating_sub(counter.get()));
             }
         }
+        {
+            let mut listeners = self.listeners.locked();
+            let totals = &mut listeners.retired_latency;
+            let word = |i: usize| words[RETIRED_LATENCY + i].load(Ordering::Relaxed);
+            for (i, bucket) in totals.buckets.iter_mut().enumerate() {
+                *bucket = (*bucket).max(word(i));
+            }
+            totals.count = totals.count.max(word(LATENCY_BOUNDS_NS.len()));
+            totals.sum_ns = totals.sum_ns.max(word(LATENCY_BOUNDS_NS.len() + 1));
+        }
         let _ = self.carried.set(page);
+    }
+
+    /// Keeps the latency totals of retired listeners in the shared page: their own pages
+    /// are closed once they are gone.
+    fn save_retired(&self, totals: &LatencyTotals) {
+        let Some(page) = self.carried.get() else {
+            return;
+        };
+        let words = page.words();
+        for (i, bucket) in totals.buckets.iter().enumerate() {
+            words[RETIRED_LATENCY + i].store(*bucket, Ordering::Relaxed);
+        }
+        words[RETIRED_LATENCY + LATENCY_BOUNDS_NS.len()].store(totals.count, Ordering::Relaxed);
+        words[RETIRED_LATENCY + LATENCY_BOUNDS_NS.len() + 1]
+            .store(totals.sum_ns, Ordering::Relaxed);
     }
 
     /// Writes every carried counter into the shared page; never lowers one.
@@ -649,6 +680,7 @@ impl Metrics {
         if let Some(at) = listeners.live.iter().position(|s| Arc::ptr_eq(s, stats)) {
             let stats = listeners.live.swap_remove(at);
             stats.latency_into(&mut listeners.retired_latency);
+            self.save_retired(&listeners.retired_latency);
             listeners.retired.push((Instant::now(), stats));
             self.listeners_open.dec();
         }

@@ -166,7 +166,12 @@ impl Engine {
             keep::send(holder.as_fd(), &hold, &fds).map_err(std::io::Error::other)?;
         }
         let scope = Scope::for_container(init);
-        self.start(listener, container, scope, page, key, false)
+        let started = self.start(listener, container, scope, page, key, false);
+        if let (Err(_), Some(holder)) = (&started, self.holder.get()) {
+            // Not served, so not held either: the listener must close, failing its calls.
+            let _ = keep::send(holder.as_fd(), &Message::Release { key }, &[]);
+        }
+        started
     }
 
     /// Hands every listener over to the holding process at `socket` from now on.
@@ -262,12 +267,14 @@ impl Engine {
                 let stats = worker.stats.clone();
                 let reason = worker.run();
                 engine.state.locked().live.remove(&id);
+                // Retired (its latency folded into the carried totals) before it is released,
+                // so a crash in between never loses its counts.
+                engine.metrics.retire_listener(&stats);
                 if let Some(holder) = engine.holder.get() {
                     if let Err(e) = keep::send(holder.as_fd(), &Message::Release { key: id }, &[]) {
                         tracing::warn!(error = %e, "cannot tell the holding process a listener is gone");
                     }
                 }
-                engine.metrics.retire_listener(&stats);
                 engine.events.emit(Event::ListenerRemoved {
                     time: SystemTime::now(),
                     container: removed,
