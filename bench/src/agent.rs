@@ -67,8 +67,12 @@ impl AgentProcess {
         Ok(agent)
     }
 
+    /// The process that serves listeners (the deciding child of the holding process), whose
+    /// memory, threads and limits the tables report.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.decider()
+            .and_then(|pid| u32::try_from(pid).ok())
+            .unwrap_or(self.child.id())
     }
 
     /// The agent's deciding process, the child of the holding process that serves listeners.
