@@ -12,10 +12,12 @@ use nix::unistd::{setfsgid, Gid, Group};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::events::{EventWriter, LogFormat, RecentDenials};
+use crate::keep;
 use crate::metrics::Metrics;
 use crate::notify::{self, Engine};
 use crate::recording::Recordings;
 use crate::status::Status;
+use crate::sys::SharedPage;
 use crate::watch::PolicySource;
 use crate::{http, intake};
 
@@ -49,25 +51,77 @@ pub struct AgentConfig {
     pub record_dir: Option<PathBuf>,
     /// Recordings keep small argument values.
     pub record_args: bool,
+    /// Take everything over from the agent running at `socket` (start afresh if none runs).
+    pub takeover: bool,
+    /// After handing everything to a successor, stay idle until SIGTERM instead of exiting
+    /// 0: under Kubernetes an exit would restart the container, which would take over back.
+    pub wait_after_takeover: bool,
+    /// Set in the deciding child only: the fd of its socket to the holding process.
+    pub child_fd: Option<i32>,
 }
 
-/// Runs the agent until SIGTERM or SIGINT.
+/// Runs the agent until SIGTERM or SIGINT (or a takeover): the holding process, which
+/// starts the deciding child (see [`crate::holder`]), or with `child_fd` that child.
 pub fn run(config: AgentConfig) -> anyhow::Result<()> {
     notify::ensure_kernel_structs_fit()?;
     raise_fd_limit();
-    let mut source = PolicySource::new(config.policy.as_deref());
-    let policy = source.load()?;
-    // Bound before anything can fail and remove it: a refused bind must leave a live agent's socket alone.
+    match config.child_fd {
+        Some(fd) => serve_child(&config, fd),
+        None => {
+            // Refused here, before anything is bound, as it always was.
+            PolicySource::new(config.policy.as_deref()).load()?;
+            crate::holder::run(&config)
+        }
+    }
+}
+
+/// Binds the agent socket as `config` asks.
+pub(crate) fn bind(config: &AgentConfig) -> anyhow::Result<std::os::unix::net::UnixListener> {
     let group = config
         .socket_group
         .as_deref()
         .map(lookup_group)
         .transpose()?;
-    let socket = bind_socket(&config.socket, group)?;
-    tracing::info!(source = %policy.source, rules = policy.rules.len(), "policy loaded");
-    // Only after the bind: bind_socket's umask needs the process to have one thread.
+    bind_socket(&config.socket, group)
+}
+
+/// The deciding child: takes the sockets and listeners from the holding process, answers
+/// what its predecessor left unanswered, and serves until SIGTERM.
+fn serve_child(config: &AgentConfig, fd: i32) -> anyhow::Result<()> {
+    use std::os::fd::AsFd;
+    let mut all = nix::sys::signal::SigSet::all();
+    all.remove(nix::sys::signal::Signal::SIGKILL);
+    // The holder blocks the signals it reads from a signalfd; the mask survives exec.
+    nix::sys::signal::pthread_sigmask(nix::sys::signal::SigmaskHow::SIG_UNBLOCK, Some(&all), None)?;
+    // Die with the holder: without it, nothing would restart or stop this process.
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
+    let link = crate::sys::take_inherited_fd(fd).context("taking the holder's socket")?;
+    let mut source = PolicySource::new(config.policy.as_deref());
+    let policy = source.load()?;
+    let mut buf = Vec::new();
+    let (message, mut fds) =
+        keep::receive(link.as_fd(), &mut buf).context("receiving the sockets")?;
+    anyhow::ensure!(
+        message == keep::Message::Sockets,
+        "expected sockets, got {}",
+        message.kind()
+    );
+    keep::expect_fds(&message, &fds, 3, 4, "socket, counters, metrics, [scrape]")?;
+    let scrape = (fds.len() == 4).then(|| std::net::TcpListener::from(fds.remove(3)));
+    let metrics_listener = std::net::TcpListener::from(fds.remove(2));
+    let counters = SharedPage::from_fd(fds.remove(1)).context("mapping the counters")?;
+    let socket = std::os::unix::net::UnixListener::from(fds.remove(0));
+    let mut restores = Vec::new();
+    loop {
+        match keep::receive(link.as_fd(), &mut buf).context("receiving the listeners")? {
+            (keep::Message::Restored, _) => break,
+            (keep::Message::Restore { key, identity }, fds) => restores.push((key, identity, fds)),
+            (other, _) => anyhow::bail!("expected restore, got {}", other.kind()),
+        }
+    }
     source.watch();
     let metrics = Arc::new(Metrics::new(config.series_ttl, config.max_series));
+    metrics.carry_over(counters);
     let (events, writer) = EventWriter::spawn(
         config.log_format,
         event_output(),
@@ -83,29 +137,67 @@ pub fn run(config: AgentConfig) -> anyhow::Result<()> {
             libc::EPERM.cast_unsigned(),
         ));
     }
+    let restored = restores.len();
+    for (key, identity, fds) in restores {
+        if let Err(e) = restore(&engine, key, identity, fds) {
+            tracing::error!(error = %e, key, "cannot serve a listener handed back");
+        }
+    }
+    engine.link_holder(link.try_clone()?);
+    keep::send(link.as_fd(), &keep::Message::Serving, &[])?;
+    if restored > 0 {
+        tracing::info!(listeners = restored, "serving the listeners handed back");
+    }
+    socket.set_nonblocking(true)?;
+    metrics_listener.set_nonblocking(true)?;
+    if let Some(scrape) = &scrape {
+        scrape.set_nonblocking(true)?;
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the control-plane runtime")?;
-    let result = runtime.block_on(control_plane(&config, socket, engine, recent, source));
+    let result = runtime.block_on(control_plane(
+        config,
+        socket,
+        metrics_listener,
+        scrape,
+        engine,
+        recent,
+        source,
+    ));
     runtime.shutdown_timeout(Duration::from_millis(100));
-    let _ = std::fs::remove_file(&config.socket);
     writer.flush_and_stop();
     result
+}
+
+fn restore(
+    engine: &Arc<Engine>,
+    key: u64,
+    identity: keep::Identity,
+    mut fds: Vec<std::os::fd::OwnedFd>,
+) -> anyhow::Result<()> {
+    let init_pid = identity.init_pid;
+    let pidfd = (fds.len() == 3).then(|| crate::sys::PidFd::from_fd(fds.remove(2), init_pid));
+    let page = SharedPage::from_fd(fds.remove(1))?;
+    let listener = crate::sys::Listener::from_fd(fds.remove(0))
+        .map_err(|(_, errno)| anyhow::anyhow!("not a listener ({errno})"))?;
+    engine.restore(key, listener, identity.into_container(), pidfd, page)?;
+    Ok(())
 }
 
 async fn control_plane(
     config: &AgentConfig,
     socket: std::os::unix::net::UnixListener,
+    metrics_listener: std::net::TcpListener,
+    scrape: Option<std::net::TcpListener>,
     engine: Arc<Engine>,
     recent: RecentDenials,
     mut source: PolicySource,
 ) -> anyhow::Result<()> {
     let socket = tokio::net::UnixListener::from_std(socket)?;
     tracing::info!(socket = %config.socket.display(), "agent socket listening");
-    let http_listener = tokio::net::TcpListener::bind(config.metrics_addr)
-        .await
-        .with_context(|| format!("binding the metrics address {}", config.metrics_addr))?;
+    let http_listener = tokio::net::TcpListener::from_std(metrics_listener)?;
     let addr = http_listener.local_addr()?;
     tracing::info!(%addr, "metrics server listening");
 
@@ -124,10 +216,8 @@ async fn control_plane(
         _ => None,
     });
     tokio::spawn(http::serve(http_listener, handler.clone()));
-    if let Some(scrape_addr) = config.scrape_addr {
-        let scrape_listener = tokio::net::TcpListener::bind(scrape_addr)
-            .await
-            .with_context(|| format!("binding the scrape address {scrape_addr}"))?;
+    if let Some(scrape) = scrape {
+        let scrape_listener = tokio::net::TcpListener::from_std(scrape)?;
         let addr = scrape_listener.local_addr()?;
         tracing::info!(%addr, "scrape server listening (/metrics and /healthz only)");
         let scrape: http::Handler = Arc::new(move |path| match path {

@@ -48,6 +48,10 @@ pub struct Container {
     /// capabilities; answers are never more permissive than it.
     #[serde(skip)]
     pub original: Option<Arc<Ceiling>>,
+    /// The bounding capabilities `original` was compiled for, kept to compile it again
+    /// after a restart or a takeover.
+    #[serde(skip)]
+    pub capabilities: Option<Vec<String>>,
 }
 
 impl Container {
@@ -78,6 +82,7 @@ impl Container {
             record: record.map(Arc::new),
             // Compiled by intake, which first reads the bundle's capabilities off the control plane.
             original: None,
+            capabilities: None,
         }
     }
 

@@ -234,6 +234,7 @@ async fn take_listener(
             // Nor is a bundle path from a non-root peer opened by the (root) agent.
             None
         };
+        container.capabilities.clone_from(&capabilities);
         // libseccomp builds the filter in milliseconds: off the control-plane thread.
         let ceiling = tokio::task::spawn_blocking(move || {
             Ceiling::for_container(&record, capabilities.as_deref())

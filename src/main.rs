@@ -89,6 +89,17 @@ enum Command {
         /// With --record-dir: keep small argument values and write conditions for them.
         #[arg(long)]
         record_args: bool,
+        /// Take everything over from the agent running on --socket (listeners, counters), which
+        /// then exits 0; for upgrades. Starts afresh when none runs there.
+        #[arg(long)]
+        takeover: bool,
+        /// After a successor took over, stay idle until SIGTERM instead of exiting 0
+        /// (Kubernetes: an exit would restart the container, which would take over back).
+        #[arg(long)]
+        wait_after_takeover: bool,
+        /// Internal: run as the deciding child of the holding process, talking to it on this fd.
+        #[arg(long, hide = true)]
+        child_fd: Option<i32>,
     },
     /// Run a command with every syscall seen and allowed; write the seccomp profile it needs.
     Record {
@@ -207,6 +218,9 @@ fn main() -> ExitCode {
             max_series,
             record_dir,
             record_args,
+            takeover,
+            wait_after_takeover,
+            child_fd,
         } => agent::run(AgentConfig {
             socket,
             policy,
@@ -221,6 +235,9 @@ fn main() -> ExitCode {
             max_series,
             record_dir,
             record_args,
+            takeover,
+            wait_after_takeover,
+            child_fd,
         })
         .map(|()| 0),
         Command::Record {

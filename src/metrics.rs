@@ -1,7 +1,7 @@
 //! Prometheus metrics: per-listener counters written lock-free by one worker, gathered at scrape.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -12,6 +12,7 @@ use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registr
 use crate::container::Container;
 use crate::lock::Locked;
 use crate::policy::Action;
+use crate::sys::{SharedPage, SHARED_WORDS};
 use crate::syscalls;
 
 /// Upper bounds of the decision latency buckets, in nanoseconds.
@@ -57,20 +58,24 @@ fn bump(counter: &AtomicU64, by: u64) {
     );
 }
 
-struct CountSlot {
-    /// (arch << 16 | nr) + 1; 0 while the slot is free.
-    key: AtomicU32,
-    by_action: [AtomicU64; 4],
+/// Where each counter of a listener lives among its shared page's words: a count slot is
+/// its key and one count per action.
+mod layout {
+    use super::{COUNT_SLOTS, LATENCY_BOUNDS_NS};
+    pub const SLOT: usize = 5;
+    pub const OVERFLOW: usize = COUNT_SLOTS * SLOT;
+    pub const BUCKETS: usize = OVERFLOW + 4;
+    pub const LATENCY_COUNT: usize = BUCKETS + LATENCY_BOUNDS_NS.len();
+    pub const LATENCY_SUM: usize = LATENCY_COUNT + 1;
+    pub const END: usize = LATENCY_SUM + 1;
 }
+const _: () = assert!(layout::END <= SHARED_WORDS);
 
-/// Per-listener statistics. One worker thread writes, scrapes read.
+/// Per-listener statistics. One worker thread writes, scrapes read. The counters live in
+/// the listener's shared page, so they carry over when the deciding process is replaced.
 pub struct ListenerStats {
     pub container: Arc<Container>,
-    slots: Box<[CountSlot]>,
-    overflow: [AtomicU64; 4],
-    latency_buckets: [AtomicU64; LATENCY_BOUNDS_NS.len()],
-    latency_count: AtomicU64,
-    latency_sum_ns: AtomicU64,
+    page: SharedPage,
     /// Nanoseconds after `epoch()` of the last notification, plus one; 0 before the first.
     last_received: AtomicU64,
     /// 1 between RECV and SEND: a listener stuck here shows up on /metrics.
@@ -78,22 +83,24 @@ pub struct ListenerStats {
 }
 
 impl ListenerStats {
-    pub fn new(container: Arc<Container>) -> ListenerStats {
+    /// Statistics kept in `page`, continuing from whatever it already counts.
+    pub fn new(container: Arc<Container>, page: SharedPage) -> ListenerStats {
         ListenerStats {
             container,
-            slots: (0..COUNT_SLOTS)
-                .map(|_| CountSlot {
-                    key: AtomicU32::new(0),
-                    by_action: Default::default(),
-                })
-                .collect(),
-            overflow: Default::default(),
-            latency_buckets: Default::default(),
-            latency_count: AtomicU64::new(0),
-            latency_sum_ns: AtomicU64::new(0),
+            page,
             last_received: AtomicU64::new(0),
             deciding: AtomicU64::new(0),
         }
+    }
+
+    /// The page the counters (and the last notification) live in.
+    pub fn page(&self) -> &SharedPage {
+        &self.page
+    }
+
+    #[inline]
+    fn word(&self, index: usize) -> &AtomicU64 {
+        &self.page.words()[index]
     }
 
     /// Notes that a notification arrived at `received`; `record` closes it.
@@ -124,52 +131,57 @@ impl ListenerStats {
             if key == 0 {
                 break;
             }
-            let slot = &self.slots[index];
-            let slot_key = slot.key.load(Ordering::Relaxed);
-            if slot_key == key {
-                bump(&slot.by_action[action.index()], 1);
+            let base = index * layout::SLOT;
+            let slot_key = self.word(base).load(Ordering::Relaxed);
+            if slot_key == u64::from(key) {
+                bump(self.word(base + 1 + action.index()), 1);
                 counted = true;
                 break;
             }
             if slot_key == 0 {
-                bump(&slot.by_action[action.index()], 1);
+                bump(self.word(base + 1 + action.index()), 1);
                 // Publish the key after the count so a scrape never sees a key without it.
-                slot.key.store(key, Ordering::Release);
+                self.word(base).store(u64::from(key), Ordering::Release);
                 counted = true;
                 break;
             }
             index = (index + 1) % COUNT_SLOTS;
         }
         if !counted {
-            bump(&self.overflow[action.index()], 1);
+            bump(self.word(layout::OVERFLOW + action.index()), 1);
         }
         let ns = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
         if let Some(bucket) = LATENCY_BOUNDS_NS.iter().position(|bound| ns <= *bound) {
-            bump(&self.latency_buckets[bucket], 1);
+            bump(self.word(layout::BUCKETS + bucket), 1);
         }
-        bump(&self.latency_count, 1);
-        bump(&self.latency_sum_ns, ns);
+        bump(self.word(layout::LATENCY_COUNT), 1);
+        bump(self.word(layout::LATENCY_SUM), ns);
         self.deciding.store(0, Ordering::Relaxed);
     }
 
     /// (syscall name, action, count) for every non-zero count.
     pub fn counts(&self) -> Vec<(&'static str, Action, u64)> {
         let mut out = Vec::new();
-        for slot in self.slots.iter() {
-            let key = slot.key.load(Ordering::Acquire);
-            if key == 0 {
+        for slot in 0..COUNT_SLOTS {
+            let base = slot * layout::SLOT;
+            let key = self.word(base).load(Ordering::Acquire);
+            // A key only this build writes: (arch << 16 | nr) + 1, below 2^32.
+            let Some(key) = key.checked_sub(1).filter(|k| *k < 1 << 32) else {
                 continue;
-            }
-            let (arch, nr) = (((key - 1) >> 16) as usize, ((key - 1) & 0xffff) as usize);
+            };
+            #[allow(clippy::cast_possible_truncation, reason = "checked just above")]
+            let (arch, nr) = ((key >> 16) as usize, (key & 0xffff) as usize);
             for action in Action::ALL {
-                let n = slot.by_action[action.index()].load(Ordering::Relaxed);
+                let n = self.word(base + 1 + action.index()).load(Ordering::Relaxed);
                 if n > 0 {
                     out.push((syscalls::name(arch, nr), action, n));
                 }
             }
         }
         for action in Action::ALL {
-            let n = self.overflow[action.index()].load(Ordering::Relaxed);
+            let n = self
+                .word(layout::OVERFLOW + action.index())
+                .load(Ordering::Relaxed);
             if n > 0 {
                 out.push(("other", action, n));
             }
@@ -178,11 +190,11 @@ impl ListenerStats {
     }
 
     fn latency_into(&self, into: &mut LatencyTotals) {
-        for (sum, bucket) in into.buckets.iter_mut().zip(&self.latency_buckets) {
-            *sum += bucket.load(Ordering::Relaxed);
+        for (i, sum) in into.buckets.iter_mut().enumerate() {
+            *sum += self.word(layout::BUCKETS + i).load(Ordering::Relaxed);
         }
-        into.count += self.latency_count.load(Ordering::Relaxed);
-        into.sum_ns += self.latency_sum_ns.load(Ordering::Relaxed);
+        into.count += self.word(layout::LATENCY_COUNT).load(Ordering::Relaxed);
+        into.sum_ns += self.word(layout::LATENCY_SUM).load(Ordering::Relaxed);
     }
 }
 
@@ -424,6 +436,50 @@ pub struct Metrics {
     pub events_dropped: IntCounter,
     pub policy_reloads: IntCounterVec,
     series_ttl: Duration,
+    pub agent_restarts: IntCounterVec,
+    pub inflight_recovered: IntCounter,
+    series_overflow: IntCounter,
+    /// Where the counters above are kept across restarts and takeovers, once carried over.
+    carried: OnceLock<SharedPage>,
+}
+
+/// The counters kept in the agent's shared page across restarts and takeovers, each
+/// (family, label value) at the word of its index. Append only: the index is the format.
+const CARRIED: [(&str, &str); 21] = [
+    ("switchboard_agent_restarts_total", "crash"),
+    ("switchboard_agent_restarts_total", "takeover"),
+    ("switchboard_inflight_recovered_total", ""),
+    ("switchboard_containers_killed_total", ""),
+    ("switchboard_events_dropped_total", ""),
+    ("switchboard_policy_reloads_total", "success"),
+    ("switchboard_policy_reloads_total", "failure"),
+    ("switchboard_series_overflow_total", ""),
+    ("switchboard_intake_errors_total", "peer_refused"),
+    ("switchboard_intake_errors_total", "timeout"),
+    ("switchboard_intake_errors_total", "too_large"),
+    ("switchboard_intake_errors_total", "truncated"),
+    ("switchboard_intake_errors_total", "bad_json"),
+    ("switchboard_intake_errors_total", "no_fd"),
+    ("switchboard_intake_errors_total", "fd_count"),
+    ("switchboard_intake_errors_total", "no_seccomp_fd"),
+    ("switchboard_intake_errors_total", "not_a_listener"),
+    ("switchboard_intake_errors_total", "too_many_fds"),
+    ("switchboard_intake_errors_total", "too_many_connections"),
+    ("switchboard_intake_errors_total", "io"),
+    ("switchboard_intake_errors_total", "bundle_config"),
+];
+
+/// Where the latency totals of retired listeners start in the agent's shared page: buckets,
+/// count, sum.
+const RETIRED_LATENCY: usize = CARRIED.len();
+const _: () = assert!(RETIRED_LATENCY + LATENCY_BOUNDS_NS.len() + 2 <= SHARED_WORDS);
+
+/// The word of the agent's shared page where the holding process counts restarts for `reason`.
+pub fn restart_word(reason: &str) -> usize {
+    CARRIED
+        .iter()
+        .position(|(name, label)| *name == "switchboard_agent_restarts_total" && *label == reason)
+        .unwrap_or(0)
 }
 
 impl Metrics {
@@ -475,6 +531,22 @@ impl Metrics {
         for result in ["success", "failure"] {
             policy_reloads.with_label_values(&[result]);
         }
+        let agent_restarts = IntCounterVec::new(
+            Opts::new(
+                "switchboard_agent_restarts_total",
+                "Deciding processes started in place of another, by reason (crash, takeover).",
+            ),
+            &["reason"],
+        )
+        .unwrap();
+        for reason in ["crash", "takeover"] {
+            agent_restarts.with_label_values(&[reason]);
+        }
+        let inflight_recovered = IntCounter::new(
+            "switchboard_inflight_recovered_total",
+            "Notifications answered after the process that received them died.",
+        )
+        .unwrap();
         let collector = ListenerCollector {
             listeners: listeners.clone(),
             descs: [
@@ -498,7 +570,9 @@ impl Metrics {
             Box::new(events_dropped.clone()),
             Box::new(policy_reloads.clone()),
             Box::new(build_info),
-            Box::new(series_overflow),
+            Box::new(series_overflow.clone()),
+            Box::new(agent_restarts.clone()),
+            Box::new(inflight_recovered.clone()),
             Box::new(collector),
         ] {
             registry.register(metric).expect("metric names are unique");
@@ -512,6 +586,89 @@ impl Metrics {
             events_dropped,
             policy_reloads,
             series_ttl,
+            agent_restarts,
+            inflight_recovered,
+            series_overflow,
+            carried: OnceLock::new(),
+        }
+    }
+
+    /// Continues the counters from `page` (where a previous process left them) and keeps
+    /// them there from now on, at every scrape.
+    pub fn carry_over(&self, page: SharedPage) {
+        let words = page.words();
+        for (index, (name, label)) in CARRIED.iter().enumerate() {
+            let n = words[index].load(Ordering::Relaxed);
+            if n == 0 {
+                continue;
+            }
+            let labels: &[&str] = if label.is_empty() { &[] } else { &[label] };
+            let vec = |family: &IntCounterVec| family.get_metric_with_label_values(labels).ok();
+            let counter = match *name {
+                "switchboard_agent_restarts_total" => vec(&self.agent_restarts),
+                "switchboard_intake_errors_total" => vec(&self.intake_errors),
+                "switchboard_policy_reloads_total" => vec(&self.policy_reloads),
+                "switchboard_inflight_recovered_total" => Some(self.inflight_recovered.clone()),
+                "switchboard_containers_killed_total" => Some(self.containers_killed.clone()),
+                "switchboard_events_dropped_total" => Some(self.events_dropped.clone()),
+                "switchboard_series_overflow_total" => Some(self.series_overflow.clone()),
+                _ => None,
+            };
+            if let Some(counter) = counter {
+                counter.inc_by(n.saturating_sub(counter.get()));
+            }
+        }
+        {
+            let mut listeners = self.listeners.locked();
+            let totals = &mut listeners.retired_latency;
+            let word = |i: usize| words[RETIRED_LATENCY + i].load(Ordering::Relaxed);
+            for (i, bucket) in totals.buckets.iter_mut().enumerate() {
+                *bucket = (*bucket).max(word(i));
+            }
+            totals.count = totals.count.max(word(LATENCY_BOUNDS_NS.len()));
+            totals.sum_ns = totals.sum_ns.max(word(LATENCY_BOUNDS_NS.len() + 1));
+        }
+        let _ = self.carried.set(page);
+    }
+
+    /// Keeps the latency totals of retired listeners in the shared page: their own pages
+    /// are closed once they are gone.
+    fn save_retired(&self, totals: &LatencyTotals) {
+        let Some(page) = self.carried.get() else {
+            return;
+        };
+        let words = page.words();
+        for (i, bucket) in totals.buckets.iter().enumerate() {
+            words[RETIRED_LATENCY + i].store(*bucket, Ordering::Relaxed);
+        }
+        words[RETIRED_LATENCY + LATENCY_BOUNDS_NS.len()].store(totals.count, Ordering::Relaxed);
+        words[RETIRED_LATENCY + LATENCY_BOUNDS_NS.len() + 1]
+            .store(totals.sum_ns, Ordering::Relaxed);
+    }
+
+    /// Writes every carried counter into the shared page; never lowers one.
+    fn save_carried(&self, families: &[MetricFamily]) {
+        let Some(page) = self.carried.get() else {
+            return;
+        };
+        let words = page.words();
+        for family in families {
+            for metric in family.get_metric() {
+                let label = metric.get_label().first().map_or("", |l| l.value());
+                let Some(index) = CARRIED
+                    .iter()
+                    .position(|(name, l)| *name == family.name() && *l == label)
+                else {
+                    continue;
+                };
+                #[allow(
+                    clippy::cast_possible_truncation,
+                    clippy::cast_sign_loss,
+                    reason = "counters are whole and non-negative"
+                )]
+                let value = metric.get_counter().get_value() as u64;
+                words[index].fetch_max(value, Ordering::Relaxed);
+            }
         }
     }
 
@@ -527,6 +684,7 @@ impl Metrics {
         if let Some(at) = listeners.live.iter().position(|s| Arc::ptr_eq(s, stats)) {
             let stats = listeners.live.swap_remove(at);
             stats.latency_into(&mut listeners.retired_latency);
+            self.save_retired(&listeners.retired_latency);
             listeners.retired.push((Instant::now(), stats));
             self.listeners_open.dec();
         }
@@ -558,7 +716,9 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let encoder = prometheus::TextEncoder::new();
-        if let Err(e) = encoder.encode_utf8(&self.registry.gather(), &mut out) {
+        let families = self.registry.gather();
+        self.save_carried(&families);
+        if let Err(e) = encoder.encode_utf8(&families, &mut out) {
             tracing::error!(error = %e, "encoding metrics failed");
         }
         out
@@ -570,11 +730,14 @@ mod tests {
     use super::*;
 
     fn stats() -> Arc<ListenerStats> {
-        Arc::new(ListenerStats::new(Arc::new(Container {
-            namespace: "ns\"\n\\x".into(),
-            pod: "p".repeat(10_000),
-            ..Default::default()
-        })))
+        Arc::new(ListenerStats::new(
+            Arc::new(Container {
+                namespace: "ns\"\n\\x".into(),
+                pod: "p".repeat(10_000),
+                ..Default::default()
+            }),
+            SharedPage::create().unwrap(),
+        ))
     }
 
     #[test]
@@ -585,10 +748,13 @@ mod tests {
             ("fedcba9876543210".repeat(4), "fedcba987654"),
             ("web-1".to_string(), "web-1"),
         ] {
-            let s = Arc::new(ListenerStats::new(Arc::new(Container {
-                container_id: id,
-                ..Default::default()
-            })));
+            let s = Arc::new(ListenerStats::new(
+                Arc::new(Container {
+                    container_id: id,
+                    ..Default::default()
+                }),
+                crate::sys::SharedPage::create().unwrap(),
+            ));
             s.record(Some((0, 83)), Action::Deny, Duration::from_micros(3));
             metrics.add_listener(s);
             let text = metrics.render();
@@ -597,13 +763,16 @@ mod tests {
                 "{container}: {text}"
             );
         }
-        let kubernetes = Arc::new(ListenerStats::new(Arc::new(Container {
-            container_id: "ab".repeat(32),
-            namespace: "ns".into(),
-            pod: "p".into(),
-            container: "app".into(),
-            ..Default::default()
-        })));
+        let kubernetes = Arc::new(ListenerStats::new(
+            Arc::new(Container {
+                container_id: "ab".repeat(32),
+                namespace: "ns".into(),
+                pod: "p".into(),
+                container: "app".into(),
+                ..Default::default()
+            }),
+            crate::sys::SharedPage::create().unwrap(),
+        ));
         kubernetes.record(Some((0, 83)), Action::Deny, Duration::from_micros(3));
         metrics.add_listener(kubernetes);
         assert!(metrics.render().contains("container=\"app\""));
@@ -658,10 +827,13 @@ mod tests {
     fn series_past_the_cap_fold_into_overflow() {
         let metrics = Metrics::new(Duration::from_secs(60), 2);
         for pod in ["a", "b", "c", "d"] {
-            let s = Arc::new(ListenerStats::new(Arc::new(Container {
-                pod: pod.into(),
-                ..Default::default()
-            })));
+            let s = Arc::new(ListenerStats::new(
+                Arc::new(Container {
+                    pod: pod.into(),
+                    ..Default::default()
+                }),
+                SharedPage::create().unwrap(),
+            ));
             metrics.add_listener(s.clone());
             s.record(Some((0, 83)), Action::Deny, Duration::from_micros(3));
             // Scrape between arrivals so admission is first come, first served.

@@ -1,6 +1,7 @@
 //! Serving listeners: one blocking OS thread per listener runs RECV → decide → SEND.
 
 use std::collections::HashMap;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Once, OnceLock, Weak};
 use std::thread::JoinHandle;
@@ -11,12 +12,13 @@ use nix::poll::PollTimeout;
 use crate::container::Container;
 use crate::decision::{DecisionTable, ORIGINAL_PROFILE_RULE};
 use crate::events::{Event, EventSink, SyscallEvent, WallClock};
+use crate::keep::{self, Identity, Message};
 use crate::kill::{self, Scope};
 use crate::lock::Locked;
 use crate::metrics::{ListenerStats, Metrics};
 use crate::policy::{Action, Policy};
 use crate::recording::{Recorder, Recordings};
-use crate::sys::{self, Listener, ListenerError, Notification, PidFd};
+use crate::sys::{self, Listener, ListenerError, Notification, PidFd, SharedPage};
 use crate::syscalls;
 
 /// Stack of a listener thread: the loop needs little, and idle listeners should cost little.
@@ -47,6 +49,9 @@ struct Worker {
     sync_wakeup: bool,
     /// For a container whose profile records: what it called.
     recorder: Option<Box<Recorder>>,
+    /// The listener was handed back after its previous decider died: its shared page may
+    /// hold a notification that one received and never answered.
+    restored: bool,
 }
 
 /// Refuses to serve when the kernel's notification structs are larger than this build's:
@@ -113,6 +118,8 @@ pub struct Engine {
     next_id: AtomicU64,
     /// Where recording containers' calls go, when recordings are kept.
     recordings: OnceLock<Arc<Recordings>>,
+    /// The socket to the holding process, which keeps every listener across a crash.
+    holder: OnceLock<OwnedFd>,
 }
 
 impl Engine {
@@ -133,6 +140,7 @@ impl Engine {
             events,
             next_id: AtomicU64::new(1),
             recordings: OnceLock::new(),
+            holder: OnceLock::new(),
         })
     }
 
@@ -158,7 +166,46 @@ impl Engine {
         container: Container,
         init: Option<PidFd>,
     ) -> std::io::Result<Attached> {
-        self.attach_scoped(listener, container, Scope::for_container(init))
+        let page = SharedPage::create()?;
+        let key = self.next_id.fetch_add(1, Ordering::Relaxed);
+        if let Some(holder) = self.holder.get() {
+            // Held before served: a crash from here on finds the listener with the holder.
+            let mut fds = vec![listener.as_fd(), page.fd()];
+            fds.extend(init.as_ref().map(PidFd::fd));
+            let hold = Message::Hold {
+                key,
+                identity: Identity::of(&container),
+            };
+            keep::send(holder.as_fd(), &hold, &fds).map_err(std::io::Error::other)?;
+        }
+        let scope = Scope::for_container(init);
+        let started = self.start(listener, container, scope, page, key, false);
+        if let (Err(_), Some(holder)) = (&started, self.holder.get()) {
+            // Not served, so not held either: the listener must close, failing its calls.
+            let _ = keep::send(holder.as_fd(), &Message::Release { key }, &[]);
+        }
+        started
+    }
+
+    /// Hands every listener over to the holding process at `socket` from now on.
+    pub fn link_holder(&self, socket: OwnedFd) {
+        let _ = self.holder.set(socket);
+    }
+
+    /// Serves a listener the holding process kept while its previous decider died or was
+    /// replaced, under the same `key`; first answers the notification that decider had
+    /// received and not answered, if there is one.
+    pub fn restore(
+        self: &Arc<Self>,
+        key: u64,
+        listener: Listener,
+        container: Container,
+        init: Option<PidFd>,
+        page: SharedPage,
+    ) -> std::io::Result<Attached> {
+        self.next_id.fetch_max(key + 1, Ordering::Relaxed);
+        let scope = Scope::for_container(init);
+        self.start(listener, container, scope, page, key, true)
     }
 
     /// [`Engine::attach`] with what a kill rule ends besides the caller already resolved.
@@ -167,6 +214,20 @@ impl Engine {
         listener: Listener,
         container: Container,
         scope: Scope,
+    ) -> std::io::Result<Attached> {
+        let page = SharedPage::create()?;
+        let key = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.start(listener, container, scope, page, key, false)
+    }
+
+    fn start(
+        self: &Arc<Self>,
+        listener: Listener,
+        container: Container,
+        scope: Scope,
+        page: SharedPage,
+        id: u64,
+        restored: bool,
     ) -> std::io::Result<Attached> {
         let container = Arc::new(container);
         let (policy, table) = {
@@ -191,8 +252,7 @@ impl Engine {
             pending: Mutex::new(None),
             dirty: AtomicBool::new(false),
         });
-        let stats = Arc::new(ListenerStats::new(container.clone()));
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let stats = Arc::new(ListenerStats::new(container.clone(), page));
         let worker = Worker {
             listener,
             table,
@@ -205,6 +265,7 @@ impl Engine {
             metrics: self.metrics.clone(),
             sync_wakeup,
             recorder: self.recordings.get().and_then(|r| r.start(&container)),
+            restored,
         };
         let engine = self.clone();
         let removed = container.clone();
@@ -224,7 +285,14 @@ impl Engine {
                 if let (Some(recorder), Some(recordings)) = (recorder, engine.recordings.get()) {
                     recordings.finish(&removed, &recorder);
                 }
+                // Retired (its latency folded into the carried totals) before it is released,
+                // so a crash in between never loses its counts.
                 engine.metrics.retire_listener(&stats);
+                if let Some(holder) = engine.holder.get() {
+                    if let Err(e) = keep::send(holder.as_fd(), &Message::Release { key: id }, &[]) {
+                        tracing::warn!(error = %e, "cannot tell the holding process a listener is gone");
+                    }
+                }
                 engine.events.emit(Event::ListenerRemoved {
                     time: SystemTime::now(),
                     container: removed,
@@ -276,11 +344,16 @@ impl Worker {
 
     fn serve(&mut self) -> &'static str {
         let mut notif = sys::empty_notification();
+        if self.restored {
+            self.recover();
+        }
         loop {
             if !self.sync_wakeup && self.listener.wait_readable(PollTimeout::NONE) {
                 return "all tasks exited";
             }
-            match self.listener.receive(&mut notif) {
+            // Into the shared page: if this process dies before answering, the next
+            // decider finds the notification there.
+            match self.listener.receive_shared(self.stats.page(), &mut notif) {
                 Ok(()) => {}
                 Err(ListenerError::Interrupted) => continue,
                 // The caller died or was interrupted; after the last task exits,
@@ -296,48 +369,66 @@ impl Worker {
                     return "listener error";
                 }
             }
-            let received = Instant::now();
-            self.stats.begin(received);
-            if self.control.dirty.load(Ordering::Acquire) {
-                self.take_new_table();
+            self.answer(&notif);
+        }
+    }
+
+    /// Answers the notification a dead decider received and never answered, if its task
+    /// still waits (ID_VALID): a stale or answered one is no longer valid.
+    #[cold]
+    fn recover(&mut self) {
+        let notif = self.stats.page().last_notification();
+        if (notif.id != 0 || notif.pid != 0) && self.listener.is_pending(notif.id) {
+            tracing::info!(container = %self.control.container.container_id, id = notif.id, "answering a notification its first receiver left unanswered");
+            self.answer(&notif);
+            self.metrics.inflight_recovered.inc();
+        }
+    }
+
+    /// Decides, answers, counts and reports one notification.
+    #[inline(always)]
+    fn answer(&mut self, notif: &Notification) {
+        let received = Instant::now();
+        self.stats.begin(received);
+        if self.control.dirty.load(Ordering::Acquire) {
+            self.take_new_table();
+        }
+        let data = &notif.data;
+        let location = syscalls::locate(data.arch, data.nr, data.args[0]);
+        let verdict = self.table.decide(location, data);
+        let (action, errno, rule) = (verdict.action, verdict.errno, verdict.rule);
+        let answered = if action == Action::Kill {
+            self.kill(notif, errno, rule == Some(ORIGINAL_PROFILE_RULE))
+        } else if action.lets_through() {
+            self.listener.respond_continue(notif.id)
+        } else {
+            self.listener.respond_errno(notif.id, errno)
+        };
+        let latency = received.elapsed();
+        if let Err(ListenerError::Failed(errno)) = answered {
+            tracing::warn!(%errno, "SEND failed");
+        }
+        self.stats.record(location, action, latency);
+        // After the answer: the caller is already running again.
+        if action.lets_through() {
+            if let Some(recorder) = self.recorder.as_deref_mut() {
+                recorder.see(location, &data.args);
             }
-            let data = &notif.data;
-            let location = syscalls::locate(data.arch, data.nr, data.args[0]);
-            let verdict = self.table.decide(location, data);
-            let (action, errno, rule) = (verdict.action, verdict.errno, verdict.rule);
-            let answered = if action == Action::Kill {
-                self.kill(&notif, errno, rule == Some(ORIGINAL_PROFILE_RULE))
-            } else if action.lets_through() {
-                self.listener.respond_continue(notif.id)
-            } else {
-                self.listener.respond_errno(notif.id, errno)
-            };
-            let latency = received.elapsed();
-            if let Err(ListenerError::Failed(errno)) = answered {
-                tracing::warn!(%errno, "SEND failed");
-            }
-            self.stats.record(location, action, latency);
-            // After the answer: the caller is already running again.
-            if action.lets_through() {
-                if let Some(recorder) = self.recorder.as_deref_mut() {
-                    recorder.see(location, &data.args);
-                }
-            }
-            if action != Action::Allow {
-                let time = self.clock.at(received);
-                self.events.emit(Event::Syscall(SyscallEvent {
-                    time,
-                    container: self.control.container.clone(),
-                    pid: notif.pid,
-                    audit_arch: data.arch,
-                    nr: data.nr,
-                    location,
-                    args: data.args,
-                    rule,
-                    action,
-                    errno,
-                }));
-            }
+        }
+        if action != Action::Allow {
+            let time = self.clock.at(received);
+            self.events.emit(Event::Syscall(SyscallEvent {
+                time,
+                container: self.control.container.clone(),
+                pid: notif.pid,
+                audit_arch: data.arch,
+                nr: data.nr,
+                location,
+                args: data.args,
+                rule,
+                action,
+                errno,
+            }));
         }
     }
 

@@ -323,10 +323,13 @@ mod tests {
     #[test]
     fn collect_counts_gone_containers_everywhere_and_times_are_rfc3339() {
         let metrics = Metrics::new(Duration::from_secs(300), 100);
-        let stats = Arc::new(ListenerStats::new(Arc::new(Container {
-            container_id: "gone-one".into(),
-            ..Container::default()
-        })));
+        let stats = Arc::new(ListenerStats::new(
+            Arc::new(Container {
+                container_id: "gone-one".into(),
+                ..Container::default()
+            }),
+            crate::sys::SharedPage::create().unwrap(),
+        ));
         metrics.add_listener(Arc::clone(&stats));
         let mkdir = crate::syscalls::numbers("mkdir")[0];
         stats.begin(std::time::Instant::now());

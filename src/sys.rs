@@ -103,6 +103,32 @@ impl Listener {
         Errno::result(rc).map(drop).map_err(ListenerError::from)
     }
 
+    /// Like [`Listener::receive`], but the kernel writes the notification into `page`, so
+    /// it survives this process: a successor finds it there if it was never answered.
+    #[inline]
+    pub fn receive_shared(
+        &self,
+        page: &SharedPage,
+        notif: &mut Notification,
+    ) -> Result<(), ListenerError> {
+        let area = page.base.as_ptr().cast::<Notification>();
+        // SAFETY: the area is in bounds, aligned and large enough for a seccomp_notif (asserted
+        // at compile time); only this listener's worker writes it; zeroed as RECV requires.
+        unsafe { std::ptr::write_volatile(area, empty_notification()) };
+        // SAFETY: as above; the kernel writes a seccomp_notif there, no larger than ours (see
+        // `from_fd`).
+        let rc = unsafe {
+            libc::ioctl(
+                self.fd.as_raw_fd(),
+                libc::SECCOMP_IOCTL_NOTIF_RECV as _,
+                area,
+            )
+        };
+        Errno::result(rc).map_err(ListenerError::from)?;
+        *notif = page.last_notification();
+        Ok(())
+    }
+
     /// Lets the trapped syscall run as if no filter had trapped it.
     #[inline]
     pub fn respond_continue(&self, id: u64) -> Result<(), ListenerError> {
@@ -252,6 +278,16 @@ impl PidFd {
         Ok(PidFd { fd, pid })
     }
 
+    /// A pidfd another process opened for `pid` and handed over.
+    pub fn from_fd(fd: OwnedFd, pid: i32) -> PidFd {
+        PidFd { fd, pid }
+    }
+
+    /// The fd, to hand the pidfd to another process.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
     /// The pid (or tid) it was opened for, in the agent's pid namespace.
     pub fn pid(&self) -> i32 {
         self.pid
@@ -280,6 +316,144 @@ impl PidFd {
         };
         Errno::result(rc).map(drop)
     }
+}
+
+/// Bytes of a [`SharedPage`]: one page.
+pub const SHARED_PAGE_BYTES: usize = 4096;
+
+/// Bytes at the start of a [`SharedPage`] that RECV writes the notification into.
+const NOTIFICATION_AREA: usize = 128;
+
+/// 64-bit words of a [`SharedPage`] after its notification area.
+pub const SHARED_WORDS: usize = (SHARED_PAGE_BYTES - NOTIFICATION_AREA) / 8;
+
+const _: () = assert!(std::mem::size_of::<Notification>() <= NOTIFICATION_AREA);
+
+/// One page of memory backed by a memfd, mapped shared, so that it outlives the process
+/// that writes it: whoever holds the fd maps the same bytes. It holds a listener's last
+/// received notification (RECV writes straight into it) and words of counters.
+#[derive(Debug)]
+pub struct SharedPage {
+    fd: OwnedFd,
+    base: std::ptr::NonNull<u8>,
+}
+
+// SAFETY: the mapping is only ever accessed through atomics (`words`) or by the one worker
+// that owns the listener (`Listener::receive_shared`); the pointer itself is plain data.
+unsafe impl Send for SharedPage {}
+// SAFETY: as above: shared access goes through `AtomicU64`s, which are Sync.
+unsafe impl Sync for SharedPage {}
+
+impl SharedPage {
+    /// A new zeroed page.
+    pub fn create() -> std::io::Result<SharedPage> {
+        // SAFETY: memfd_create takes a NUL-terminated name and flags, returns a new fd or -1.
+        let rc = unsafe { libc::memfd_create(c"switchboard-listener".as_ptr(), libc::MFD_CLOEXEC) };
+        let raw = Errno::result(rc)?;
+        // SAFETY: the kernel just returned this fd to us; nothing else owns it.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        nix::unistd::ftruncate(
+            &fd,
+            libc::off_t::try_from(SHARED_PAGE_BYTES).unwrap_or(4096),
+        )?;
+        Self::map(fd)
+    }
+
+    /// Maps a page another process created and handed over; refused unless it is a memfd
+    /// of at least a page (so no access can fault).
+    pub fn from_fd(fd: OwnedFd) -> std::io::Result<SharedPage> {
+        let stat = nix::sys::stat::fstat(&fd)?;
+        if usize::try_from(stat.st_size).unwrap_or(0) < SHARED_PAGE_BYTES
+            || stat.st_mode & libc::S_IFMT != libc::S_IFREG
+        {
+            return Err(std::io::Error::other(
+                "not a shared page (a regular file of a page at least)",
+            ));
+        }
+        // A memfd cannot shrink once sealed; without seals, a peer that could shrink it is
+        // the holder, which never does.
+        Self::map(fd)
+    }
+
+    fn map(fd: OwnedFd) -> std::io::Result<SharedPage> {
+        // SAFETY: a fresh shared mapping of the fd's first page; the kernel picks the address.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                SHARED_PAGE_BYTES,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        let base = std::ptr::NonNull::new(base.cast::<u8>())
+            .ok_or_else(|| std::io::Error::other("mmap returned null"))?;
+        Ok(SharedPage { fd, base })
+    }
+
+    /// The memfd, to hand the page to another process.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// The counter words after the notification area.
+    pub fn words(&self) -> &[std::sync::atomic::AtomicU64] {
+        // SAFETY: the mapping is SHARED_PAGE_BYTES long and page-aligned, so the words after
+        // NOTIFICATION_AREA are in bounds and 8-aligned; AtomicU64 has the layout of u64 and
+        // any bit pattern is valid; the mapping lives as long as `self`.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.base
+                    .as_ptr()
+                    .add(NOTIFICATION_AREA)
+                    .cast::<std::sync::atomic::AtomicU64>(),
+                SHARED_WORDS,
+            )
+        }
+    }
+
+    /// The notification last written by RECV into this page (zeroed before each RECV).
+    pub fn last_notification(&self) -> Notification {
+        // SAFETY: the area is in bounds, 8-aligned and large enough (asserted above); any bit
+        // pattern is a valid seccomp_notif; a volatile read because the kernel wrote it.
+        unsafe { std::ptr::read_volatile(self.base.as_ptr().cast::<Notification>()) }
+    }
+}
+
+impl Drop for SharedPage {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping `map` made; no reference into it outlives self.
+        unsafe {
+            libc::munmap(self.base.as_ptr().cast(), SHARED_PAGE_BYTES);
+        }
+    }
+}
+
+/// Accepts a connection on a listening socket, close-on-exec.
+pub fn accept(listener: BorrowedFd<'_>) -> Result<OwnedFd, Errno> {
+    let raw = nix::sys::socket::accept4(
+        listener.as_raw_fd(),
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+    )?;
+    // SAFETY: accept4 just returned this new fd; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// Takes ownership of an fd this process inherited at a number it was told (`--child-fd`),
+/// after checking that it is open; marks it close-on-exec.
+pub fn take_inherited_fd(raw: RawFd) -> Result<OwnedFd, Errno> {
+    nix::fcntl::fcntl(
+        // SAFETY: borrowed only for this check, which fails with EBADF on a closed number.
+        unsafe { BorrowedFd::borrow_raw(raw) },
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )?;
+    // SAFETY: the fd is open (checked above) and this process was started to own it: its
+    // parent passed it for exactly this, and nothing else in this process refers to it.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
 /// Most fds one `receive_with_fds` makes room for; the kernel closes any beyond

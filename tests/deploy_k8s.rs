@@ -133,6 +133,7 @@ fn daemonset_grants_only_what_the_agent_uses() {
         (Some("metrics"), Some(port))
     );
     assert_eq!(agent["readinessProbe"]["httpGet"]["port"], "metrics");
+    assert_eq!(agent["livenessProbe"]["tcpSocket"]["port"], "metrics");
     let service = object("daemonset.yaml", "Service");
     assert_eq!(service["spec"]["ports"][0]["targetPort"], "metrics");
 
@@ -158,6 +159,38 @@ fn daemonset_grants_only_what_the_agent_uses() {
     assert!(policy_mount.get("subPath").is_none(), "{policy_mount}");
     Policy::parse(&configmap_policy(), "ConfigMap switchboard-policy")
         .expect("the ConfigMap's policy validates");
+}
+
+#[test]
+fn daemonset_rolls_by_takeover() {
+    let daemonset = object("daemonset.yaml", "DaemonSet");
+    let strategy = &daemonset["spec"]["updateStrategy"];
+    assert_eq!(strategy["type"], "RollingUpdate");
+    assert_eq!(strategy["rollingUpdate"]["maxSurge"], 1);
+    assert_eq!(strategy["rollingUpdate"]["maxUnavailable"], 0);
+    let command = strings(&agent_container()["command"]);
+    assert!(command.iter().any(|a| a == "--takeover"), "{command:?}");
+    assert!(
+        command.iter().any(|a| a == "--wait-after-takeover"),
+        "{command:?}"
+    );
+    // Both pods share the socket directory on the host: that is where the new one finds the old.
+    let socket = agent_flag("--socket").expect("--socket");
+    let mount = agent_container()["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| socket.starts_with(m["mountPath"].as_str().unwrap()))
+        .cloned()
+        .expect("the socket directory mount");
+    let volume = daemonset["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .cloned()
+        .unwrap();
+    assert!(volume["hostPath"]["path"].is_string(), "{volume}");
 }
 
 #[test]

@@ -434,9 +434,18 @@ fn a_failed_listener_thread_leaves_no_ghost() {
             let _ = fs::remove_dir(self.0);
         }
     }
-    let _remove = Remove(&cgroup, agent.pid());
-    fs::write(cgroup.join("cgroup.procs"), agent.pid().to_string()).unwrap();
-    let threads = count_threads(agent.pid());
+    // The deciding process, the holding process's child, is the one that starts threads.
+    let holder = agent.pid();
+    let decider: i32 = fs::read_to_string(format!("/proc/{holder}/task/{holder}/children"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .expect("a deciding process")
+        .parse()
+        .unwrap();
+    let _remove = Remove(&cgroup, decider);
+    fs::write(cgroup.join("cgroup.procs"), decider.to_string()).unwrap();
+    let threads = count_threads(decider);
     fs::write(cgroup.join("pids.max"), threads.to_string()).unwrap();
 
     let dir = tmpdir();

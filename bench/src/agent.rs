@@ -69,8 +69,21 @@ impl AgentProcess {
         Ok(agent)
     }
 
+    /// The process that serves listeners (the deciding child of the holding process), whose
+    /// memory, threads and limits the tables report.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.decider()
+            .and_then(|pid| u32::try_from(pid).ok())
+            .unwrap_or(self.child.id())
+    }
+
+    /// The agent's deciding process, the child of the holding process that serves listeners.
+    pub fn decider(&self) -> Option<i32> {
+        let pid = self.child.id();
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .ok()?
+            .split_whitespace()
+            .find_map(|p| p.parse().ok())
     }
 
     /// Threads serving a listener: the engine names them `listener-N`. Counted in the agent's

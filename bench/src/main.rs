@@ -9,6 +9,7 @@ mod fork;
 mod recording;
 mod report;
 mod rows;
+mod survive;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -50,6 +51,8 @@ enum Rows {
     Scaling,
     /// Syscall-heavy workloads alone, under `switchboard record` and under `strace -f`.
     Recording,
+    /// Longest stall during crash recovery and takeover, 1, 10 and 100 listeners (not in `all`).
+    Survive,
 }
 
 /// Measure the round trip of a notified syscall, from no filter to a separate agent.
@@ -77,6 +80,9 @@ struct BenchConfig {
     /// layout of the agent with the same rows: `--agent-arg=--some-layout-flag`.
     #[arg(long = "agent-arg", allow_hyphen_values = true)]
     agent_args: Vec<String>,
+    /// Internal: loop getppid for this many ms and print the longest call (the survive rows' probe).
+    #[arg(long, hide = true)]
+    stall_probe: Option<u64>,
 }
 
 fn main() -> ExitCode {
@@ -108,6 +114,18 @@ fn agent_exe(config: &BenchConfig) -> anyhow::Result<PathBuf> {
 
 /// Runs the benchmark and prints its tables on stdout; progress goes to stderr.
 fn run(config: BenchConfig) -> anyhow::Result<()> {
+    if let Some(ms) = config.stall_probe {
+        survive::stall_probe(ms);
+    }
+    if config.rows == Rows::Survive {
+        let dir = tempfile::Builder::new()
+            .prefix("switchboard-bench.")
+            .tempdir()
+            .context("creating the scratch directory")?;
+        let cells = survive::table(&agent_exe(&config)?, dir.path(), config.runs)?;
+        print!("{}", survive::markdown(&cells));
+        return Ok(());
+    }
     if config.calls == 0 || config.runs == 0 {
         bail!("--calls and --runs must be at least 1");
     }

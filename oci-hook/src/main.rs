@@ -27,9 +27,6 @@ injects into the bundle, then it execs the real runtime (configured in /etc/swit
 or the file $SWITCHBOARD_OCI_HOOK_CONFIG names) with the same arguments."
 )]
 struct Cli {
-    /// Print the hook's version and commit (`--version` goes to the real runtime).
-    #[arg(short = 'V', action = clap::ArgAction::Version)]
-    version: Option<bool>,
     #[command(subcommand)]
     command: Command,
 }

@@ -732,6 +732,13 @@ impl Agent {
         self.stopped = Some(status);
         status
     }
+
+    /// Waits up to `timeout` for the agent to exit by itself (after a takeover, say).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let status = wait_timeout(&mut self.child, timeout)?;
+        self.stopped = Some(status);
+        Some(status)
+    }
 }
 
 impl Drop for Agent {
