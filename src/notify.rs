@@ -8,6 +8,7 @@ use std::time::{Instant, SystemTime};
 
 use nix::poll::PollTimeout;
 
+use crate::capture::CapturePool;
 use crate::container::Container;
 use crate::decision::{DecisionTable, ORIGINAL_PROFILE_RULE};
 use crate::events::{Event, EventSink, SyscallEvent};
@@ -42,6 +43,8 @@ struct Worker {
     ended: bool,
     metrics: Arc<Metrics>,
     sync_wakeup: bool,
+    /// Buffers for the string arguments of calls that make an event.
+    captures: CapturePool,
 }
 
 /// Refuses to serve when the kernel's notification structs are larger than this build's:
@@ -190,6 +193,7 @@ impl Engine {
             ended: false,
             metrics: self.metrics.clone(),
             sync_wakeup,
+            captures: CapturePool::default(),
         };
         let engine = self.clone();
         let removed = container.clone();
@@ -282,6 +286,13 @@ impl Worker {
             let location = syscalls::locate(data.arch, data.nr, data.args[0]);
             let verdict = self.table.decide(location, data);
             let (action, errno, rule) = (verdict.action, verdict.errno, verdict.rule);
+            // Strings are read after the decision, which never sees them, and before the
+            // answer, while the caller is still parked in the call.
+            let capture = if action == Action::Allow {
+                None
+            } else {
+                self.captures.capture(&self.listener, &notif, location)
+            };
             let answered = if action == Action::Kill {
                 self.kill(&notif, errno, rule == Some(ORIGINAL_PROFILE_RULE))
             } else if action.lets_through() {
@@ -307,6 +318,8 @@ impl Worker {
                     rule,
                     action,
                     errno,
+                    capture,
+                    process: Default::default(),
                 }));
             }
         }

@@ -216,6 +216,28 @@ pub(crate) fn kernel_struct_sizes_fit() -> Result<bool, Errno> {
     )
 }
 
+/// Copies up to `buf.len()` bytes at `addr` in process `pid` into `buf`, in one
+/// `process_vm_readv`; returns how many were copied (short when the range reaches an
+/// unmapped page). Never writes anything of the target's: the copy is the caller's.
+pub fn read_remote(pid: i32, addr: u64, buf: &mut [u8]) -> Result<usize, Errno> {
+    let Ok(base) = usize::try_from(addr) else {
+        return Err(Errno::EFAULT);
+    };
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: base as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: the local iovec covers exactly `buf`, which is live and writable across the
+    // call; the remote iovec is only an address in the other process, which the kernel
+    // checks (EFAULT) and never dereferences in ours.
+    let rc = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
+    usize::try_from(Errno::result(rc)?).map_err(|_| Errno::EIO)
+}
+
 /// `pidfd_open` flag for a pidfd on one thread rather than a thread-group leader
 /// (Linux 6.9; the value is `O_EXCL`).
 const PIDFD_THREAD: libc::c_uint = libc::O_EXCL as libc::c_uint;

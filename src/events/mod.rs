@@ -1,9 +1,12 @@
 //! Decision and lifecycle events: a bounded queue off the notification path, drained by a writer thread.
 
+mod call;
 mod encode;
 mod model;
+mod process;
 
-pub use model::{Event, LogFormat, SyscallEvent, SyscallKind, SyscallLine};
+pub use call::escape_bytes;
+pub use model::{Event, LogFormat, Process, SyscallEvent, SyscallKind, SyscallLine};
 
 use std::collections::VecDeque;
 use std::io::Write;
@@ -138,12 +141,17 @@ fn write_events(
     let mut out = std::io::BufWriter::new(out);
     let mut line = Vec::with_capacity(512);
     let mut cache = LineCache::default();
+    let mut processes = process::ProcessCache::default();
     loop {
         // Read the flag before draining, so nothing queued before the stop is missed.
         let stopping = stop.load(Ordering::Acquire);
         let mut wrote = false;
-        while let Ok(event) = receiver.try_recv() {
+        while let Ok(mut event) = receiver.try_recv() {
             line.clear();
+            if let Event::Syscall(e) = &mut event {
+                let relative = e.first_path().is_some_and(|p| !p.starts_with(b"/"));
+                e.process = processes.lookup(e.pid, relative);
+            }
             match (&event, format) {
                 (Event::Syscall(e), LogFormat::Json) => e.write_json(&mut line, &mut cache),
                 (_, LogFormat::Json) => {
