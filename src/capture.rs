@@ -17,10 +17,19 @@ pub const PATH_MAX: usize = 4096;
 /// Most `execve` arguments kept, and most bytes of them.
 pub const ARGV_MAX: usize = 32;
 const ARGV_BYTES: usize = 2048;
-/// Room for two full paths, or one and the argument strings of an `execve`.
-const ARENA: usize = 2 * PATH_MAX;
-/// Captures one listener can have in flight to the writer; the rest go without strings.
-pub const POOL: usize = 8;
+/// Room for one full path; a second string or argv shares it, and is cut if it runs out.
+const ARENA: usize = PATH_MAX;
+/// Buffers a listener starts with: enough for a few events before the writer runs.
+const POOL_START: usize = 8;
+/// Most buffers a listener keeps at home; the writer adds one each time one was missing.
+pub const POOL_MAX: usize = 256;
+/// Bytes of `/proc/PID/exe` kept.
+const EXE_MAX: usize = 256;
+/// How long a worker trusts what it read of its last caller's `comm` and `exe`, for calls
+/// from the same pid and instruction pointer: a busy caller makes many events, and reading
+/// `/proc` for each would cost more than the call. A program that exec'd calls from
+/// elsewhere, and an `execve` event ends the trust.
+const PROGRAM_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
 /// Reads stop at page ends, so a string that ends before an unmapped page is still read.
 const PAGE: u64 = 4096;
 
@@ -195,6 +204,46 @@ pub struct Capture {
     pub discarded: bool,
     used: usize,
     arena: [u8; ARENA],
+    program: Program,
+    /// The caller's working directory, read when its first path is relative.
+    cwd: Option<Piece>,
+}
+
+/// The caller's `comm` and `exe`, read while it was parked in the call.
+#[derive(Debug, Clone, Copy)]
+struct Program {
+    pid: u32,
+    comm: [u8; 16],
+    comm_len: u8,
+    exe: [u8; EXE_MAX],
+    exe_len: u16,
+}
+
+impl Program {
+    const NONE: Program = Program {
+        pid: 0,
+        comm: [0; 16],
+        comm_len: 0,
+        exe: [0; EXE_MAX],
+        exe_len: 0,
+    };
+
+    fn read(pid: u32) -> Program {
+        let mut p = Program::NONE;
+        p.pid = pid;
+        if let Ok(n) = sys::read_proc_file(pid, "comm", &mut p.comm) {
+            let n = if n > 0 && p.comm[n - 1] == b'\n' {
+                n - 1
+            } else {
+                n
+            };
+            p.comm_len = u8::try_from(n).unwrap_or(0);
+        }
+        if let Ok(n) = sys::read_proc_link(pid, "exe", &mut p.exe) {
+            p.exe_len = u16::try_from(n).unwrap_or(0);
+        }
+        p
+    }
 }
 
 impl Capture {
@@ -206,14 +255,37 @@ impl Capture {
         discarded: false,
         used: 0,
         arena: [0; ARENA],
+        program: Program::NONE,
+        cwd: None,
     };
 
     fn clear(&mut self) {
+        self.program = Program::NONE;
+        self.cwd = None;
         self.strings = [None; 6];
         self.argv_count = 0;
         self.argv_read = Read::Whole;
         self.discarded = false;
         self.used = 0;
+    }
+
+    /// The caller's `comm`, if it could be read.
+    pub fn comm(&self) -> Option<&[u8]> {
+        let p = &self.program;
+        (p.comm_len > 0 && !self.discarded).then(|| &p.comm[..usize::from(p.comm_len)])
+    }
+
+    /// The caller's executable (`/proc/PID/exe`), if it could be read; cut at 256 bytes.
+    pub fn exe(&self) -> Option<&[u8]> {
+        let p = &self.program;
+        (p.exe_len > 0 && !self.discarded).then(|| &p.exe[..usize::from(p.exe_len)])
+    }
+
+    /// The caller's working directory, when its first path was relative and it was read.
+    pub fn cwd(&self) -> Option<&[u8]> {
+        self.cwd
+            .filter(|p| p.read == Read::Whole)
+            .map(|p| self.bytes(&p))
     }
 
     fn bytes(&self, piece: &Piece) -> &[u8] {
@@ -245,6 +317,13 @@ impl Capture {
             };
         }
         let room = (ARENA - start).min(limit + 1);
+        if room == 0 {
+            return Piece {
+                start: to_u16(start),
+                len: 0,
+                read: Read::Clipped,
+            };
+        }
         let mut got = 0;
         let read = loop {
             if got == room {
@@ -292,7 +371,6 @@ impl Capture {
         args: &[Arg],
         location: Option<(usize, usize)>,
     ) {
-        self.clear();
         let narrow = is_32_bit(location);
         let pointer = |raw: u64| if narrow { raw & 0xffff_ffff } else { raw };
         let mut refused = false;
@@ -320,6 +398,33 @@ impl Capture {
         }
         if refused {
             warn_refused(pid);
+        }
+        let first_path = args.iter().position(|a| *a == Arg::Path);
+        let relative = first_path
+            .and_then(|i| self.string(i))
+            .is_some_and(|(path, read)| read == Read::Whole && !path.starts_with(b"/"));
+        if relative {
+            let start = self.used;
+            let read =
+                match sys::read_proc_link(pid.cast_unsigned(), "cwd", &mut self.arena[start..]) {
+                    Ok(n) if start + n < ARENA => {
+                        self.used += n;
+                        Piece {
+                            start: to_u16(start),
+                            len: to_u16(n),
+                            read: Read::Whole,
+                        }
+                    }
+                    Ok(_) => Piece {
+                        read: Read::Clipped,
+                        ..NO_PIECE
+                    },
+                    Err(errno) => Piece {
+                        read: Read::Failed(errno),
+                        ..NO_PIECE
+                    },
+                };
+            self.cwd = Some(read);
         }
     }
 
@@ -386,6 +491,7 @@ fn to_u16(n: usize) -> u16 {
 }
 
 /// A capture on its way to the writer; dropping it hands its buffer back to its listener.
+/// Without a buffer (every one was with the writer), it asks the writer for one more.
 #[derive(Debug)]
 pub struct Captured {
     buf: Option<Box<Capture>>,
@@ -399,30 +505,55 @@ impl std::ops::Deref for Captured {
     }
 }
 
+impl Captured {
+    /// True when the listener had no buffer free for this event: nothing was read.
+    pub fn starved(&self) -> bool {
+        self.buf.is_none()
+    }
+
+    /// Called by the writer, off the notification path: a listener that ran out of
+    /// buffers gets one more, up to [`POOL_MAX`] at home.
+    pub fn replenish(&self) {
+        if self.buf.is_none() {
+            let _ = self.home.try_send(Box::new(Capture::EMPTY));
+        }
+    }
+}
+
 impl Drop for Captured {
     fn drop(&mut self) {
         if let Some(buf) = self.buf.take() {
-            // The pool's channel has room for every buffer it made, so this never fails
-            // while the listener lives; after, the buffer is simply freed.
+            // A full home (the pool grew, then calmed down) frees the buffer instead.
             let _ = self.home.try_send(buf);
         }
     }
 }
 
-/// One listener's capture buffers, allocated when it is attached: the notification path
-/// takes one, the writer's drop gives it back, and nothing is allocated per event.
+/// One listener's capture buffers: the notification path takes one, the writer's drop
+/// gives it back, and nothing is allocated per event. It starts with a few and grows,
+/// by the writer, to what the listener's event rate needs.
 pub struct CapturePool {
     home: SyncSender<Box<Capture>>,
     free: Receiver<Box<Capture>>,
+    /// The last caller's program, reused while fresh.
+    last: Program,
+    last_ip: u64,
+    last_read: Option<std::time::Instant>,
 }
 
 impl Default for CapturePool {
     fn default() -> Self {
-        let (home, free) = sync_channel(POOL);
-        for _ in 0..POOL {
+        let (home, free) = sync_channel(POOL_MAX);
+        for _ in 0..POOL_START {
             let _ = home.try_send(Box::new(Capture::EMPTY));
         }
-        CapturePool { home, free }
+        CapturePool {
+            home,
+            free,
+            last: Program::NONE,
+            last_ip: 0,
+            last_read: None,
+        }
     }
 }
 
@@ -443,35 +574,58 @@ impl CapturePool {
         })
     }
 
-    /// Reads the string arguments of notification `notif` as `args` describes them, then
-    /// fences the reads with ID_VALID. None when the call has no strings or every buffer
-    /// is still with the writer (the event then shows addresses).
+    /// Reads the caller's program and the string arguments of notification `notif`, then
+    /// fences the reads with ID_VALID: a read whose notification is gone is discarded.
     pub fn capture(
-        &self,
+        &mut self,
         listener: &Listener,
         notif: &sys::Notification,
         location: Option<(usize, usize)>,
-    ) -> Option<Captured> {
-        let args = args_of(location)?;
-        if !args
-            .iter()
-            .any(|a| matches!(a, Arg::Path | Arg::Str | Arg::Argv))
-        {
-            return None;
+    ) -> Captured {
+        let Ok(mut buf) = self.free.try_recv() else {
+            return Captured {
+                buf: None,
+                home: self.home.clone(),
+            };
+        };
+        buf.clear();
+        let mut read_any = false;
+        let now = std::time::Instant::now();
+        let fresh = self.last.pid == notif.pid
+            && self.last_ip == notif.data.instruction_pointer
+            && self
+                .last_read
+                .is_some_and(|at| now.duration_since(at) < PROGRAM_FRESH);
+        if !fresh && notif.pid != 0 {
+            self.last = Program::read(notif.pid);
+            self.last_ip = notif.data.instruction_pointer;
+            self.last_read = Some(now);
+            read_any = true;
         }
-        let mut buf = self.free.try_recv().ok()?;
-        let pid = i32::try_from(notif.pid).unwrap_or(0);
-        buf.fill(pid, &notif.data.args, args, location);
+        buf.program = if self.last.pid == notif.pid {
+            self.last
+        } else {
+            Program::NONE
+        };
+        if let Some(args) = args_of(location).filter(|args| {
+            args.iter()
+                .any(|a| matches!(a, Arg::Path | Arg::Str | Arg::Argv))
+        }) {
+            let pid = i32::try_from(notif.pid).unwrap_or(0);
+            buf.fill(pid, &notif.data.args, args, location);
+            read_any = true;
+        }
         // The pid may have been reused between RECV and the reads: only a notification
-        // still pending proves the memory read was the caller's.
-        if !listener.is_pending(notif.id) {
+        // still pending proves what was read was the caller's.
+        if read_any && !listener.is_pending(notif.id) {
             buf.clear();
             buf.discarded = true;
+            self.last_read = None;
         }
-        Some(Captured {
+        Captured {
             buf: Some(buf),
             home: self.home.clone(),
-        })
+        }
     }
 }
 
@@ -502,6 +656,7 @@ mod tests {
             c.read_string(pid, 8, PATH_MAX - 1).read,
             Read::Failed(Errno::EFAULT)
         );
+        c.clear();
         let long = vec![b'a'; PATH_MAX + 10];
         let p = c.read_string(pid, long.as_ptr() as u64, PATH_MAX - 1);
         assert_eq!((p.read, p.len), (Read::TooLong, 64));

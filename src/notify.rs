@@ -288,11 +288,8 @@ impl Worker {
             let (action, errno, rule) = (verdict.action, verdict.errno, verdict.rule);
             // Strings are read after the decision, which never sees them, and before the
             // answer, while the caller is still parked in the call.
-            let capture = if action == Action::Allow {
-                None
-            } else {
-                self.captures.capture(&self.listener, &notif, location)
-            };
+            let capture = (action != Action::Allow)
+                .then(|| self.captures.capture(&self.listener, &notif, location));
             let answered = if action == Action::Kill {
                 self.kill(&notif, errno, rule == Some(ORIGINAL_PROFILE_RULE))
             } else if action.lets_through() {

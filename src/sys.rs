@@ -238,6 +238,55 @@ pub fn read_remote(pid: i32, addr: u64, buf: &mut [u8]) -> Result<usize, Errno> 
     usize::try_from(Errno::result(rc)?).map_err(|_| Errno::EIO)
 }
 
+/// `/proc/PID/NAME` as a NUL-terminated path in a stack buffer: no allocation.
+fn proc_path(pid: u32, name: &str, path: &mut [u8; 64]) -> Result<(), Errno> {
+    let mut digits = itoa::Buffer::new();
+    let parts: [&[u8]; 4] = [
+        b"/proc/",
+        digits.format(pid).as_bytes(),
+        b"/",
+        name.as_bytes(),
+    ];
+    let mut at = 0;
+    for part in parts {
+        let end = at + part.len();
+        if end >= path.len() {
+            return Err(Errno::ENAMETOOLONG);
+        }
+        path[at..end].copy_from_slice(part);
+        at = end;
+    }
+    path[at] = 0;
+    Ok(())
+}
+
+/// Reads the start of `/proc/PID/NAME` into `buf` without allocating; returns its length.
+pub fn read_proc_file(pid: u32, name: &str, buf: &mut [u8]) -> Result<usize, Errno> {
+    let mut path = [0u8; 64];
+    proc_path(pid, name, &mut path)?;
+    // SAFETY: `path` is NUL-terminated (proc_path wrote the NUL inside the array).
+    let raw = unsafe {
+        libc::open(
+            path.as_ptr().cast(),
+            libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY,
+        )
+    };
+    let raw = Errno::result(raw)?;
+    // SAFETY: open just returned this fd; nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    nix::unistd::read(&fd, buf)
+}
+
+/// Reads the target of the link `/proc/PID/NAME` into `buf` without allocating; returns its
+/// length (`buf.len()` when it may have been cut).
+pub fn read_proc_link(pid: u32, name: &str, buf: &mut [u8]) -> Result<usize, Errno> {
+    let mut path = [0u8; 64];
+    proc_path(pid, name, &mut path)?;
+    // SAFETY: `path` is NUL-terminated; readlink writes at most `buf.len()` bytes into `buf`.
+    let rc = unsafe { libc::readlink(path.as_ptr().cast(), buf.as_mut_ptr().cast(), buf.len()) };
+    usize::try_from(Errno::result(rc)?).map_err(|_| Errno::EIO)
+}
+
 /// `pidfd_open` flag for a pidfd on one thread rather than a thread-group leader
 /// (Linux 6.9; the value is `O_EXCL`).
 const PIDFD_THREAD: libc::c_uint = libc::O_EXCL as libc::c_uint;

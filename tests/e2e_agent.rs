@@ -841,7 +841,7 @@ fn run_kill_stops_caller_and_command() {
         assert!(
             out.stderr
                 .lines()
-                .any(|l| l.contains("kill") && l.contains("rule=kill-it")),
+                .any(|l| l.contains("kill") && l.contains("(rule kill-it)")),
             "{caller}: no kill event: {out:?}"
         );
     }

@@ -91,7 +91,8 @@ impl SyscallEvent {
             return d;
         };
         let missing = match &self.capture {
-            None => "not read: every capture buffer of this listener was in use",
+            None => "not read",
+            Some(c) if c.starved() => "not read: every capture buffer of this listener was in use",
             Some(c) if c.discarded => {
                 "discarded: the call was gone before the read could be confirmed"
             }

@@ -149,8 +149,10 @@ fn write_events(
         while let Ok(mut event) = receiver.try_recv() {
             line.clear();
             if let Event::Syscall(e) = &mut event {
-                let relative = e.first_path().is_some_and(|p| !p.starts_with(b"/"));
-                e.process = processes.lookup(e.pid, relative);
+                e.process = processes.describe(e);
+                if let Some(capture) = &e.capture {
+                    capture.replenish();
+                }
             }
             match (&event, format) {
                 (Event::Syscall(e), LogFormat::Json) => e.write_json(&mut line, &mut cache),

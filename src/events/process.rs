@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::Process;
+use super::{Process, SyscallEvent};
 
 /// How long the writer trusts what it read of a pid: a busy caller makes many events, and
 /// reading `/proc` for each would cost more than the notification.
@@ -17,6 +17,27 @@ pub(super) struct ProcessCache {
 }
 
 impl ProcessCache {
+    /// The program of an event's caller: as the worker read it while the caller was
+    /// parked, or else from `/proc` now; `cwd` beside a relative path.
+    pub fn describe(&mut self, e: &SyscallEvent) -> Process {
+        let text = |bytes: &[u8]| {
+            let mut text = String::new();
+            super::escape_bytes(bytes, &mut text);
+            text
+        };
+        match e.capture.as_ref().filter(|c| c.comm().is_some()) {
+            Some(c) => Process {
+                comm: c.comm().map(text),
+                exe: c.exe().map(text),
+                cwd: c.cwd().map(text),
+            },
+            None => {
+                let relative = e.first_path().is_some_and(|p| !p.starts_with(b"/"));
+                self.lookup(e.pid, relative)
+            }
+        }
+    }
+
     /// What `/proc/PID` says now (or said within [`FRESH`]); `cwd` only when asked for, and
     /// always read afresh, since a process moves between directories often.
     pub fn lookup(&mut self, pid: u32, cwd: bool) -> Process {
