@@ -108,7 +108,7 @@ impl Bench {
             )?;
         }
         drop((handover_child, go_read, results_write));
-        let listeners = if filter == FilterKind::Notify {
+        let listeners = if matches!(filter, FilterKind::Notify | FilterKind::NotifyMkdir) {
             (0..n)
                 .map(|_| receive_listener(&handover))
                 .collect::<anyhow::Result<_>>()?
