@@ -22,7 +22,7 @@ const ARENA: usize = PATH_MAX;
 /// Buffers a listener starts with: enough for a few events before the writer runs.
 const POOL_START: usize = 8;
 /// Most buffers a listener keeps at home; the writer adds one each time one was missing.
-pub const POOL_MAX: usize = 256;
+pub const POOL_MAX: usize = 1024;
 /// Bytes of `/proc/PID/exe` kept.
 const EXE_MAX: usize = 256;
 /// How long a worker trusts what it read of its last caller's `comm` and `exe`, for calls

@@ -8,16 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use switchboard::container::Container;
 use switchboard::events::{EventWriter, LogFormat};
 use switchboard::metrics::Metrics;
 use switchboard::notify::Engine;
 use switchboard::policy::Policy;
-use switchboard::sys::PidFd;
 
 use crate::fork::{set_affinity, FilterKind, Pin, MKDIR_PATH, PINS};
 use crate::report::median;
-use crate::rows::{floor, join_all, Bench};
+use crate::rows::{attach_all, floor, join_all, Bench};
 use crate::EVENT_QUEUE;
 
 const POLICY: &str = "default: allow\nrules:\n  - name: log-mkdir\n    syscalls: [mkdir, mkdirat]\n    action: log\n";
@@ -85,19 +83,7 @@ fn engine_row(bench: &Bench, pin: Pin) -> anyhow::Result<(f64, u64, u64, u64)> {
     );
     let engine = Engine::new(policy, metrics.clone(), sink, true);
     let mut batch = bench.spawn(1, FilterKind::NotifyMkdir, pin)?;
-    let mut threads = Vec::new();
-    for (pid, listener) in batch.listeners.drain(..) {
-        let container = Container {
-            container_id: format!("bench-{pid}"),
-            init_pid: pid,
-            ..Container::default()
-        };
-        threads.push(
-            engine
-                .attach(listener, container, PidFd::open(pid).ok())?
-                .thread,
-        );
-    }
+    let threads = attach_all(&engine, &mut batch)?;
     let outcome = batch.run()?;
     join_all(threads);
     writer.flush_and_stop();

@@ -162,19 +162,7 @@ impl Bench {
                 );
                 let engine = Engine::new(policy, metrics.clone(), events, sync);
                 let mut batch = self.spawn(n, FilterKind::Notify, pin)?;
-                let mut threads = Vec::new();
-                for (pid, listener) in batch.listeners.drain(..) {
-                    let container = Container {
-                        container_id: format!("bench-{pid}"),
-                        init_pid: pid,
-                        ..Container::default()
-                    };
-                    threads.push(
-                        engine
-                            .attach(listener, container, PidFd::open(pid).ok())?
-                            .thread,
-                    );
-                }
+                let threads = attach_all(&engine, &mut batch)?;
                 let outcome = batch.run();
                 join_all(threads);
                 writer.flush_and_stop();
@@ -354,6 +342,24 @@ pub fn floor(listener: &Listener) {
             Err(ListenerError::Failed(_)) => return,
         }
     }
+}
+
+/// Hands every listener of `batch` to `engine`, each as a container of its own.
+pub fn attach_all(engine: &Arc<Engine>, batch: &mut Batch) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    let mut threads = Vec::new();
+    for (pid, listener) in batch.listeners.drain(..) {
+        let container = Container {
+            container_id: format!("bench-{pid}"),
+            init_pid: pid,
+            ..Container::default()
+        };
+        threads.push(
+            engine
+                .attach(listener, container, PidFd::open(pid).ok())?
+                .thread,
+        );
+    }
+    Ok(threads)
 }
 
 /// Joins serving threads, which end once their workload exits; a stuck one is left behind.

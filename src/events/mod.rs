@@ -26,6 +26,10 @@ use crate::lock::Locked;
 /// off the notification path: a sender never has to wake a sleeping writer.
 const IDLE_POLL: Duration = Duration::from_millis(10);
 
+/// How long the writer waits after a round that wrote events: the capture buffers it
+/// hands back must return to busy listeners before their pools run dry.
+const BUSY_POLL: Duration = Duration::from_millis(1);
+
 /// How long stopping waits for queued events to be written out.
 const FINAL_FLUSH: Duration = Duration::from_secs(2);
 
@@ -179,6 +183,6 @@ fn write_events(
             let _ = out.flush();
             return;
         }
-        std::thread::sleep(IDLE_POLL);
+        std::thread::sleep(if wrote { BUSY_POLL } else { IDLE_POLL });
     }
 }
