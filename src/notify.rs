@@ -316,7 +316,7 @@ impl Worker {
                     action,
                     errno,
                     capture,
-                    process: Default::default(),
+                    process: None,
                 }));
             }
         }

@@ -58,9 +58,9 @@ impl SyscallEvent {
                     .map(|(k, v)| (k.to_string(), v))
                     .collect()
             }),
-            cwd: self.process.cwd.clone(),
-            comm: self.process.comm.clone(),
-            exe: self.process.exe.clone(),
+            cwd: self.process().cwd.clone(),
+            comm: self.process().comm.clone(),
+            exe: self.process().exe.clone(),
         }
     }
 
@@ -179,11 +179,11 @@ impl SyscallEvent {
         }
         out.extend_from_slice(b",\"call\":");
         let _ = serde_json::to_writer(&mut *out, &d.call);
-        string(out, ",\"comm\":", &self.process.comm);
+        string(out, ",\"comm\":", &self.process().comm);
         out.extend_from_slice(&cache.container);
-        string(out, ",\"cwd\":", &self.process.cwd);
+        string(out, ",\"cwd\":", &self.process().cwd);
         out.extend_from_slice(&cache.errno);
-        string(out, ",\"exe\":", &self.process.exe);
+        string(out, ",\"exe\":", &self.process().exe);
         out.extend_from_slice(&cache.namespace);
         string(out, ",\"path\":", &d.path);
         string(out, ",\"path2\":", &d.path2);
@@ -362,7 +362,7 @@ impl Event {
                 line.push_str(" = ");
                 line.push_str(&e.result());
                 let _ = write_fmt(&mut line, format_args!(" pid={}", e.pid));
-                for (key, value) in [("comm", &e.process.comm), ("cwd", &e.process.cwd)] {
+                for (key, value) in [("comm", &e.process().comm), ("cwd", &e.process().cwd)] {
                     if let Some(value) = value {
                         let _ = write_fmt(&mut line, format_args!(" {key}={}", Printable(value)));
                     }
@@ -465,7 +465,7 @@ mod tests {
             action,
             errno,
             capture: None,
-            process: crate::events::Process::default(),
+            process: None,
         })
     }
 
@@ -568,11 +568,11 @@ mod tests {
             location: Some(mkdirat),
             args: relative,
             capture: pool.capture_own(&relative, Some(mkdirat)),
-            process: crate::events::Process {
+            process: Some(Box::new(crate::events::Process {
                 comm: Some("mk\"dir".into()),
                 exe: Some("/bin/busybox".into()),
                 cwd: Some("/tmp".into()),
-            },
+            })),
             ..base
         };
         let mut line = Vec::new();

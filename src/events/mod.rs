@@ -153,7 +153,7 @@ fn write_events(
         while let Ok(mut event) = receiver.try_recv() {
             line.clear();
             if let Event::Syscall(e) = &mut event {
-                e.process = processes.describe(e);
+                e.process = Some(Box::new(processes.describe(e)));
                 if let Some(capture) = &e.capture {
                     capture.replenish();
                 }

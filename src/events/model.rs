@@ -35,7 +35,20 @@ pub struct SyscallEvent {
     /// The string arguments, read and fenced before the answer; None for calls without any.
     pub capture: Option<Captured>,
     /// The calling program, read from `/proc` by the writer after the fact (best effort).
-    pub process: Process,
+    /// Boxed: the queue holds 64 Ki events, and most of their lifetime this is empty.
+    pub process: Option<Box<Process>>,
+}
+
+impl SyscallEvent {
+    /// What the writer learnt of the calling program; empty before it got there.
+    pub fn process(&self) -> &Process {
+        static UNKNOWN: Process = Process {
+            comm: None,
+            exe: None,
+            cwd: None,
+        };
+        self.process.as_deref().unwrap_or(&UNKNOWN)
+    }
 }
 
 /// What `/proc` said of the calling process when the writer got to the event.
