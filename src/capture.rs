@@ -207,6 +207,8 @@ pub struct Capture {
     program: Program,
     /// The caller's working directory, read when its first path is relative.
     cwd: Option<Piece>,
+    /// The arguments of a `socketcall` sub-call, which sit in the caller's memory.
+    pub multiplexed_args: Option<[u64; 6]>,
 }
 
 /// The caller's `comm` and `exe`, read while it was parked in the call.
@@ -257,11 +259,13 @@ impl Capture {
         arena: [0; ARENA],
         program: Program::NONE,
         cwd: None,
+        multiplexed_args: None,
     };
 
     fn clear(&mut self) {
         self.program = Program::NONE;
         self.cwd = None;
+        self.multiplexed_args = None;
         self.strings = [None; 6];
         self.argv_count = 0;
         self.argv_read = Read::Whole;
@@ -613,6 +617,19 @@ impl CapturePool {
         }) {
             let pid = i32::try_from(notif.pid).unwrap_or(0);
             buf.fill(pid, &notif.data.args, args, location);
+            read_any = true;
+        }
+        if syscalls::via(location) == Some("socketcall") && notif.pid != 0 {
+            // socketcall(call, args): the sub-call's arguments are an array of 32-bit longs.
+            let mut raw = [0u8; 24];
+            let pid = i32::try_from(notif.pid).unwrap_or(0);
+            if sys::read_remote(pid, notif.data.args[1] & 0xffff_ffff, &mut raw) == Ok(24) {
+                let mut args = [0u64; 6];
+                for (arg, bytes) in args.iter_mut().zip(raw.chunks_exact(4)) {
+                    *arg = u64::from(u32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]));
+                }
+                buf.multiplexed_args = Some(args);
+            }
             read_any = true;
         }
         // The pid may have been reused between RECV and the reads: only a notification

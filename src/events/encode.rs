@@ -80,13 +80,35 @@ impl SyscallEvent {
     pub(super) fn details(&self) -> Details {
         let mut d = Details::default();
         let capture = self.capture.as_deref().filter(|c| !c.discarded);
-        call::format_call(
-            self.syscall_name(),
-            self.location,
-            &self.args,
-            capture,
-            &mut d.call,
-        );
+        // A multiplexed call's own arguments are not in its registers: socketcall's are in
+        // the caller's memory (read with the strings), ipc's follow the sub-call number.
+        let args = match syscalls::via(self.location) {
+            Some("socketcall") => capture.and_then(|c| c.multiplexed_args),
+            Some(_) => {
+                let a = self.args;
+                Some([a[1], a[2], a[3], a[4], a[5], 0])
+            }
+            None => Some(self.args),
+        };
+        match args {
+            Some(args) => call::format_call(
+                self.syscall_name(),
+                self.location,
+                &args,
+                capture,
+                &mut d.call,
+            ),
+            None => {
+                let _ = std::fmt::Write::write_fmt(
+                    &mut d.call,
+                    format_args!(
+                        "{}(/* arguments at {:#x}, unread */)",
+                        self.syscall_name(),
+                        self.args[1] & 0xffff_ffff
+                    ),
+                );
+            }
+        }
         let Some(spec) = capture::args_of(self.location) else {
             return d;
         };
