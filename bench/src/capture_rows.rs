@@ -15,7 +15,7 @@ use switchboard::policy::Policy;
 
 use crate::fork::{set_affinity, FilterKind, Pin, MKDIR_PATH, PINS};
 use crate::report::median;
-use crate::rows::{attach_all, floor, join_all, Bench};
+use crate::rows::{attach_all, join_all, serve_floor, Bench};
 use crate::EVENT_QUEUE;
 
 const POLICY: &str = "default: allow\nrules:\n  - name: log-mkdir\n    syscalls: [mkdir, mkdirat]\n    action: log\n";
@@ -97,17 +97,7 @@ fn engine_row(bench: &Bench, pin: Pin) -> anyhow::Result<(f64, u64, u64, u64)> {
 
 fn floor_row(bench: &Bench, pin: Pin) -> anyhow::Result<f64> {
     let mut batch = bench.spawn(1, FilterKind::NotifyMkdir, pin)?;
-    let mut threads = Vec::new();
-    for (_, listener) in batch.listeners.drain(..) {
-        listener
-            .enable_sync_wakeup()
-            .context("SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP")?;
-        threads.push(
-            std::thread::Builder::new()
-                .name("bench-floor".into())
-                .spawn(move || floor(&listener))?,
-        );
-    }
+    let threads = serve_floor(&mut batch, true)?;
     let outcome = batch.run()?;
     join_all(threads);
     Ok(outcome.ns_per_call[0])

@@ -133,19 +133,7 @@ impl Bench {
             Row::FilterAllow => self.spawn(n, FilterKind::Allow, pin)?.run(),
             Row::Floor => {
                 let mut batch = self.spawn(n, FilterKind::Notify, pin)?;
-                let mut threads = Vec::new();
-                for (_, listener) in batch.listeners.drain(..) {
-                    if sync {
-                        listener
-                            .enable_sync_wakeup()
-                            .context("SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP")?;
-                    }
-                    threads.push(
-                        std::thread::Builder::new()
-                            .name("bench-floor".into())
-                            .spawn(move || floor(&listener))?,
-                    );
-                }
+                let threads = serve_floor(&mut batch, sync)?;
                 let outcome = batch.run();
                 join_all(threads);
                 outcome
@@ -342,6 +330,24 @@ pub fn floor(listener: &Listener) {
             Err(ListenerError::Failed(_)) => return,
         }
     }
+}
+
+/// Serves every listener of `batch` with a [`floor`] thread of its own.
+pub fn serve_floor(batch: &mut Batch, sync: bool) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    let mut threads = Vec::new();
+    for (_, listener) in batch.listeners.drain(..) {
+        if sync {
+            listener
+                .enable_sync_wakeup()
+                .context("SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP")?;
+        }
+        threads.push(
+            std::thread::Builder::new()
+                .name("bench-floor".into())
+                .spawn(move || floor(&listener))?,
+        );
+    }
+    Ok(threads)
 }
 
 /// Hands every listener of `batch` to `engine`, each as a container of its own.
