@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use libseccomp::{ScmpAction, ScmpFilterContext, ScmpSyscall};
 use nix::sys::signal::Signal;
 use nix::sys::socket::{
@@ -20,7 +20,6 @@ use nix::unistd::{getpgrp, setpgid, ForkResult, Pid};
 use crate::container::Container;
 use crate::events::{EventWriter, LogFormat};
 use crate::handoff;
-use crate::handover;
 use crate::kill::{ProcessGroup, Scope};
 use crate::metrics::{ListenerStats, Metrics};
 use crate::notify::{self, Engine};
@@ -40,17 +39,8 @@ pub struct RunConfig {
 pub fn run(config: RunConfig) -> anyhow::Result<i32> {
     notify::ensure_kernel_structs_fit()?;
     let policy = Policy::load_or_default(config.policy.as_deref())?;
+    // The policy parser has refused the handover syscalls already (shared/src/policy.rs).
     let names = policy.named_syscalls();
-    // Flagging these would leave the child waiting on an answer nobody can give yet.
-    if let Some((name, why)) = names
-        .iter()
-        .find_map(|n| handover::reason(n).map(|why| (n, why)))
-    {
-        bail!(
-            "{}: the policy names {name:?}, which cannot be flagged: {why}",
-            policy.source
-        );
-    }
     let filter = build_filter(&names)?;
     let (child, listener, go) = start(filter, &config.command, config.agent.is_some())?;
     let Some(listener) = listener else {
