@@ -1,6 +1,7 @@
 //! Switchboard: a seccomp user-notification agent for Linux containers.
 
 pub mod agent;
+pub mod capture;
 pub mod container;
 pub mod decision;
 pub mod events;

@@ -9,6 +9,7 @@ use std::time::{Instant, SystemTime};
 
 use nix::poll::PollTimeout;
 
+use crate::capture::CapturePool;
 use crate::container::Container;
 use crate::decision::{DecisionTable, ORIGINAL_PROFILE_RULE};
 use crate::events::{Event, EventSink, SyscallEvent, WallClock};
@@ -52,6 +53,8 @@ struct Worker {
     /// The listener was handed back after its previous decider died: its shared page may
     /// hold a notification that one received and never answered.
     restored: bool,
+    /// Buffers for the string arguments of calls that make an event.
+    captures: CapturePool,
 }
 
 /// Refuses to serve when the kernel's notification structs are larger than this build's:
@@ -266,6 +269,7 @@ impl Engine {
             sync_wakeup,
             recorder: self.recordings.get().and_then(|r| r.start(&container)),
             restored,
+            captures: CapturePool::default(),
         };
         let engine = self.clone();
         let removed = container.clone();
@@ -397,6 +401,10 @@ impl Worker {
         let location = syscalls::locate(data.arch, data.nr, data.args[0]);
         let verdict = self.table.decide(location, data);
         let (action, errno, rule) = (verdict.action, verdict.errno, verdict.rule);
+        // Strings are read after the decision, which never sees them, and before the
+        // answer, while the caller is still parked in the call.
+        let capture = (action != Action::Allow)
+            .then(|| self.captures.capture(&self.listener, notif, location));
         let answered = if action == Action::Kill {
             self.kill(notif, errno, rule == Some(ORIGINAL_PROFILE_RULE))
         } else if action.lets_through() {
@@ -428,6 +436,8 @@ impl Worker {
                 rule,
                 action,
                 errno,
+                capture,
+                process: None,
             }));
         }
     }

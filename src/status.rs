@@ -205,6 +205,22 @@ impl Status {
                 event.rule.as_deref().map_or("-".to_string(), printable),
                 event.errno
             );
+            // What was called on what, and by which program: the path is in the call.
+            if let Some(call) = &event.call {
+                let program = match (&event.comm, &event.exe) {
+                    (Some(comm), Some(exe)) => {
+                        format!(" by {} ({})", printable(comm), printable(exe))
+                    }
+                    (Some(name), None) | (None, Some(name)) => format!(" by {}", printable(name)),
+                    (None, None) => String::new(),
+                };
+                let cwd = event
+                    .cwd
+                    .as_deref()
+                    .map(|cwd| format!(" in {}", printable(cwd)))
+                    .unwrap_or_default();
+                let _ = writeln!(out, "      {}{program}{cwd}", printable(call));
+            }
         }
         out
     }
@@ -262,6 +278,14 @@ mod tests {
                 action: Action::Deny,
                 errno: 1,
                 via: None,
+                call: Some("mkdir(\"/tmp/x\", 0777)".into()),
+                path: Some("/tmp/x".into()),
+                path2: None,
+                argv: None,
+                unread: None,
+                cwd: None,
+                comm: Some("mkdir".into()),
+                exe: Some("/bin/busybox".into()),
             }],
         }
     }
@@ -281,6 +305,10 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("c\n1"), "{text}");
+        assert!(
+            text.contains("      mkdir(\"/tmp/x\", 0777) by mkdir (/bin/busybox)\n"),
+            "{text}"
+        );
     }
 
     #[test]

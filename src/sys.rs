@@ -242,6 +242,77 @@ pub(crate) fn kernel_struct_sizes_fit() -> Result<bool, Errno> {
     )
 }
 
+/// Copies up to `buf.len()` bytes at `addr` in process `pid` into `buf`, in one
+/// `process_vm_readv`; returns how many were copied (short when the range reaches an
+/// unmapped page). Never writes anything of the target's: the copy is the caller's.
+pub fn read_remote(pid: i32, addr: u64, buf: &mut [u8]) -> Result<usize, Errno> {
+    let Ok(base) = usize::try_from(addr) else {
+        return Err(Errno::EFAULT);
+    };
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: base as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: the local iovec covers exactly `buf`, which is live and writable across the
+    // call; the remote iovec is only an address in the other process, which the kernel
+    // checks (EFAULT) and never dereferences in ours.
+    let rc = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
+    usize::try_from(Errno::result(rc)?).map_err(|_| Errno::EIO)
+}
+
+/// `/proc/PID/NAME` as a NUL-terminated path in a stack buffer: no allocation.
+fn proc_path(pid: u32, name: &str, path: &mut [u8; 64]) -> Result<(), Errno> {
+    let mut digits = itoa::Buffer::new();
+    let parts: [&[u8]; 4] = [
+        b"/proc/",
+        digits.format(pid).as_bytes(),
+        b"/",
+        name.as_bytes(),
+    ];
+    let mut at = 0;
+    for part in parts {
+        let end = at + part.len();
+        if end >= path.len() {
+            return Err(Errno::ENAMETOOLONG);
+        }
+        path[at..end].copy_from_slice(part);
+        at = end;
+    }
+    path[at] = 0;
+    Ok(())
+}
+
+/// Reads the start of `/proc/PID/NAME` into `buf` without allocating; returns its length.
+pub fn read_proc_file(pid: u32, name: &str, buf: &mut [u8]) -> Result<usize, Errno> {
+    let mut path = [0u8; 64];
+    proc_path(pid, name, &mut path)?;
+    // SAFETY: `path` is NUL-terminated (proc_path wrote the NUL inside the array).
+    let raw = unsafe {
+        libc::open(
+            path.as_ptr().cast(),
+            libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY,
+        )
+    };
+    let raw = Errno::result(raw)?;
+    // SAFETY: open just returned this fd; nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    nix::unistd::read(&fd, buf)
+}
+
+/// Reads the target of the link `/proc/PID/NAME` into `buf` without allocating; returns its
+/// length (`buf.len()` when it may have been cut).
+pub fn read_proc_link(pid: u32, name: &str, buf: &mut [u8]) -> Result<usize, Errno> {
+    let mut path = [0u8; 64];
+    proc_path(pid, name, &mut path)?;
+    // SAFETY: `path` is NUL-terminated; readlink writes at most `buf.len()` bytes into `buf`.
+    let rc = unsafe { libc::readlink(path.as_ptr().cast(), buf.as_mut_ptr().cast(), buf.len()) };
+    usize::try_from(Errno::result(rc)?).map_err(|_| Errno::EIO)
+}
+
 /// `pidfd_open` flag for a pidfd on one thread rather than a thread-group leader
 /// (Linux 6.9; the value is `O_EXCL`).
 const PIDFD_THREAD: libc::c_uint = libc::O_EXCL as libc::c_uint;

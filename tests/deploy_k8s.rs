@@ -108,8 +108,12 @@ fn daemonset_grants_only_what_the_agent_uses() {
     let security = &agent["securityContext"];
     assert_eq!(strings(&security["capabilities"]["drop"]), ["ALL"]);
     // KILL: kill rules signal callers and inits of other users (pidfd_send_signal).
-    // Nothing reads target memory, so no SYS_PTRACE (nor DAC_READ_SEARCH).
-    assert_eq!(strings(&security["capabilities"]["add"]), ["KILL"]);
+    // SYS_PTRACE: events read callers' path arguments (process_vm_readv) and /proc/PID/exe
+    // across users. Nothing more (no DAC_READ_SEARCH, no SYS_ADMIN).
+    assert_eq!(
+        strings(&security["capabilities"]["add"]),
+        ["KILL", "SYS_PTRACE"]
+    );
     assert_eq!(security["privileged"], false);
     assert_eq!(security["allowPrivilegeEscalation"], false);
     assert_eq!(security["readOnlyRootFilesystem"], true);

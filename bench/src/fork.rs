@@ -78,11 +78,18 @@ pub enum FilterKind {
     Allow,
     /// Default allow, `getppid` → NOTIFY.
     Notify,
+    /// Default allow, `mkdir`/`mkdirat` → NOTIFY; the workload makes `mkdir(MKDIR_PATH)`.
+    NotifyMkdir,
 }
+
+/// The fixed path of the mkdir rows: its parent does not exist, so a let-through call
+/// fails at once with ENOENT and changes nothing.
+pub const MKDIR_PATH: &std::ffi::CStr = c"/nonexistent-switchboard-bench/dir";
 
 pub struct Filters {
     pub allow: ScmpFilterContext,
     pub notify: ScmpFilterContext,
+    pub notify_mkdir: ScmpFilterContext,
 }
 
 pub fn build_filters() -> anyhow::Result<Filters> {
@@ -93,7 +100,15 @@ pub fn build_filters() -> anyhow::Result<Filters> {
     )?;
     let mut notify = ScmpFilterContext::new(ScmpAction::Allow)?;
     notify.add_rule(ScmpAction::Notify, ScmpSyscall::from_name("getppid")?)?;
-    Ok(Filters { allow, notify })
+    let mut notify_mkdir = ScmpFilterContext::new(ScmpAction::Allow)?;
+    for name in ["mkdir", "mkdirat"] {
+        notify_mkdir.add_rule(ScmpAction::Notify, ScmpSyscall::from_name(name)?)?;
+    }
+    Ok(Filters {
+        allow,
+        notify,
+        notify_mkdir,
+    })
 }
 
 /// What the fork server forks a child for.
@@ -128,6 +143,7 @@ impl Request {
             0 => FilterKind::None,
             1 => FilterKind::Allow,
             2 => FilterKind::Notify,
+            3 => FilterKind::NotifyMkdir,
             _ => return None,
         };
         let pin = match bytes[2] {
@@ -258,12 +274,20 @@ pub fn workload(
     // Go is the bench closing the pipe's write end: every workload starts at once.
     let mut byte = [0u8; 1];
     while let Err(Errno::EINTR) = nix::unistd::read(&go, &mut byte) {}
+    let call = || {
+        if kind == FilterKind::NotifyMkdir {
+            let mode = nix::sys::stat::Mode::from_bits_truncate(0o755);
+            let _ = std::hint::black_box(nix::unistd::mkdir(MKDIR_PATH, mode));
+        } else {
+            std::hint::black_box(nix::unistd::getppid());
+        }
+    };
     for _ in 0..WARMUP_CALLS {
-        std::hint::black_box(nix::unistd::getppid());
+        call();
     }
     let start = Instant::now();
     for _ in 0..calls {
-        std::hint::black_box(nix::unistd::getppid());
+        call();
     }
     let ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
     let mut record = [0u8; RESULT_LEN];
@@ -302,9 +326,10 @@ pub fn install_filter(
         FilterKind::None => return Ok(()),
         FilterKind::Allow => &filters.allow,
         FilterKind::Notify => &filters.notify,
+        FilterKind::NotifyMkdir => &filters.notify_mkdir,
     };
     filter.load().context("installing the seccomp filter")?;
-    if kind == FilterKind::Notify {
+    if matches!(kind, FilterKind::Notify | FilterKind::NotifyMkdir) {
         let listener = filter.get_notify_fd().context("getting the listener")?;
         let pid = std::process::id().to_le_bytes();
         let sent = sendmsg::<()>(

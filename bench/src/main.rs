@@ -4,6 +4,7 @@
 //! prints the pass/fail targets after its tables.
 
 mod agent;
+mod capture_rows;
 mod counters;
 mod fork;
 mod recording;
@@ -53,6 +54,8 @@ enum Rows {
     Recording,
     /// Longest stall during crash recovery and takeover, 1, 10 and 100 listeners (not in `all`).
     Survive,
+    /// A notified mkdir logged with its path captured, against its floor.
+    Capture,
 }
 
 /// Measure the round trip of a notified syscall, from no filter to a separate agent.
@@ -183,10 +186,18 @@ fn run(config: BenchConfig) -> anyhow::Result<()> {
             .map(|pin| bench.idle(pin, config.runs))
             .collect::<anyhow::Result<_>>()?;
     }
+    let capture = if matches!(config.rows, Rows::All | Rows::Capture) {
+        capture_rows::capture_cells(&bench, config.runs)?
+    } else {
+        Vec::new()
+    };
     if config.json {
         println!("{}", serde_json::to_string_pretty(&report.to_json())?);
     } else {
         print!("{}", report.to_markdown());
+        if !capture.is_empty() {
+            print!("{}", capture_rows::capture_markdown(&capture));
+        }
     }
     Ok(())
 }

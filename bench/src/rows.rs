@@ -116,7 +116,7 @@ impl Bench {
             )?;
         }
         drop((handover_child, go_read, results_write));
-        let listeners = if filter == FilterKind::Notify {
+        let listeners = if matches!(filter, FilterKind::Notify | FilterKind::NotifyMkdir) {
             (0..n)
                 .map(|_| receive_listener(&handover))
                 .collect::<anyhow::Result<_>>()?
@@ -142,19 +142,7 @@ impl Bench {
             Row::FilterAllow => self.spawn(n, FilterKind::Allow, pin)?.run(),
             Row::Floor => {
                 let mut batch = self.spawn(n, FilterKind::Notify, pin)?;
-                let mut threads = Vec::new();
-                for (_, listener) in batch.listeners.drain(..) {
-                    if sync {
-                        listener
-                            .enable_sync_wakeup()
-                            .context("SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP")?;
-                    }
-                    threads.push(
-                        std::thread::Builder::new()
-                            .name("bench-floor".into())
-                            .spawn(move || floor(&listener))?,
-                    );
-                }
+                let threads = serve_floor(&mut batch, sync)?;
                 let outcome = batch.run_observed(&[std::process::id()]);
                 join_all(threads);
                 outcome
@@ -171,19 +159,7 @@ impl Bench {
                 );
                 let engine = Engine::new(policy, metrics.clone(), events, sync);
                 let mut batch = self.spawn(n, FilterKind::Notify, pin)?;
-                let mut threads = Vec::new();
-                for (pid, listener) in batch.listeners.drain(..) {
-                    let container = Container {
-                        container_id: format!("bench-{pid}"),
-                        init_pid: pid,
-                        ..Container::default()
-                    };
-                    threads.push(
-                        engine
-                            .attach(listener, container, PidFd::open(pid).ok())?
-                            .thread,
-                    );
-                }
+                let threads = attach_all(&engine, &mut batch)?;
                 let outcome = batch.run_observed(&[std::process::id()]);
                 join_all(threads);
                 writer.flush_and_stop();
@@ -372,6 +348,42 @@ pub fn floor(listener: &Listener) {
             Err(ListenerError::Failed(_)) => return,
         }
     }
+}
+
+/// Serves every listener of `batch` with a [`floor`] thread of its own.
+pub fn serve_floor(batch: &mut Batch, sync: bool) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    let mut threads = Vec::new();
+    for (_, listener) in batch.listeners.drain(..) {
+        if sync {
+            listener
+                .enable_sync_wakeup()
+                .context("SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP")?;
+        }
+        threads.push(
+            std::thread::Builder::new()
+                .name("bench-floor".into())
+                .spawn(move || floor(&listener))?,
+        );
+    }
+    Ok(threads)
+}
+
+/// Hands every listener of `batch` to `engine`, each as a container of its own.
+pub fn attach_all(engine: &Arc<Engine>, batch: &mut Batch) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    let mut threads = Vec::new();
+    for (pid, listener) in batch.listeners.drain(..) {
+        let container = Container {
+            container_id: format!("bench-{pid}"),
+            init_pid: pid,
+            ..Container::default()
+        };
+        threads.push(
+            engine
+                .attach(listener, container, PidFd::open(pid).ok())?
+                .thread,
+        );
+    }
+    Ok(threads)
 }
 
 /// Joins serving threads, which end once their workload exits; a stuck one is left behind.

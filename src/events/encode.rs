@@ -1,5 +1,6 @@
 //! Event encoders: JSON (the typed line, and a direct writer printing the same bytes) and text.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -7,16 +8,28 @@ use std::time::{Duration, SystemTime};
 use serde_json::{json, Value};
 use switchboard_shared::rfc3339;
 
-use super::{Event, SyscallEvent, SyscallKind, SyscallLine};
+use super::{call, Event, SyscallEvent, SyscallKind, SyscallLine};
+use crate::capture::{self, Arg, Read};
 use crate::container::Container;
 use crate::policy::{errno_name, Action};
 use crate::syscalls;
 use crate::text::Printable;
 
+/// What a syscall line says beyond its integers: the call, its strings and why any is missing.
+#[derive(Default)]
+pub(super) struct Details {
+    pub call: String,
+    pub path: Option<String>,
+    pub path2: Option<String>,
+    pub argv: Option<Vec<String>>,
+    pub unread: BTreeMap<&'static str, String>,
+}
+
 impl SyscallEvent {
     /// The typed line: what `to_json` prints, and what `/status` keeps of a denial.
     pub fn line(&self) -> SyscallLine {
         let c = &self.container;
+        let details = self.details();
         SyscallLine {
             time: rfc3339(self.time),
             event: SyscallKind::Syscall,
@@ -34,12 +47,124 @@ impl SyscallEvent {
             errno: self.errno,
             // Only multiplexed calls say how they came, so direct ones keep their shape.
             via: syscalls::via(self.location).map(str::to_string),
+            call: Some(details.call),
+            path: details.path,
+            path2: details.path2,
+            argv: details.argv,
+            unread: (!details.unread.is_empty()).then(|| {
+                details
+                    .unread
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect()
+            }),
+            cwd: self.process().cwd.clone(),
+            comm: self.process().comm.clone(),
+            exe: self.process().exe.clone(),
         }
     }
 
-    fn syscall_name(&self) -> &'static str {
+    pub(super) fn syscall_name(&self) -> &'static str {
         self.location
             .map_or("?", |(arch, nr)| syscalls::name(arch, nr))
+    }
+
+    /// The first path argument's bytes as read, if it was.
+    pub(super) fn first_path(&self) -> Option<&[u8]> {
+        let spec = capture::args_of(self.location)?;
+        let index = spec.iter().position(|a| *a == Arg::Path)?;
+        let (bytes, read) = self.capture.as_ref()?.string(index)?;
+        (read == Read::Whole).then_some(bytes)
+    }
+
+    pub(super) fn details(&self) -> Details {
+        let mut d = Details::default();
+        let capture = self.capture.as_deref().filter(|c| !c.discarded);
+        // A multiplexed call's own arguments are not in its registers: socketcall's are in
+        // the caller's memory (read with the strings), ipc's follow the sub-call number.
+        let args = match syscalls::via(self.location) {
+            Some("socketcall") => capture.and_then(|c| c.multiplexed_args),
+            Some(_) => {
+                let a = self.args;
+                Some([a[1], a[2], a[3], a[4], a[5], 0])
+            }
+            None => Some(self.args),
+        };
+        match args {
+            Some(args) => call::format_call(
+                self.syscall_name(),
+                self.location,
+                &args,
+                capture,
+                &mut d.call,
+            ),
+            None => {
+                let _ = std::fmt::Write::write_fmt(
+                    &mut d.call,
+                    format_args!(
+                        "{}(/* arguments at {:#x}, unread */)",
+                        self.syscall_name(),
+                        self.args[1] & 0xffff_ffff
+                    ),
+                );
+            }
+        }
+        let Some(spec) = capture::args_of(self.location) else {
+            return d;
+        };
+        let missing = match &self.capture {
+            None => "not read",
+            Some(c) if c.starved() => "not read: every capture buffer of this listener was in use",
+            Some(c) if c.discarded => {
+                "discarded: the call was gone before the read could be confirmed"
+            }
+            Some(_) => "",
+        };
+        let mut paths = spec
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| **a == Arg::Path)
+            .map(|(i, _)| i);
+        for (field, slot) in [("path", &mut d.path), ("path2", &mut d.path2)] {
+            let Some(index) = paths.next() else { break };
+            match capture.and_then(|c| c.string(index)) {
+                Some((bytes, Read::Whole)) => {
+                    let mut text = String::with_capacity(bytes.len());
+                    call::escape_bytes(bytes, &mut text);
+                    *slot = Some(text);
+                }
+                Some((_, read)) => {
+                    d.unread.insert(field, read.reason().unwrap_or_default());
+                }
+                None => {
+                    d.unread.insert(field, missing.to_string());
+                }
+            }
+        }
+        if spec.contains(&Arg::Argv) {
+            match capture {
+                Some(c) => {
+                    if c.argv().next().is_some() || c.argv_read == Read::Whole {
+                        d.argv = Some(
+                            c.argv()
+                                .map(|arg| {
+                                    let mut text = String::with_capacity(arg.len());
+                                    call::escape_bytes(arg, &mut text);
+                                    text
+                                })
+                                .collect(),
+                        );
+                    }
+                    if let Some(reason) = c.argv_read.reason() {
+                        d.unread.insert("argv", reason);
+                    }
+                }
+                None => {
+                    d.unread.insert("argv", missing.to_string());
+                }
+            }
+        }
+        d
     }
 
     fn arch_name(&self) -> String {
@@ -55,6 +180,13 @@ impl SyscallEvent {
         if !cache.key.as_ref().is_some_and(|key| key.matches(self)) {
             cache.refill(self);
         }
+        let d = self.details();
+        let string = |out: &mut Vec<u8>, key: &str, value: &Option<String>| {
+            if let Some(value) = value {
+                out.extend_from_slice(key.as_bytes());
+                let _ = serde_json::to_writer(&mut *out, value);
+            }
+        };
         out.extend_from_slice(&cache.head);
         for (i, arg) in self.args.iter().enumerate() {
             if i > 0 {
@@ -62,11 +194,30 @@ impl SyscallEvent {
             }
             push_number(out, *arg);
         }
-        out.extend_from_slice(&cache.middle);
+        out.push(b']');
+        if let Some(argv) = &d.argv {
+            out.extend_from_slice(b",\"argv\":");
+            let _ = serde_json::to_writer(&mut *out, argv);
+        }
+        out.extend_from_slice(b",\"call\":");
+        let _ = serde_json::to_writer(&mut *out, &d.call);
+        string(out, ",\"comm\":", &self.process().comm);
+        out.extend_from_slice(&cache.container);
+        string(out, ",\"cwd\":", &self.process().cwd);
+        out.extend_from_slice(&cache.errno);
+        string(out, ",\"exe\":", &self.process().exe);
+        out.extend_from_slice(&cache.namespace);
+        string(out, ",\"path\":", &d.path);
+        string(out, ",\"path2\":", &d.path2);
+        out.extend_from_slice(b",\"pid\":");
         push_number(out, self.pid);
         out.extend_from_slice(&cache.tail);
         cache.write_time(self.time, out);
         out.extend_from_slice(b"\"");
+        if !d.unread.is_empty() {
+            out.extend_from_slice(b",\"unread\":");
+            let _ = serde_json::to_writer(&mut *out, &d.unread);
+        }
         if let Some(via) = syscalls::via(self.location) {
             out.extend_from_slice(b",\"via\":");
             let _ = serde_json::to_writer(&mut *out, via);
@@ -107,8 +258,12 @@ pub(super) struct LineCache {
     key: Option<LineKey>,
     /// `{"action":…,"arch":…,"args":[`
     head: Vec<u8>,
-    /// `],"container":…,"nr":…,"pid":`
-    middle: Vec<u8>,
+    /// `,"container":…,"container_id":…`
+    container: Vec<u8>,
+    /// `,"errno":…,"event":"syscall"`
+    errno: Vec<u8>,
+    /// `,"namespace":…,"nr":…`
+    namespace: Vec<u8>,
     /// `,"pod":…,"time":"`
     tail: Vec<u8>,
     second: Option<u64>,
@@ -128,18 +283,17 @@ impl LineCache {
         self.head.extend_from_slice(b",\"arch\":");
         string(&mut self.head, &e.arch_name());
         self.head.extend_from_slice(b",\"args\":[");
-        self.middle.clear();
-        self.middle.extend_from_slice(b"],\"container\":");
-        string(&mut self.middle, &c.container);
-        self.middle.extend_from_slice(b",\"container_id\":");
-        string(&mut self.middle, &c.container_id);
-        let _ = write!(
-            self.middle,
-            ",\"errno\":{},\"event\":\"syscall\",\"namespace\":",
-            e.errno
-        );
-        string(&mut self.middle, &c.namespace);
-        let _ = write!(self.middle, ",\"nr\":{},\"pid\":", e.nr);
+        self.container.clear();
+        self.container.extend_from_slice(b",\"container\":");
+        string(&mut self.container, &c.container);
+        self.container.extend_from_slice(b",\"container_id\":");
+        string(&mut self.container, &c.container_id);
+        self.errno.clear();
+        let _ = write!(self.errno, ",\"errno\":{},\"event\":\"syscall\"", e.errno);
+        self.namespace.clear();
+        self.namespace.extend_from_slice(b",\"namespace\":");
+        string(&mut self.namespace, &c.namespace);
+        let _ = write!(self.namespace, ",\"nr\":{}", e.nr);
         self.tail.clear();
         self.tail.extend_from_slice(b",\"pod\":");
         string(&mut self.tail, &c.pod);
@@ -225,28 +379,24 @@ impl Event {
         match self {
             Event::Syscall(e) => {
                 let c = &e.container;
-                let result = if e.action.lets_through() {
-                    "continue".to_string()
-                } else {
-                    format!("-1 {}", errno_name(e.errno))
-                };
-                let via = syscalls::via(e.location)
-                    .map(|via| format!(" via={via}"))
-                    .unwrap_or_default();
-                format!(
-                    "{} {:<5} {}({:#x}, {:#x}, {:#x}) = {} pid={} container={}{} rule={}{via}",
-                    rfc3339(e.time),
-                    e.action.as_str(),
-                    e.syscall_name(),
-                    e.args[0],
-                    e.args[1],
-                    e.args[2],
-                    result,
-                    e.pid,
-                    Printable(&c.container_id),
-                    k8s_suffix(c),
-                    e.rule.unwrap_or("(default)"),
-                )
+                let mut line = format!("{} {:<5} ", rfc3339(e.time), e.action.as_str());
+                line.push_str(&Printable(&e.details().call).to_string());
+                line.push_str(" = ");
+                line.push_str(&e.result());
+                let _ = write_fmt(&mut line, format_args!(" pid={}", e.pid));
+                for (key, value) in [("comm", &e.process().comm), ("cwd", &e.process().cwd)] {
+                    if let Some(value) = value {
+                        let _ = write_fmt(&mut line, format_args!(" {key}={}", Printable(value)));
+                    }
+                }
+                let _ = write_fmt(
+                    &mut line,
+                    format_args!(" container={}{}", Printable(&c.container_id), k8s_suffix(c)),
+                );
+                if let Some(via) = syscalls::via(e.location) {
+                    let _ = write_fmt(&mut line, format_args!(" via={via}"));
+                }
+                line
             }
             Event::ListenerAdded {
                 time, container, ..
@@ -267,6 +417,25 @@ impl Event {
                 Printable(&container.container_id),
                 k8s_suffix(container)
             ),
+        }
+    }
+}
+
+fn write_fmt(out: &mut String, args: std::fmt::Arguments<'_>) -> std::fmt::Result {
+    std::fmt::Write::write_fmt(out, args)
+}
+
+impl SyscallEvent {
+    /// What the call returned, as strace ends its line, and which rule said so.
+    pub fn result(&self) -> String {
+        let rule = match self.rule {
+            Some(rule) => format!("(rule {})", Printable(rule)),
+            None => "(default)".to_string(),
+        };
+        match self.action {
+            Action::Kill => format!("? killed {rule}"),
+            action if action.lets_through() => format!("? {rule}"),
+            _ => format!("-1 {} {rule}", errno_name(self.errno)),
         }
     }
 }
@@ -317,6 +486,8 @@ mod tests {
             rule: Some("no-mkdir"),
             action,
             errno,
+            capture: None,
+            process: None,
         })
     }
 
@@ -403,10 +574,70 @@ mod tests {
     }
 
     #[test]
+    fn captured_strings_make_path_call_and_unread() {
+        let pool = crate::capture::CapturePool::default();
+        let Event::Syscall(base) = event(Action::Deny, 1) else {
+            unreachable!()
+        };
+        let at_fdcwd = (-100i64).cast_unsigned();
+        let path = b"rel/\xff\0";
+        let args = [at_fdcwd, 0, 0o777, 0, 0, 0];
+        let mkdirat = syscalls::numbers("mkdirat")[0];
+        let mut relative = args;
+        relative[1] = path.as_ptr() as u64;
+        let e = SyscallEvent {
+            nr: 258,
+            location: Some(mkdirat),
+            args: relative,
+            capture: pool.capture_own(&relative, Some(mkdirat)),
+            process: Some(Box::new(crate::events::Process {
+                comm: Some("mk\"dir".into()),
+                exe: Some("/bin/busybox".into()),
+                cwd: Some("/tmp".into()),
+            })),
+            ..base
+        };
+        let mut line = Vec::new();
+        e.write_json(&mut line, &mut LineCache::default());
+        let v = Event::Syscall(e).to_json();
+        assert_eq!(String::from_utf8(line).unwrap(), v.to_string());
+        assert_eq!(v["path"], "rel/\\xff", "{v}");
+        assert_eq!(v["call"], "mkdirat(AT_FDCWD, \"rel/\\xff\", 0777)", "{v}");
+        assert_eq!((&v["comm"], &v["cwd"]), (&json!("mk\"dir"), &json!("/tmp")));
+        assert!(v.get("unread").is_none(), "{v}");
+
+        // Unmapped: the line says so, and the direct writer prints the same bytes.
+        let mut unmapped = args;
+        unmapped[1] = 8;
+        let Event::Syscall(base) = event(Action::Deny, 1) else {
+            unreachable!()
+        };
+        let e = SyscallEvent {
+            location: Some(mkdirat),
+            args: unmapped,
+            capture: pool.capture_own(&unmapped, Some(mkdirat)),
+            ..base
+        };
+        let mut line = Vec::new();
+        e.write_json(&mut line, &mut LineCache::default());
+        let v = Event::Syscall(e).to_json();
+        assert_eq!(String::from_utf8(line).unwrap(), v.to_string());
+        assert_eq!(v["unread"]["path"], "unmapped memory (EFAULT)", "{v}");
+        assert!(v.get("path").is_none(), "{v}");
+        assert!(
+            v["call"]
+                .as_str()
+                .unwrap()
+                .starts_with("mkdirat(AT_FDCWD, 0x8 /* unreadable"),
+            "{v}"
+        );
+    }
+
+    #[test]
     fn text_reads_like_strace() {
         let line = event(Action::Deny, 13).to_text();
         assert!(
-            line.contains("deny  mkdir(0x1, 0x2, 0x3) = -1 EACCES pid=7"),
+            line.contains("deny  mkdir(0x1, 02) = -1 EACCES (rule no-mkdir) pid=7 container=c1"),
             "{line}"
         );
     }

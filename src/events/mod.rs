@@ -1,9 +1,12 @@
 //! Decision and lifecycle events: a bounded queue off the notification path, drained by a writer thread.
 
+mod call;
 mod encode;
 mod model;
+mod process;
 
-pub use model::{Event, LogFormat, SyscallEvent, SyscallKind, SyscallLine};
+pub use call::escape_bytes;
+pub use model::{Event, LogFormat, Process, SyscallEvent, SyscallKind, SyscallLine};
 
 use std::collections::VecDeque;
 use std::io::Write;
@@ -22,6 +25,10 @@ use crate::lock::Locked;
 /// How the writer waits for more when the queue is empty. Polling keeps wake-ups
 /// off the notification path: a sender never has to wake a sleeping writer.
 const IDLE_POLL: Duration = Duration::from_millis(10);
+
+/// How long the writer waits after a round that wrote events: the capture buffers it
+/// hands back must return to busy listeners before their pools run dry.
+const BUSY_POLL: Duration = Duration::from_millis(1);
 
 /// How long stopping waits for queued events to be written out.
 const FINAL_FLUSH: Duration = Duration::from_secs(2);
@@ -180,10 +187,18 @@ fn write_events(
     // Lines are encoded straight into the chunk: no line buffer to copy from.
     let mut chunk = Vec::with_capacity(WRITE_CHUNK + 1024);
     let mut cache = LineCache::default();
+    let mut processes = process::ProcessCache::default();
     loop {
         // Read the flag before draining, so nothing queued before the stop is missed.
         let stopping = stop.load(Ordering::Acquire);
-        while let Ok(event) = receiver.try_recv() {
+        let mut wrote = false;
+        while let Ok(mut event) = receiver.try_recv() {
+            if let Event::Syscall(e) = &mut event {
+                e.process = Some(Box::new(processes.describe(e)));
+                if let Some(capture) = &e.capture {
+                    capture.replenish();
+                }
+            }
             match (&event, format) {
                 (Event::Syscall(e), LogFormat::Json) => e.write_json(&mut chunk, &mut cache),
                 (_, LogFormat::Json) => {
@@ -192,6 +207,7 @@ fn write_events(
                 (_, LogFormat::Text) => chunk.extend_from_slice(event.to_text().as_bytes()),
             }
             chunk.push(b'\n');
+            wrote = true;
             if let Event::Syscall(e) = &event {
                 if !e.action.lets_through() {
                     recent.push(e.line());
@@ -207,7 +223,7 @@ fn write_events(
         if stopping {
             return;
         }
-        std::thread::sleep(IDLE_POLL);
+        std::thread::sleep(if wrote { BUSY_POLL } else { IDLE_POLL });
     }
 }
 

@@ -5,6 +5,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+use crate::capture::Captured;
 use crate::container::Container;
 use crate::policy::Action;
 
@@ -17,7 +18,8 @@ pub enum LogFormat {
     Text,
 }
 
-/// One decided syscall. Built on the notification path, so it holds no heap data of its own.
+/// One decided syscall. Built on the notification path, so it holds no heap data of its
+/// own: its strings ride in a pooled buffer, and `process` is filled in by the writer.
 #[derive(Debug)]
 pub struct SyscallEvent {
     pub time: SystemTime,
@@ -30,6 +32,32 @@ pub struct SyscallEvent {
     pub rule: Option<&'static str>,
     pub action: Action,
     pub errno: i32,
+    /// The string arguments, read and fenced before the answer; None for calls without any.
+    pub capture: Option<Captured>,
+    /// The calling program, read from `/proc` by the writer after the fact (best effort).
+    /// Boxed: the queue holds 64 Ki events, and most of their lifetime this is empty.
+    pub process: Option<Box<Process>>,
+}
+
+impl SyscallEvent {
+    /// What the writer learnt of the calling program; empty before it got there.
+    pub fn process(&self) -> &Process {
+        static UNKNOWN: Process = Process {
+            comm: None,
+            exe: None,
+            cwd: None,
+        };
+        self.process.as_deref().unwrap_or(&UNKNOWN)
+    }
+}
+
+/// What `/proc` said of the calling process when the writer got to the event.
+#[derive(Debug, Default, Clone)]
+pub struct Process {
+    pub comm: Option<String>,
+    pub exe: Option<String>,
+    /// Only read for calls whose path is relative.
+    pub cwd: Option<String>,
 }
 
 /// Everything the writer prints.
@@ -79,4 +107,26 @@ pub struct SyscallLine {
     /// The multiplexer (`socketcall`, `ipc`) a call came through; only such calls carry it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub via: Option<String>,
+    /// The call as strace prints it, e.g. `mkdir("/tmp/x", 0777)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call: Option<String>,
+    /// The first path argument as passed (non-UTF-8 bytes as `\xNN`, `\` doubled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// The second path argument (rename's and link's new name, mount's target).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path2: Option<String>,
+    /// `execve`'s arguments, at most `capture::ARGV_MAX`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub argv: Option<Vec<String>>,
+    /// Why a string argument is missing or partial, by field (`path`, `path2`, `argv`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unread: Option<std::collections::BTreeMap<String, String>>,
+    /// The caller's working directory, beside a relative path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comm: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exe: Option<String>,
 }

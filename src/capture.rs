@@ -1,0 +1,714 @@
+//! Bounded copies of a trapped call's path and string arguments, fenced by ID_VALID, for events only.
+//!
+//! Nothing here feeds a decision: the caller (or another of its threads) can rewrite its
+//! memory between our read and the kernel's, so a string read here says what the call
+//! probably named, never what it will act on (seccomp_unotify(2), "Caveats").
+
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Once;
+
+use nix::errno::Errno;
+
+use crate::sys::{self, Listener};
+use crate::syscalls;
+
+/// Longest path the kernel accepts, NUL included; a longer string is shown as too long.
+pub const PATH_MAX: usize = 4096;
+/// Most `execve` arguments kept, and most bytes of them.
+pub const ARGV_MAX: usize = 32;
+const ARGV_BYTES: usize = 2048;
+/// Room for one full path; a second string or argv shares it, and is cut if it runs out.
+const ARENA: usize = PATH_MAX;
+/// Buffers a listener starts with: enough for a few events before the writer runs.
+const POOL_START: usize = 8;
+/// Most buffers a listener keeps at home; the writer adds one each time one was missing.
+pub const POOL_MAX: usize = 1024;
+/// Bytes of `/proc/PID/exe` kept.
+const EXE_MAX: usize = 256;
+/// How long a worker trusts what it read of its last caller's `comm` and `exe`, for calls
+/// from the same pid and instruction pointer: a busy caller makes many events, and reading
+/// `/proc` for each would cost more than the call. A program that exec'd calls from
+/// elsewhere, and an `execve` event ends the trust.
+const PROGRAM_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
+/// Reads stop at page ends, so a string that ends before an unmapped page is still read.
+const PAGE: u64 = 4096;
+
+/// What one argument is, for reading it and for printing the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arg {
+    /// A number printed in decimal.
+    Int,
+    /// A number or pointer we do not follow, printed in hex.
+    Hex,
+    Fd,
+    /// A directory fd of the *at calls: AT_FDCWD by name.
+    DirFd,
+    /// A NUL-terminated path, read and reported as `path`/`path2`.
+    Path,
+    /// A NUL-terminated string that is no path (a file system type, an xattr name).
+    Str,
+    /// `execve`'s NULL-terminated array of strings.
+    Argv,
+    OpenFlags,
+    Mode,
+    AtFlags,
+    SockDomain,
+    SockType,
+    MountFlags,
+    UmountFlags,
+    CloneFlags,
+}
+
+/// The arguments of the calls Switchboard prints by name; others print as hex numbers.
+pub fn spec(name: &str) -> Option<&'static [Arg]> {
+    use Arg::*;
+    Some(match name {
+        "open" => &[Path, OpenFlags, Mode],
+        "openat" => &[DirFd, Path, OpenFlags, Mode],
+        "openat2" => &[DirFd, Path, Hex, Int],
+        "creat" | "mkdir" | "chmod" => &[Path, Mode],
+        "mkdirat" | "fchmodat" => &[DirFd, Path, Mode],
+        "fchmodat2" => &[DirFd, Path, Mode, AtFlags],
+        "rmdir" | "unlink" | "chroot" | "chdir" | "umount" | "acct" | "swapoff" => &[Path],
+        "unlinkat" => &[DirFd, Path, AtFlags],
+        "rename" | "link" | "symlink" | "pivot_root" => &[Path, Path],
+        "renameat" => &[DirFd, Path, DirFd, Path],
+        "renameat2" => &[DirFd, Path, DirFd, Path, Hex],
+        "linkat" => &[DirFd, Path, DirFd, Path, AtFlags],
+        "symlinkat" => &[Path, DirFd, Path],
+        "chown" | "lchown" | "chown32" | "lchown32" => &[Path, Int, Int],
+        "fchownat" => &[DirFd, Path, Int, Int, AtFlags],
+        "mount" => &[Path, Path, Str, MountFlags, Hex],
+        "umount2" => &[Path, UmountFlags],
+        "execve" => &[Path, Argv, Hex],
+        "execveat" => &[DirFd, Path, Argv, Hex, AtFlags],
+        "mknod" => &[Path, Mode, Hex],
+        "mknodat" => &[DirFd, Path, Mode, Hex],
+        "truncate" | "truncate64" => &[Path, Int],
+        "setxattr" | "lsetxattr" => &[Path, Str, Hex, Int, Hex],
+        "getxattr" | "lgetxattr" => &[Path, Str, Hex, Int],
+        "listxattr" | "llistxattr" => &[Path, Hex, Int],
+        "removexattr" | "lremovexattr" => &[Path, Str],
+        "access" => &[Path, Hex],
+        "faccessat" | "faccessat2" => &[DirFd, Path, Hex, AtFlags],
+        "stat" | "lstat" | "stat64" | "lstat64" | "statfs" | "statfs64" | "utime" | "utimes" => {
+            &[Path, Hex]
+        }
+        "newfstatat" | "fstatat64" | "utimensat" => &[DirFd, Path, Hex, AtFlags],
+        "statx" => &[DirFd, Path, AtFlags, Hex, Hex],
+        "readlink" => &[Path, Hex, Int],
+        "readlinkat" => &[DirFd, Path, Hex, Int],
+        "swapon" => &[Path, Hex],
+        "open_tree" => &[DirFd, Path, Hex],
+        "move_mount" => &[DirFd, Path, DirFd, Path, Hex],
+        "fsopen" => &[Str, Hex],
+        "name_to_handle_at" => &[DirFd, Path, Hex, Hex, AtFlags],
+        "inotify_add_watch" => &[Fd, Path, Hex],
+        "finit_module" => &[Fd, Str, Int],
+        "init_module" => &[Hex, Int, Str],
+        "delete_module" => &[Str, Hex],
+        "socket" => &[SockDomain, SockType, Int],
+        "socketpair" => &[SockDomain, SockType, Int, Hex],
+        "unshare" => &[CloneFlags],
+        "setns" => &[Fd, CloneFlags],
+        "kill" | "tkill" => &[Int, Int],
+        "ptrace" => &[Int, Int, Hex, Hex],
+        "getppid" | "getpid" | "gettid" | "sync" | "vhangup" => &[],
+        _ => return None,
+    })
+}
+
+/// Arg specs by (arch index, slot), built once from the names.
+fn spec_at(location: (usize, usize)) -> Option<&'static [Arg]> {
+    use std::sync::OnceLock;
+    static TABLE: OnceLock<Vec<Vec<Option<&'static [Arg]>>>> = OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        (0..syscalls::arches().len())
+            .map(|arch| {
+                (0..syscalls::MAX_NR + 128)
+                    .map(|slot| spec(syscalls::name(arch, slot)))
+                    .collect()
+            })
+            .collect()
+    });
+    table.get(location.0)?.get(location.1).copied().flatten()
+}
+
+/// The arguments of the call at `location`, where its name is known to have a spec.
+pub fn args_of(location: Option<(usize, usize)>) -> Option<&'static [Arg]> {
+    spec_at(location?)
+}
+
+/// True when pointers of this arch are 32 bits wide: the upper half of a register is noise.
+pub fn is_32_bit(location: Option<(usize, usize)>) -> bool {
+    location.is_some_and(|(arch, _)| matches!(syscalls::arches()[arch].name, "x86" | "arm"))
+}
+
+/// How reading one string went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Read {
+    /// Read up to its NUL.
+    Whole,
+    /// The pointer was NULL.
+    Null,
+    /// No NUL within `PATH_MAX` bytes.
+    TooLong,
+    /// Cut short: the capture's room ran out first.
+    Clipped,
+    /// The read failed: EFAULT for unmapped memory, EPERM/ESRCH when refused or gone.
+    Failed(Errno),
+}
+
+impl Read {
+    /// Why the string is missing or partial, for the event's `unread` field.
+    pub fn reason(self) -> Option<String> {
+        match self {
+            Read::Whole => None,
+            Read::Null => Some("NULL pointer".into()),
+            Read::TooLong => Some(format!("longer than PATH_MAX ({PATH_MAX} bytes)")),
+            Read::Clipped => Some("cut short: capture buffer full".into()),
+            Read::Failed(Errno::EFAULT | Errno::EIO) => Some("unmapped memory (EFAULT)".into()),
+            Read::Failed(Errno::EPERM) => Some(
+                "reading the caller's memory was refused (EPERM): the agent needs CAP_SYS_PTRACE"
+                    .into(),
+            ),
+            Read::Failed(errno) => Some(format!("unreadable ({errno})")),
+        }
+    }
+}
+
+/// One string in the arena.
+#[derive(Debug, Clone, Copy)]
+pub struct Piece {
+    start: u16,
+    len: u16,
+    pub read: Read,
+}
+
+const NO_PIECE: Piece = Piece {
+    start: 0,
+    len: 0,
+    read: Read::Null,
+};
+
+/// What the strings of one call read as, fenced: empty if the notification went away.
+#[derive(Debug)]
+pub struct Capture {
+    /// By argument index; None where the argument is no string.
+    strings: [Option<Piece>; 6],
+    argv: [Piece; ARGV_MAX],
+    argv_count: u8,
+    /// Why argv is incomplete, if it is.
+    pub argv_read: Read,
+    /// The notification was no longer valid after the reads: nothing read counts.
+    pub discarded: bool,
+    used: usize,
+    arena: [u8; ARENA],
+    program: Program,
+    /// The caller's working directory, read when its first path is relative.
+    cwd: Option<Piece>,
+    /// The arguments of a `socketcall` sub-call, which sit in the caller's memory.
+    pub multiplexed_args: Option<[u64; 6]>,
+}
+
+/// The caller's `comm` and `exe`, read while it was parked in the call.
+#[derive(Debug, Clone, Copy)]
+struct Program {
+    pid: u32,
+    comm: [u8; 16],
+    comm_len: u8,
+    exe: [u8; EXE_MAX],
+    exe_len: u16,
+}
+
+impl Program {
+    const NONE: Program = Program {
+        pid: 0,
+        comm: [0; 16],
+        comm_len: 0,
+        exe: [0; EXE_MAX],
+        exe_len: 0,
+    };
+
+    fn read(pid: u32) -> Program {
+        let mut p = Program::NONE;
+        p.pid = pid;
+        if let Ok(n) = sys::read_proc_file(pid, "comm", &mut p.comm) {
+            let n = if n > 0 && p.comm[n - 1] == b'\n' {
+                n - 1
+            } else {
+                n
+            };
+            p.comm_len = u8::try_from(n).unwrap_or(0);
+        }
+        if let Ok(n) = sys::read_proc_link(pid, "exe", &mut p.exe) {
+            p.exe_len = u16::try_from(n).unwrap_or(0);
+        }
+        p
+    }
+}
+
+impl Capture {
+    const EMPTY: Capture = Capture {
+        strings: [None; 6],
+        argv: [NO_PIECE; ARGV_MAX],
+        argv_count: 0,
+        argv_read: Read::Whole,
+        discarded: false,
+        used: 0,
+        arena: [0; ARENA],
+        program: Program::NONE,
+        cwd: None,
+        multiplexed_args: None,
+    };
+
+    fn clear(&mut self) {
+        self.program = Program::NONE;
+        self.cwd = None;
+        self.multiplexed_args = None;
+        self.strings = [None; 6];
+        self.argv_count = 0;
+        self.argv_read = Read::Whole;
+        self.discarded = false;
+        self.used = 0;
+    }
+
+    /// The caller's `comm`, if it could be read.
+    pub fn comm(&self) -> Option<&[u8]> {
+        let p = &self.program;
+        (p.comm_len > 0 && !self.discarded).then(|| &p.comm[..usize::from(p.comm_len)])
+    }
+
+    /// The caller's executable (`/proc/PID/exe`), if it could be read; cut at 256 bytes.
+    pub fn exe(&self) -> Option<&[u8]> {
+        let p = &self.program;
+        (p.exe_len > 0 && !self.discarded).then(|| &p.exe[..usize::from(p.exe_len)])
+    }
+
+    /// The caller's working directory, when its first path was relative and it was read.
+    pub fn cwd(&self) -> Option<&[u8]> {
+        self.cwd
+            .filter(|p| p.read == Read::Whole)
+            .map(|p| self.bytes(&p))
+    }
+
+    fn bytes(&self, piece: &Piece) -> &[u8] {
+        let start = usize::from(piece.start);
+        &self.arena[start..start + usize::from(piece.len)]
+    }
+
+    /// The string argument at `index`: its bytes (a prefix when not whole) and how it read.
+    pub fn string(&self, index: usize) -> Option<(&[u8], Read)> {
+        let piece = self.strings.get(index).copied().flatten()?;
+        Some((self.bytes(&piece), piece.read))
+    }
+
+    /// The `execve` arguments read, in order.
+    pub fn argv(&self) -> impl Iterator<Item = &[u8]> {
+        self.argv[..usize::from(self.argv_count)]
+            .iter()
+            .map(|p| self.bytes(p))
+    }
+
+    /// Copies the string at `addr` into the arena, up to `limit` bytes (NUL excluded).
+    fn read_string(&mut self, pid: i32, addr: u64, limit: usize) -> Piece {
+        let start = self.used;
+        if addr == 0 {
+            return Piece {
+                start: to_u16(start),
+                len: 0,
+                read: Read::Null,
+            };
+        }
+        let room = (ARENA - start).min(limit + 1);
+        if room == 0 {
+            return Piece {
+                start: to_u16(start),
+                len: 0,
+                read: Read::Clipped,
+            };
+        }
+        let mut got = 0;
+        let read = loop {
+            if got == room {
+                break if room == PATH_MAX {
+                    Read::TooLong
+                } else {
+                    Read::Clipped
+                };
+            }
+            let at = addr.wrapping_add(got as u64);
+            let to_page_end = usize::try_from(PAGE - at % PAGE).unwrap_or(1);
+            let chunk = to_page_end.min(room - got);
+            let dst = &mut self.arena[start + got..start + got + chunk];
+            match sys::read_remote(pid, at, dst) {
+                Ok(0) => break Read::Failed(Errno::EFAULT),
+                Ok(n) => {
+                    if let Some(nul) = dst[..n].iter().position(|b| *b == 0) {
+                        got += nul;
+                        break Read::Whole;
+                    }
+                    got += n;
+                }
+                Err(errno) => break Read::Failed(errno),
+            }
+        };
+        // A string that never ended keeps only a prefix, so the next one has room.
+        let kept = if read == Read::Whole {
+            got
+        } else {
+            got.min(64)
+        };
+        self.used = start + kept;
+        Piece {
+            start: to_u16(start),
+            len: to_u16(kept),
+            read,
+        }
+    }
+
+    /// Reads every string argument `args` names, from the registers in `values`.
+    fn fill(
+        &mut self,
+        pid: i32,
+        values: &[u64; 6],
+        args: &[Arg],
+        location: Option<(usize, usize)>,
+    ) {
+        let narrow = is_32_bit(location);
+        let pointer = |raw: u64| if narrow { raw & 0xffff_ffff } else { raw };
+        let mut refused = false;
+        for (index, arg) in args.iter().enumerate() {
+            let raw = pointer(values[index]);
+            match arg {
+                Arg::Path | Arg::Str => {
+                    let piece = if pid == 0 {
+                        Piece {
+                            read: Read::Failed(Errno::ESRCH),
+                            ..NO_PIECE
+                        }
+                    } else {
+                        self.read_string(pid, raw, PATH_MAX - 1)
+                    };
+                    refused |= piece.read == Read::Failed(Errno::EPERM);
+                    self.strings[index] = Some(piece);
+                }
+                Arg::Argv => {
+                    self.read_argv(pid, raw, narrow);
+                    refused |= self.argv_read == Read::Failed(Errno::EPERM);
+                }
+                _ => {}
+            }
+        }
+        if refused {
+            warn_refused(pid);
+        }
+        let first_path = args.iter().position(|a| *a == Arg::Path);
+        let relative = first_path
+            .and_then(|i| self.string(i))
+            .is_some_and(|(path, read)| read == Read::Whole && !path.starts_with(b"/"));
+        if relative {
+            let start = self.used;
+            let read =
+                match sys::read_proc_link(pid.cast_unsigned(), "cwd", &mut self.arena[start..]) {
+                    Ok(n) if start + n < ARENA => {
+                        self.used += n;
+                        Piece {
+                            start: to_u16(start),
+                            len: to_u16(n),
+                            read: Read::Whole,
+                        }
+                    }
+                    Ok(_) => Piece {
+                        read: Read::Clipped,
+                        ..NO_PIECE
+                    },
+                    Err(errno) => Piece {
+                        read: Read::Failed(errno),
+                        ..NO_PIECE
+                    },
+                };
+            self.cwd = Some(read);
+        }
+    }
+
+    /// Reads `execve`'s argv array at `addr` and the strings it points to.
+    fn read_argv(&mut self, pid: i32, addr: u64, narrow: bool) {
+        if addr == 0 {
+            self.argv_read = Read::Null;
+            return;
+        }
+        let width = if narrow { 4 } else { 8 };
+        let mut pointers = [0u8; ARGV_MAX * 8];
+        let want = ARGV_MAX * width;
+        let mut got = 0;
+        while got < want {
+            let at = addr.wrapping_add(got as u64);
+            let chunk = usize::try_from(PAGE - at % PAGE)
+                .unwrap_or(1)
+                .min(want - got);
+            match sys::read_remote(pid, at, &mut pointers[got..got + chunk]) {
+                Ok(n) if n > 0 => got += n,
+                Ok(_) => break,
+                Err(errno) => {
+                    if got == 0 {
+                        self.argv_read = Read::Failed(errno);
+                        return;
+                    }
+                    break;
+                }
+            }
+        }
+        let budget_end = (self.used + ARGV_BYTES).min(ARENA);
+        for entry in pointers[..got - got % width].chunks_exact(width) {
+            let pointer = if narrow {
+                u64::from(u32::from_ne_bytes([entry[0], entry[1], entry[2], entry[3]]))
+            } else {
+                u64::from_ne_bytes(entry.try_into().unwrap_or([0; 8]))
+            };
+            if pointer == 0 {
+                return;
+            }
+            if usize::from(self.argv_count) == ARGV_MAX || self.used >= budget_end {
+                self.argv_read = Read::Clipped;
+                return;
+            }
+            let piece = self.read_string(pid, pointer, budget_end - self.used);
+            self.argv[usize::from(self.argv_count)] = piece;
+            self.argv_count += 1;
+            if piece.read != Read::Whole {
+                self.argv_read = piece.read;
+                return;
+            }
+        }
+        // The array went on past what we read (or past mapped memory).
+        self.argv_read = Read::Clipped;
+    }
+}
+
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "arena offsets are below 8 KiB"
+)]
+fn to_u16(n: usize) -> u16 {
+    n as u16
+}
+
+/// A capture on its way to the writer; dropping it hands its buffer back to its listener.
+/// Without a buffer (every one was with the writer), it asks the writer for one more.
+#[derive(Debug)]
+pub struct Captured {
+    buf: Option<Box<Capture>>,
+    home: SyncSender<Box<Capture>>,
+}
+
+impl std::ops::Deref for Captured {
+    type Target = Capture;
+    fn deref(&self) -> &Capture {
+        self.buf.as_deref().unwrap_or(&Capture::EMPTY)
+    }
+}
+
+impl Captured {
+    /// True when the listener had no buffer free for this event: nothing was read.
+    pub fn starved(&self) -> bool {
+        self.buf.is_none()
+    }
+
+    /// Called by the writer, off the notification path: a listener that ran out of
+    /// buffers gets one more, up to [`POOL_MAX`] at home.
+    pub fn replenish(&self) {
+        if self.buf.is_none() {
+            let _ = self.home.try_send(Box::new(Capture::EMPTY));
+        }
+    }
+}
+
+impl Drop for Captured {
+    fn drop(&mut self) {
+        if let Some(buf) = self.buf.take() {
+            // A full home (the pool grew, then calmed down) frees the buffer instead.
+            let _ = self.home.try_send(buf);
+        }
+    }
+}
+
+/// One listener's capture buffers: the notification path takes one, the writer's drop
+/// gives it back, and nothing is allocated per event. It starts with a few and grows,
+/// by the writer, to what the listener's event rate needs.
+pub struct CapturePool {
+    home: SyncSender<Box<Capture>>,
+    free: Receiver<Box<Capture>>,
+    /// The last caller's program, reused while fresh.
+    last: Program,
+    last_ip: u64,
+    last_read: Option<std::time::Instant>,
+}
+
+impl Default for CapturePool {
+    fn default() -> Self {
+        let (home, free) = sync_channel(POOL_MAX);
+        for _ in 0..POOL_START {
+            let _ = home.try_send(Box::new(Capture::EMPTY));
+        }
+        CapturePool {
+            home,
+            free,
+            last: Program::NONE,
+            last_ip: 0,
+            last_read: None,
+        }
+    }
+}
+
+impl CapturePool {
+    /// [`CapturePool::capture`] of a call of this process's own, unfenced: for tests.
+    #[cfg(test)]
+    pub(crate) fn capture_own(
+        &self,
+        values: &[u64; 6],
+        location: Option<(usize, usize)>,
+    ) -> Option<Captured> {
+        let mut buf = self.free.try_recv().ok()?;
+        let pid = i32::try_from(std::process::id()).unwrap_or(0);
+        buf.fill(pid, values, args_of(location)?, location);
+        Some(Captured {
+            buf: Some(buf),
+            home: self.home.clone(),
+        })
+    }
+
+    /// Reads the caller's program and the string arguments of notification `notif`, then
+    /// fences the reads with ID_VALID: a read whose notification is gone is discarded.
+    pub fn capture(
+        &mut self,
+        listener: &Listener,
+        notif: &sys::Notification,
+        location: Option<(usize, usize)>,
+    ) -> Captured {
+        let Ok(mut buf) = self.free.try_recv() else {
+            return Captured {
+                buf: None,
+                home: self.home.clone(),
+            };
+        };
+        buf.clear();
+        let mut read_any = false;
+        let now = std::time::Instant::now();
+        let fresh = self.last.pid == notif.pid
+            && self.last_ip == notif.data.instruction_pointer
+            && self
+                .last_read
+                .is_some_and(|at| now.duration_since(at) < PROGRAM_FRESH);
+        if !fresh && notif.pid != 0 {
+            self.last = Program::read(notif.pid);
+            self.last_ip = notif.data.instruction_pointer;
+            self.last_read = Some(now);
+            read_any = true;
+        }
+        buf.program = if self.last.pid == notif.pid {
+            self.last
+        } else {
+            Program::NONE
+        };
+        if let Some(args) = args_of(location).filter(|args| {
+            args.iter()
+                .any(|a| matches!(a, Arg::Path | Arg::Str | Arg::Argv))
+        }) {
+            let pid = i32::try_from(notif.pid).unwrap_or(0);
+            buf.fill(pid, &notif.data.args, args, location);
+            read_any = true;
+        }
+        if syscalls::via(location) == Some("socketcall") && notif.pid != 0 {
+            // socketcall(call, args): the sub-call's arguments are an array of 32-bit longs.
+            let mut raw = [0u8; 24];
+            let pid = i32::try_from(notif.pid).unwrap_or(0);
+            if sys::read_remote(pid, notif.data.args[1] & 0xffff_ffff, &mut raw) == Ok(24) {
+                let mut args = [0u64; 6];
+                for (arg, bytes) in args.iter_mut().zip(raw.chunks_exact(4)) {
+                    *arg = u64::from(u32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]));
+                }
+                buf.multiplexed_args = Some(args);
+            }
+            read_any = true;
+        }
+        // The pid may have been reused between RECV and the reads: only a notification
+        // still pending proves what was read was the caller's.
+        if read_any && !listener.is_pending(notif.id) {
+            buf.clear();
+            buf.discarded = true;
+            self.last_read = None;
+        }
+        Captured {
+            buf: Some(buf),
+            home: self.home.clone(),
+        }
+    }
+}
+
+#[cold]
+fn warn_refused(pid: i32) {
+    static WARN: Once = Once::new();
+    WARN.call_once(|| {
+        tracing::warn!(
+            pid,
+            "reading a caller's memory was refused (EPERM): events show paths and arguments as unavailable; give the agent CAP_SYS_PTRACE to read them across users"
+        );
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_of_this_process_read_whole_null_unmapped_and_too_long() {
+        let pid = i32::try_from(std::process::id()).unwrap();
+        let mut c = Box::new(Capture::EMPTY);
+        let path = b"/tmp/a path\0";
+        let p = c.read_string(pid, path.as_ptr() as u64, PATH_MAX - 1);
+        assert_eq!((c.bytes(&p), p.read), (&b"/tmp/a path"[..], Read::Whole));
+        assert_eq!(c.read_string(pid, 0, PATH_MAX - 1).read, Read::Null);
+        assert_eq!(
+            c.read_string(pid, 8, PATH_MAX - 1).read,
+            Read::Failed(Errno::EFAULT)
+        );
+        c.clear();
+        let long = vec![b'a'; PATH_MAX + 10];
+        let p = c.read_string(pid, long.as_ptr() as u64, PATH_MAX - 1);
+        assert_eq!((p.read, p.len), (Read::TooLong, 64));
+        // A string that ends right before a page boundary followed by more bytes.
+        const P: usize = 4096;
+        let mut page = vec![b'x'; 3 * P];
+        let offset = P - (page.as_ptr() as usize % P) + P - 3;
+        page[offset + 5] = 0;
+        let p = c.read_string(pid, page.as_ptr() as u64 + offset as u64, PATH_MAX - 1);
+        assert_eq!((p.read, p.len), (Read::Whole, 5));
+    }
+
+    #[test]
+    fn argv_reads_up_to_its_null_pointer() {
+        let pid = i32::try_from(std::process::id()).unwrap();
+        let strings = [&b"ls\0"[..], b"-l\0", b"/tmp\0"];
+        let pointers: Vec<u64> = strings
+            .iter()
+            .map(|s| s.as_ptr() as u64)
+            .chain([0])
+            .collect();
+        let mut c = Box::new(Capture::EMPTY);
+        c.read_argv(pid, pointers.as_ptr() as u64, false);
+        let argv: Vec<&[u8]> = c.argv().collect();
+        assert_eq!(argv, [&b"ls"[..], b"-l", b"/tmp"]);
+        assert_eq!(c.argv_read, Read::Whole);
+    }
+
+    #[test]
+    fn calls_with_paths_have_specs_on_every_arch() {
+        for name in ["mkdir", "openat", "execve", "mount", "rename"] {
+            for location in syscalls::numbers(name) {
+                let args = args_of(Some(location)).unwrap();
+                assert!(args.contains(&Arg::Path), "{name}");
+            }
+        }
+    }
+}
