@@ -19,17 +19,20 @@ pub const ARGV_MAX: usize = 32;
 const ARGV_BYTES: usize = 2048;
 /// Room for one full path; a second string or argv shares it, and is cut if it runs out.
 const ARENA: usize = PATH_MAX;
-/// Buffers a listener starts with: enough for a few events before the writer runs.
-const POOL_START: usize = 8;
-/// Most buffers a listener keeps at home; the writer adds one each time one was missing.
-pub const POOL_MAX: usize = 1024;
+/// Buffers a listener starts with: an idle listener holds only these.
+const POOL_START: usize = 4;
+/// Most buffers one listener ever has: a burst of events that outruns the writer by more
+/// than this (a few milliseconds of calls) shows the rest as not read.
+pub const POOL_MAX: usize = 256;
 /// Bytes of `/proc/PID/exe` kept.
 const EXE_MAX: usize = 256;
 /// How long a worker trusts what it read of its last caller's `comm` and `exe`, for calls
 /// from the same pid and instruction pointer: a busy caller makes many events, and reading
-/// `/proc` for each would cost more than the call. A program that exec'd calls from
-/// elsewhere, and an `execve` event ends the trust.
-const PROGRAM_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
+/// `/proc` for each would cost more than the call. A program that exec'd (or a recycled
+/// pid) calls from elsewhere.
+pub const PROGRAM_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
+/// Bytes the first read of a string asks for; longer strings take more reads.
+const FIRST_READ: usize = 256;
 /// Reads stop at page ends, so a string that ends before an unmapped page is still read.
 const PAGE: u64 = 4096;
 
@@ -204,6 +207,7 @@ pub struct Capture {
     pub discarded: bool,
     used: usize,
     arena: [u8; ARENA],
+    /// The caller's program, when this worker had not read it within [`PROGRAM_FRESH`].
     program: Program,
     /// The caller's working directory, read when its first path is relative.
     cwd: Option<Piece>,
@@ -273,6 +277,11 @@ impl Capture {
         self.used = 0;
     }
 
+    /// True when this capture carries the caller's program (its worker read it anew).
+    pub fn has_program(&self) -> bool {
+        self.program.pid != 0 && !self.discarded
+    }
+
     /// The caller's `comm`, if it could be read.
     pub fn comm(&self) -> Option<&[u8]> {
         let p = &self.program;
@@ -339,7 +348,9 @@ impl Capture {
             }
             let at = addr.wrapping_add(got as u64);
             let to_page_end = usize::try_from(PAGE - at % PAGE).unwrap_or(1);
-            let chunk = to_page_end.min(room - got);
+            // Most paths are short: the first read stops early rather than copy a page.
+            let first = if got == 0 { FIRST_READ } else { usize::MAX };
+            let chunk = to_page_end.min(room - got).min(first);
             let dst = &mut self.arena[start + got..start + got + chunk];
             match sys::read_remote(pid, at, dst) {
                 Ok(0) => break Read::Failed(Errno::EFAULT),
@@ -514,35 +525,29 @@ impl Captured {
     pub fn starved(&self) -> bool {
         self.buf.is_none()
     }
-
-    /// Called by the writer, off the notification path: a listener that ran out of
-    /// buffers gets one more, up to [`POOL_MAX`] at home.
-    pub fn replenish(&self) {
-        if self.buf.is_none() {
-            let _ = self.home.try_send(Box::new(Capture::EMPTY));
-        }
-    }
 }
 
 impl Drop for Captured {
     fn drop(&mut self) {
         if let Some(buf) = self.buf.take() {
-            // A full home (the pool grew, then calmed down) frees the buffer instead.
+            // Home has room for every buffer the listener ever made.
             let _ = self.home.try_send(buf);
         }
     }
 }
 
 /// One listener's capture buffers: the notification path takes one, the writer's drop
-/// gives it back, and nothing is allocated per event. It starts with a few and grows,
-/// by the writer, to what the listener's event rate needs.
+/// gives it back. It starts with a few and grows to what the listener's bursts need (at
+/// most [`POOL_MAX`]); once grown, no event allocates.
 pub struct CapturePool {
     home: SyncSender<Box<Capture>>,
     free: Receiver<Box<Capture>>,
-    /// The last caller's program, reused while fresh.
-    last: Program,
-    last_ip: u64,
-    last_read: Option<std::time::Instant>,
+    /// Buffers this listener has made, at home or on their way through the writer.
+    made: usize,
+    /// The pool is half grown or ran dry: the writer should run now, not at its next poll.
+    wake_writer: bool,
+    /// The last caller whose program this worker read: (pid, instruction pointer, when).
+    last: (u32, u64, Option<std::time::Instant>),
 }
 
 impl Default for CapturePool {
@@ -554,14 +559,53 @@ impl Default for CapturePool {
         CapturePool {
             home,
             free,
-            last: Program::NONE,
-            last_ip: 0,
-            last_read: None,
+            made: POOL_START,
+            wake_writer: false,
+            last: (0, 0, None),
         }
     }
 }
 
+/// True for the calls whose events carry strings read from the caller: those with a path,
+/// string or argv argument, and `socketcall`, whose sub-call's arguments are in memory.
+/// A table lookup, so the calls without any (most of them) pay nothing more.
+#[inline]
+pub fn reads_memory(location: Option<(usize, usize)>) -> bool {
+    use std::sync::OnceLock;
+    static TABLE: OnceLock<Vec<Vec<bool>>> = OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        (0..syscalls::arches().len())
+            .map(|arch| {
+                (0..syscalls::MAX_NR + 128)
+                    .map(|slot| {
+                        let location = Some((arch, slot));
+                        syscalls::via(location) == Some("socketcall")
+                            || spec_at((arch, slot)).is_some_and(|args| {
+                                args.iter()
+                                    .any(|a| matches!(a, Arg::Path | Arg::Str | Arg::Argv))
+                            })
+                    })
+                    .collect()
+            })
+            .collect()
+    });
+    location.is_some_and(|(arch, slot)| {
+        table
+            .get(arch)
+            .and_then(|slots| slots.get(slot))
+            .copied()
+            .unwrap_or(false)
+    })
+}
+
 impl CapturePool {
+    /// True once after the pool grew to half its limit or ran dry: the writer, which
+    /// hands buffers back, is asleep for longer than this listener's burst can wait.
+    #[inline]
+    pub fn writer_needed(&mut self) -> bool {
+        std::mem::take(&mut self.wake_writer)
+    }
+
     /// [`CapturePool::capture`] of a call of this process's own, unfenced: for tests.
     #[cfg(test)]
     pub(crate) fn capture_own(
@@ -578,51 +622,57 @@ impl CapturePool {
         })
     }
 
-    /// Reads the caller's program and the string arguments of notification `notif`, then
-    /// fences the reads with ID_VALID: a read whose notification is gone is discarded.
+    /// What an event of notification `notif` needs read while its caller is parked: the
+    /// caller's program, unless this worker read it for the same caller within
+    /// [`PROGRAM_FRESH`], and the call's strings; fenced with ID_VALID, so a read whose
+    /// notification is gone is discarded. None when there is nothing to read, which is
+    /// the steady state of a caller making calls without strings: no I/O at all.
     pub fn capture(
         &mut self,
         listener: &Listener,
         notif: &sys::Notification,
         location: Option<(usize, usize)>,
-    ) -> Captured {
-        let Ok(mut buf) = self.free.try_recv() else {
-            return Captured {
-                buf: None,
-                home: self.home.clone(),
-            };
+        received: std::time::Instant,
+    ) -> Option<Captured> {
+        let caller = (notif.pid, notif.data.instruction_pointer);
+        let known = (self.last.0, self.last.1) == caller
+            && self
+                .last
+                .2
+                .is_some_and(|at| received.saturating_duration_since(at) < PROGRAM_FRESH);
+        let strings = reads_memory(location);
+        if known && !strings {
+            return None;
+        }
+        let mut buf = match self.free.try_recv() {
+            Ok(buf) => buf,
+            // Growing the pool is the one allocation here, and it stops once the pool
+            // holds what the listener's bursts need.
+            Err(_) if self.made < POOL_MAX => {
+                self.made += 1;
+                self.wake_writer |= self.made == POOL_MAX / 2;
+                Box::new(Capture::EMPTY)
+            }
+            Err(_) => {
+                self.wake_writer = true;
+                return Some(Captured {
+                    buf: None,
+                    home: self.home.clone(),
+                });
+            }
         };
         buf.clear();
-        let mut read_any = false;
-        let now = std::time::Instant::now();
-        let fresh = self.last.pid == notif.pid
-            && self.last_ip == notif.data.instruction_pointer
-            && self
-                .last_read
-                .is_some_and(|at| now.duration_since(at) < PROGRAM_FRESH);
-        if !fresh && notif.pid != 0 {
-            self.last = Program::read(notif.pid);
-            self.last_ip = notif.data.instruction_pointer;
-            self.last_read = Some(now);
-            read_any = true;
+        let pid = i32::try_from(notif.pid).unwrap_or(0);
+        if !known && pid != 0 {
+            buf.program = Program::read(notif.pid);
+            self.last = (caller.0, caller.1, Some(received));
         }
-        buf.program = if self.last.pid == notif.pid {
-            self.last
-        } else {
-            Program::NONE
-        };
-        if let Some(args) = args_of(location).filter(|args| {
-            args.iter()
-                .any(|a| matches!(a, Arg::Path | Arg::Str | Arg::Argv))
-        }) {
-            let pid = i32::try_from(notif.pid).unwrap_or(0);
+        if let Some(args) = args_of(location).filter(|_| strings) {
             buf.fill(pid, &notif.data.args, args, location);
-            read_any = true;
         }
-        if syscalls::via(location) == Some("socketcall") && notif.pid != 0 {
+        if syscalls::via(location) == Some("socketcall") && pid != 0 {
             // socketcall(call, args): the sub-call's arguments are an array of 32-bit longs.
             let mut raw = [0u8; 24];
-            let pid = i32::try_from(notif.pid).unwrap_or(0);
             if sys::read_remote(pid, notif.data.args[1] & 0xffff_ffff, &mut raw) == Ok(24) {
                 let mut args = [0u64; 6];
                 for (arg, bytes) in args.iter_mut().zip(raw.chunks_exact(4)) {
@@ -630,19 +680,18 @@ impl CapturePool {
                 }
                 buf.multiplexed_args = Some(args);
             }
-            read_any = true;
         }
         // The pid may have been reused between RECV and the reads: only a notification
         // still pending proves what was read was the caller's.
-        if read_any && !listener.is_pending(notif.id) {
+        if !listener.is_pending(notif.id) {
             buf.clear();
             buf.discarded = true;
-            self.last_read = None;
+            self.last = (0, 0, None);
         }
-        Captured {
+        Some(Captured {
             buf: Some(buf),
             home: self.home.clone(),
-        }
+        })
     }
 }
 

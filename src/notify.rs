@@ -403,8 +403,12 @@ impl Worker {
         let (action, errno, rule) = (verdict.action, verdict.errno, verdict.rule);
         // Strings are read after the decision, which never sees them, and before the
         // answer, while the caller is still parked in the call.
-        let capture = (action != Action::Allow)
-            .then(|| self.captures.capture(&self.listener, notif, location));
+        let capture = if action == Action::Allow {
+            None
+        } else {
+            self.captures
+                .capture(&self.listener, notif, location, received)
+        };
         let answered = if action == Action::Kill {
             self.kill(notif, errno, rule == Some(ORIGINAL_PROFILE_RULE))
         } else if action.lets_through() {
@@ -437,8 +441,11 @@ impl Worker {
                 action,
                 errno,
                 capture,
-                process: None,
+                ip: data.instruction_pointer,
             }));
+            if self.captures.writer_needed() {
+                self.events.nudge();
+            }
         }
     }
 

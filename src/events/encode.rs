@@ -8,7 +8,8 @@ use std::time::{Duration, SystemTime};
 use serde_json::{json, Value};
 use switchboard_shared::rfc3339;
 
-use super::{call, Event, SyscallEvent, SyscallKind, SyscallLine};
+use super::process::Known;
+use super::{call, Event, Process, SyscallEvent, SyscallKind, SyscallLine};
 use crate::capture::{self, Arg, Read};
 use crate::container::Container;
 use crate::policy::{errno_name, Action};
@@ -26,8 +27,9 @@ pub(super) struct Details {
 }
 
 impl SyscallEvent {
-    /// The typed line: what `to_json` prints, and what `/status` keeps of a denial.
-    pub fn line(&self) -> SyscallLine {
+    /// The typed line: what the JSON log prints, and what `/status` keeps of a denial;
+    /// `process` is what the writer read of the caller.
+    pub fn line(&self, process: &Process) -> SyscallLine {
         let c = &self.container;
         let details = self.details();
         SyscallLine {
@@ -58,9 +60,9 @@ impl SyscallEvent {
                     .map(|(k, v)| (k.to_string(), v))
                     .collect()
             }),
-            cwd: self.process().cwd.clone(),
-            comm: self.process().comm.clone(),
-            exe: self.process().exe.clone(),
+            cwd: process.cwd.clone(),
+            comm: process.comm.clone(),
+            exe: process.exe.clone(),
         }
     }
 
@@ -69,16 +71,16 @@ impl SyscallEvent {
             .map_or("?", |(arch, nr)| syscalls::name(arch, nr))
     }
 
-    /// The first path argument's bytes as read, if it was.
-    pub(super) fn first_path(&self) -> Option<&[u8]> {
-        let spec = capture::args_of(self.location)?;
-        let index = spec.iter().position(|a| *a == Arg::Path)?;
-        let (bytes, read) = self.capture.as_ref()?.string(index)?;
-        (read == Read::Whole).then_some(bytes)
+    /// The caller's working directory beside a relative path, as read while it was parked.
+    pub(super) fn cwd(&self) -> Option<String> {
+        let cwd = self.capture.as_deref()?.cwd()?;
+        let mut text = String::with_capacity(cwd.len());
+        call::escape_bytes(cwd, &mut text);
+        Some(text)
     }
 
-    pub(super) fn details(&self) -> Details {
-        let mut d = Details::default();
+    /// Appends the call as strace prints it.
+    pub(super) fn write_call(&self, out: &mut String) {
         let capture = self.capture.as_deref().filter(|c| !c.discarded);
         // A multiplexed call's own arguments are not in its registers: socketcall's are in
         // the caller's memory (read with the strings), ipc's follow the sub-call number.
@@ -91,16 +93,12 @@ impl SyscallEvent {
             None => Some(self.args),
         };
         match args {
-            Some(args) => call::format_call(
-                self.syscall_name(),
-                self.location,
-                &args,
-                capture,
-                &mut d.call,
-            ),
+            Some(args) => {
+                call::format_call(self.syscall_name(), self.location, &args, capture, out);
+            }
             None => {
                 let _ = std::fmt::Write::write_fmt(
-                    &mut d.call,
+                    out,
                     format_args!(
                         "{}(/* arguments at {:#x}, unread */)",
                         self.syscall_name(),
@@ -109,6 +107,12 @@ impl SyscallEvent {
                 );
             }
         }
+    }
+
+    pub(super) fn details(&self) -> Details {
+        let mut d = Details::default();
+        self.write_call(&mut d.call);
+        let capture = self.capture.as_deref().filter(|c| !c.discarded);
         let Some(spec) = capture::args_of(self.location) else {
             return d;
         };
@@ -176,12 +180,28 @@ impl SyscallEvent {
 
     /// Appends the line `Event::to_json` would print, byte for byte, without building a `Value`:
     /// on a pinned agent, the writer's cost per event is paid by the notifications.
-    pub(super) fn write_json(&self, out: &mut Vec<u8>, cache: &mut LineCache) {
+    pub(super) fn write_json(
+        &self,
+        out: &mut Vec<u8>,
+        cache: &mut LineCache,
+        program: &Known,
+        cwd: Option<&str>,
+    ) {
         if !cache.key.as_ref().is_some_and(|key| key.matches(self)) {
             cache.refill(self);
         }
-        let d = self.details();
-        let string = |out: &mut Vec<u8>, key: &str, value: &Option<String>| {
+        // Calls without strings (most events) need only the call, formatted into a reused
+        // buffer: the writer allocates nothing for them.
+        let d = capture::reads_memory(self.location).then(|| self.details());
+        let call = match &d {
+            Some(d) => &d.call,
+            None => {
+                cache.call.clear();
+                self.write_call(&mut cache.call);
+                &cache.call
+            }
+        };
+        let string = |out: &mut Vec<u8>, key: &str, value: Option<&str>| {
             if let Some(value) = value {
                 out.extend_from_slice(key.as_bytes());
                 let _ = serde_json::to_writer(&mut *out, value);
@@ -195,28 +215,30 @@ impl SyscallEvent {
             push_number(out, *arg);
         }
         out.push(b']');
-        if let Some(argv) = &d.argv {
+        if let Some(argv) = d.as_ref().and_then(|d| d.argv.as_ref()) {
             out.extend_from_slice(b",\"argv\":");
             let _ = serde_json::to_writer(&mut *out, argv);
         }
         out.extend_from_slice(b",\"call\":");
-        let _ = serde_json::to_writer(&mut *out, &d.call);
-        string(out, ",\"comm\":", &self.process().comm);
+        let _ = serde_json::to_writer(&mut *out, call);
+        out.extend_from_slice(&program.comm_json);
         out.extend_from_slice(&cache.container);
-        string(out, ",\"cwd\":", &self.process().cwd);
+        string(out, ",\"cwd\":", cwd);
         out.extend_from_slice(&cache.errno);
-        string(out, ",\"exe\":", &self.process().exe);
+        out.extend_from_slice(&program.exe_json);
         out.extend_from_slice(&cache.namespace);
-        string(out, ",\"path\":", &d.path);
-        string(out, ",\"path2\":", &d.path2);
+        if let Some(d) = &d {
+            string(out, ",\"path\":", d.path.as_deref());
+            string(out, ",\"path2\":", d.path2.as_deref());
+        }
         out.extend_from_slice(b",\"pid\":");
         push_number(out, self.pid);
         out.extend_from_slice(&cache.tail);
         cache.write_time(self.time, out);
         out.extend_from_slice(b"\"");
-        if !d.unread.is_empty() {
+        if let Some(unread) = d.as_ref().map(|d| &d.unread).filter(|u| !u.is_empty()) {
             out.extend_from_slice(b",\"unread\":");
-            let _ = serde_json::to_writer(&mut *out, &d.unread);
+            let _ = serde_json::to_writer(&mut *out, unread);
         }
         if let Some(via) = syscalls::via(self.location) {
             out.extend_from_slice(b",\"via\":");
@@ -267,6 +289,8 @@ pub(super) struct LineCache {
     /// `,"pod":…,"time":"`
     tail: Vec<u8>,
     second: Option<u64>,
+    /// The call of the line being written, when it has no strings.
+    call: String,
     /// "YYYY-MM-DDTHH:MM:SS" of `second`.
     date: String,
 }
@@ -345,12 +369,11 @@ fn push_number(out: &mut Vec<u8>, n: impl itoa::Integer) {
 }
 
 impl Event {
-    /// The JSON form: one object, printed on one line.
+    /// The JSON form: one object, printed on one line; a syscall's program as unknown.
     pub fn to_json(&self) -> Value {
         match self {
-            Event::Syscall(e) => {
-                serde_json::to_value(e.line()).expect("a syscall line is plain data")
-            }
+            Event::Syscall(e) => serde_json::to_value(e.line(&Process::default()))
+                .expect("a syscall line is plain data"),
             Event::ListenerAdded {
                 time,
                 container,
@@ -374,30 +397,10 @@ impl Event {
         }
     }
 
-    /// The text form, for people: strace-like for syscalls.
+    /// The text form, for people: strace-like for syscalls (their program as unknown).
     pub fn to_text(&self) -> String {
         match self {
-            Event::Syscall(e) => {
-                let c = &e.container;
-                let mut line = format!("{} {:<5} ", rfc3339(e.time), e.action.as_str());
-                line.push_str(&Printable(&e.details().call).to_string());
-                line.push_str(" = ");
-                line.push_str(&e.result());
-                let _ = write_fmt(&mut line, format_args!(" pid={}", e.pid));
-                for (key, value) in [("comm", &e.process().comm), ("cwd", &e.process().cwd)] {
-                    if let Some(value) = value {
-                        let _ = write_fmt(&mut line, format_args!(" {key}={}", Printable(value)));
-                    }
-                }
-                let _ = write_fmt(
-                    &mut line,
-                    format_args!(" container={}{}", Printable(&c.container_id), k8s_suffix(c)),
-                );
-                if let Some(via) = syscalls::via(e.location) {
-                    let _ = write_fmt(&mut line, format_args!(" via={via}"));
-                }
-                line
-            }
+            Event::Syscall(e) => e.to_text(&Process::default()),
             Event::ListenerAdded {
                 time, container, ..
             } => format!(
@@ -426,6 +429,31 @@ fn write_fmt(out: &mut String, args: std::fmt::Arguments<'_>) -> std::fmt::Resul
 }
 
 impl SyscallEvent {
+    /// The text form: the call as strace prints it, its result, and who made it.
+    pub fn to_text(&self, process: &Process) -> String {
+        let c = &self.container;
+        let mut line = format!("{} {:<5} ", rfc3339(self.time), self.action.as_str());
+        let mut call = String::new();
+        self.write_call(&mut call);
+        line.push_str(&Printable(&call).to_string());
+        line.push_str(" = ");
+        line.push_str(&self.result());
+        let _ = write_fmt(&mut line, format_args!(" pid={}", self.pid));
+        for (key, value) in [("comm", &process.comm), ("cwd", &process.cwd)] {
+            if let Some(value) = value {
+                let _ = write_fmt(&mut line, format_args!(" {key}={}", Printable(value)));
+            }
+        }
+        let _ = write_fmt(
+            &mut line,
+            format_args!(" container={}{}", Printable(&c.container_id), k8s_suffix(c)),
+        );
+        if let Some(via) = syscalls::via(self.location) {
+            let _ = write_fmt(&mut line, format_args!(" via={via}"));
+        }
+        line
+    }
+
     /// What the call returned, as strace ends its line, and which rule said so.
     pub fn result(&self) -> String {
         let rule = match self.rule {
@@ -487,8 +515,13 @@ mod tests {
             action,
             errno,
             capture: None,
-            process: None,
+            ip: 0,
         })
+    }
+
+    /// What the writer knows of a caller it could not read.
+    fn unknown() -> Known {
+        Known::new(0, 0, std::time::Instant::now(), Process::default())
     }
 
     #[test]
@@ -565,7 +598,7 @@ mod tests {
         };
         for e in events.into_iter().chain([via_socketcall, base()]) {
             let mut line = Vec::new();
-            e.write_json(&mut line, &mut cache);
+            e.write_json(&mut line, &mut cache, &unknown(), None);
             assert_eq!(
                 String::from_utf8(line).unwrap(),
                 Event::Syscall(e).to_json().to_string()
@@ -590,16 +623,17 @@ mod tests {
             location: Some(mkdirat),
             args: relative,
             capture: pool.capture_own(&relative, Some(mkdirat)),
-            process: Some(Box::new(crate::events::Process {
-                comm: Some("mk\"dir".into()),
-                exe: Some("/bin/busybox".into()),
-                cwd: Some("/tmp".into()),
-            })),
             ..base
         };
+        let process = Process {
+            comm: Some("mk\"dir".into()),
+            exe: Some("/bin/busybox".into()),
+            cwd: Some("/tmp".into()),
+        };
+        let known = Known::new(7, 0, std::time::Instant::now(), process.clone());
         let mut line = Vec::new();
-        e.write_json(&mut line, &mut LineCache::default());
-        let v = Event::Syscall(e).to_json();
+        e.write_json(&mut line, &mut LineCache::default(), &known, Some("/tmp"));
+        let v = serde_json::to_value(e.line(&process)).unwrap();
         assert_eq!(String::from_utf8(line).unwrap(), v.to_string());
         assert_eq!(v["path"], "rel/\\xff", "{v}");
         assert_eq!(v["call"], "mkdirat(AT_FDCWD, \"rel/\\xff\", 0777)", "{v}");
@@ -619,7 +653,7 @@ mod tests {
             ..base
         };
         let mut line = Vec::new();
-        e.write_json(&mut line, &mut LineCache::default());
+        e.write_json(&mut line, &mut LineCache::default(), &unknown(), None);
         let v = Event::Syscall(e).to_json();
         assert_eq!(String::from_utf8(line).unwrap(), v.to_string());
         assert_eq!(v["unread"]["path"], "unmapped memory (EFAULT)", "{v}");

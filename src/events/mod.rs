@@ -23,11 +23,12 @@ use encode::LineCache;
 use crate::lock::Locked;
 
 /// How the writer waits for more when the queue is empty. Polling keeps wake-ups
-/// off the notification path: a sender never has to wake a sleeping writer.
+/// off the notification path: a sender wakes the writer only when its capture buffers
+/// run short ([`EventSink::nudge`]).
 const IDLE_POLL: Duration = Duration::from_millis(10);
 
-/// How long the writer waits after a round that wrote events: the capture buffers it
-/// hands back must return to busy listeners before their pools run dry.
+/// How long the writer waits after a round that wrote captured strings: the buffers it
+/// hands back return to busy listeners soon, so their pools stay small.
 const BUSY_POLL: Duration = Duration::from_millis(1);
 
 /// How long stopping waits for queued events to be written out.
@@ -98,6 +99,7 @@ impl WallClock {
 pub struct EventSink {
     queue: SyncSender<Event>,
     dropped: IntCounter,
+    writer: std::thread::Thread,
 }
 
 impl EventSink {
@@ -108,6 +110,13 @@ impl EventSink {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => self.dropped.inc(),
         }
+    }
+
+    /// Wakes the writer before its next poll: a listener's capture buffers, which the
+    /// writer hands back, are running out. Rare: a pool grows once to its burst size.
+    #[cold]
+    pub fn nudge(&self) {
+        self.writer.unpark();
     }
 }
 
@@ -138,7 +147,11 @@ impl EventWriter {
             })
             .expect("spawning the event writer");
         (
-            EventSink { queue, dropped },
+            EventSink {
+                queue,
+                dropped,
+                writer: thread.thread().clone(),
+            },
             EventWriter {
                 stop,
                 thread: Some(thread),
@@ -191,27 +204,39 @@ fn write_events(
     loop {
         // Read the flag before draining, so nothing queued before the stop is missed.
         let stopping = stop.load(Ordering::Acquire);
-        let mut wrote = false;
-        while let Ok(mut event) = receiver.try_recv() {
-            if let Event::Syscall(e) = &mut event {
-                e.process = Some(Box::new(processes.describe(e)));
-                if let Some(capture) = &e.capture {
-                    capture.replenish();
+        let mut captured = false;
+        let mut now = Instant::now();
+        let mut since_now = 0u32;
+        while let Ok(event) = receiver.try_recv() {
+            let Event::Syscall(e) = &event else {
+                match format {
+                    LogFormat::Json => {
+                        let _ = serde_json::to_writer(&mut chunk, &event.to_json());
+                    }
+                    LogFormat::Text => chunk.extend_from_slice(event.to_text().as_bytes()),
                 }
+                chunk.push(b'\n');
+                continue;
+            };
+            captured |= e.capture.is_some();
+            // One clock read per few hundred events decides what is still fresh.
+            since_now += 1;
+            if since_now == 256 {
+                (now, since_now) = (Instant::now(), 0);
             }
-            match (&event, format) {
-                (Event::Syscall(e), LogFormat::Json) => e.write_json(&mut chunk, &mut cache),
-                (_, LogFormat::Json) => {
-                    let _ = serde_json::to_writer(&mut chunk, &event.to_json());
-                }
-                (_, LogFormat::Text) => chunk.extend_from_slice(event.to_text().as_bytes()),
+            let program = processes.lookup(e.pid, e.ip, now, e.capture.as_deref());
+            let cwd = e.cwd();
+            let full = |program: &process::Known| Process {
+                cwd: cwd.clone(),
+                ..program.process.clone()
+            };
+            match format {
+                LogFormat::Json => e.write_json(&mut chunk, &mut cache, program, cwd.as_deref()),
+                LogFormat::Text => chunk.extend_from_slice(e.to_text(&full(program)).as_bytes()),
             }
             chunk.push(b'\n');
-            wrote = true;
-            if let Event::Syscall(e) = &event {
-                if !e.action.lets_through() {
-                    recent.push(e.line());
-                }
+            if !e.action.lets_through() {
+                recent.push(e.line(&full(program)));
             }
             if chunk.len() >= WRITE_CHUNK && !write_chunk(&mut out, &mut chunk) {
                 return;
@@ -223,7 +248,8 @@ fn write_events(
         if stopping {
             return;
         }
-        std::thread::sleep(if wrote { BUSY_POLL } else { IDLE_POLL });
+        // Parked rather than asleep, so a listener short of capture buffers can wake it.
+        std::thread::park_timeout(if captured { BUSY_POLL } else { IDLE_POLL });
     }
 }
 

@@ -19,7 +19,7 @@ pub enum LogFormat {
 }
 
 /// One decided syscall. Built on the notification path, so it holds no heap data of its
-/// own: its strings ride in a pooled buffer, and `process` is filled in by the writer.
+/// own: its strings ride in a pooled buffer, and the writer reads the program.
 #[derive(Debug)]
 pub struct SyscallEvent {
     pub time: SystemTime,
@@ -34,21 +34,9 @@ pub struct SyscallEvent {
     pub errno: i32,
     /// The string arguments, read and fenced before the answer; None for calls without any.
     pub capture: Option<Captured>,
-    /// The calling program, read from `/proc` by the writer after the fact (best effort).
-    /// Boxed: the queue holds 64 Ki events, and most of their lifetime this is empty.
-    pub process: Option<Box<Process>>,
-}
-
-impl SyscallEvent {
-    /// What the writer learnt of the calling program; empty before it got there.
-    pub fn process(&self) -> &Process {
-        static UNKNOWN: Process = Process {
-            comm: None,
-            exe: None,
-            cwd: None,
-        };
-        self.process.as_deref().unwrap_or(&UNKNOWN)
-    }
+    /// The caller's instruction pointer: with the pid, it tells the writer whether what it
+    /// read of the program before still holds.
+    pub ip: u64,
 }
 
 /// What `/proc` said of the calling process when the writer got to the event.

@@ -1,95 +1,132 @@
-//! The calling program's `comm`, `exe` and `cwd`, read from `/proc` by the writer, best effort.
+//! The calling program's `comm` and `exe` as the writer knows them: read by the worker while
+//! the caller was parked (a short-lived caller is gone before the writer runs), else from
+//! `/proc` now, best effort.
 
 use std::time::{Duration, Instant};
 
-use super::{Process, SyscallEvent};
+use super::Process;
+use crate::capture::Capture;
+#[cfg(doc)]
+use crate::capture::PROGRAM_FRESH;
 
-/// How long the writer trusts what it read of a pid: a busy caller makes many events, and
-/// reading `/proc` for each would cost more than the notification.
-const FRESH: Duration = Duration::from_secs(1);
-/// Pids remembered at once.
+/// How long the writer trusts what it learnt of a (pid, call site): longer than a worker
+/// trusts its own reading ([`PROGRAM_FRESH`]), so a caller the worker did not read again
+/// is still known here.
+const FRESH: Duration = Duration::from_secs(2);
+/// Callers remembered at once.
 const REMEMBERED: usize = 32;
 
-/// The last few pids' `comm` and `exe`.
+/// What the writer read of one caller, and the same as JSON members ready to copy.
+pub(super) struct Known {
+    pid: u32,
+    /// The caller's instruction pointer: a program that exec'd (or a recycled pid) calls
+    /// from elsewhere, so it does not inherit what was read of its predecessor.
+    ip: u64,
+    at: Instant,
+    pub process: Process,
+    /// `,"comm":"…"`, or nothing when it could not be read.
+    pub comm_json: Vec<u8>,
+    /// `,"exe":"…"`, or nothing.
+    pub exe_json: Vec<u8>,
+}
+
+/// The last few callers' `comm` and `exe`.
 #[derive(Default)]
 pub(super) struct ProcessCache {
-    entries: Vec<(u32, Instant, Process)>,
+    entries: Vec<Known>,
 }
 
 impl ProcessCache {
-    /// The program of an event's caller: as the worker read it while the caller was
-    /// parked, or else from `/proc` now; `cwd` beside a relative path.
-    pub fn describe(&mut self, e: &SyscallEvent) -> Process {
-        let text = |bytes: &[u8]| {
-            let mut text = String::new();
-            super::escape_bytes(bytes, &mut text);
-            text
-        };
-        match e.capture.as_ref().filter(|c| c.comm().is_some()) {
-            Some(c) => Process {
-                comm: c.comm().map(text),
-                exe: c.exe().map(text),
-                cwd: c.cwd().map(text),
-            },
-            None => {
-                let relative = e.first_path().is_some_and(|p| !p.starts_with(b"/"));
-                self.lookup(e.pid, relative)
-            }
-        }
-    }
-
-    /// What `/proc/PID` says now (or said within [`FRESH`]); `cwd` only when asked for, and
-    /// always read afresh, since a process moves between directories often.
-    pub fn lookup(&mut self, pid: u32, cwd: bool) -> Process {
-        let now = Instant::now();
-        let mut process = match self
-            .entries
-            .iter()
-            .find(|(p, at, _)| *p == pid && now.duration_since(*at) < FRESH)
-        {
-            Some((_, _, process)) => process.clone(),
-            None => {
-                let process = read(pid);
+    /// The program of a caller: as its worker read it for this event, or as learnt within
+    /// [`FRESH`] for the same call site, or else from `/proc` now. `now` is read once per
+    /// round of events, not per event.
+    pub fn lookup(&mut self, pid: u32, ip: u64, now: Instant, capture: Option<&Capture>) -> &Known {
+        let read_by_worker = capture.filter(|c| c.has_program());
+        let found = self.entries.iter().position(|k| {
+            k.pid == pid && k.ip == ip && now.saturating_duration_since(k.at) < FRESH
+        });
+        let index = match (read_by_worker, found) {
+            (None, Some(index)) => index,
+            (worker, _) => {
+                let known = match worker {
+                    Some(c) => Known::new(
+                        pid,
+                        ip,
+                        now,
+                        Process {
+                            comm: c.comm().map(text),
+                            exe: c.exe().map(text),
+                            cwd: None,
+                        },
+                    ),
+                    None => read(pid, ip, now),
+                };
+                self.entries.retain(|k| k.pid != pid || k.ip != ip);
                 if self.entries.len() == REMEMBERED {
                     self.entries.remove(0);
                 }
-                self.entries.retain(|(p, _, _)| *p != pid);
-                self.entries.push((pid, now, process.clone()));
-                process
+                self.entries.push(known);
+                self.entries.len() - 1
             }
         };
-        if cwd && pid != 0 {
-            process.cwd = link(pid, "cwd");
+        &self.entries[index]
+    }
+}
+
+fn read(pid: u32, ip: u64, now: Instant) -> Known {
+    let process = if pid == 0 {
+        Process::default()
+    } else {
+        let comm = std::fs::read(format!("/proc/{pid}/comm"))
+            .ok()
+            .map(|mut bytes| {
+                if bytes.last() == Some(&b'\n') {
+                    bytes.pop();
+                }
+                text(&bytes)
+            });
+        Process {
+            comm,
+            exe: link(pid, "exe"),
+            cwd: None,
         }
-        process
-    }
+    };
+    Known::new(pid, ip, now, process)
 }
 
-fn read(pid: u32) -> Process {
-    if pid == 0 {
-        return Process::default();
-    }
-    let comm = std::fs::read(format!("/proc/{pid}/comm"))
-        .ok()
-        .map(|mut bytes| {
-            if bytes.last() == Some(&b'\n') {
-                bytes.pop();
+impl Known {
+    pub(super) fn new(pid: u32, ip: u64, at: Instant, process: Process) -> Known {
+        let member = |key: &str, value: &Option<String>| {
+            let mut json = Vec::new();
+            if let Some(value) = value {
+                json.extend_from_slice(key.as_bytes());
+                let _ = serde_json::to_writer(&mut json, value);
             }
-            let mut text = String::new();
-            super::escape_bytes(&bytes, &mut text);
-            text
-        });
-    Process {
-        comm,
-        exe: link(pid, "exe"),
-        cwd: None,
+            json
+        };
+        Known {
+            pid,
+            ip,
+            at,
+            comm_json: member(",\"comm\":", &process.comm),
+            exe_json: member(",\"exe\":", &process.exe),
+            process,
+        }
     }
 }
 
+fn text(bytes: &[u8]) -> String {
+    let mut text = String::new();
+    super::escape_bytes(bytes, &mut text);
+    text
+}
+
+/// The target of `/proc/PID/NAME`, escaped as text.
 fn link(pid: u32, name: &str) -> Option<String> {
     use std::os::unix::ffi::OsStrExt;
+    if pid == 0 {
+        return None;
+    }
     let target = std::fs::read_link(format!("/proc/{pid}/{name}")).ok()?;
-    let mut text = String::new();
-    super::escape_bytes(target.as_os_str().as_bytes(), &mut text);
-    Some(text)
+    Some(text(target.as_os_str().as_bytes()))
 }
