@@ -31,9 +31,20 @@ pub(super) struct Known {
 }
 
 /// The last few callers' `comm` and `exe`.
-#[derive(Default)]
 pub(super) struct ProcessCache {
     entries: Vec<Known>,
+    /// For an event whose reads were discarded: its caller was gone, and `/proc/PID` may
+    /// already be another process.
+    unknown: Known,
+}
+
+impl Default for ProcessCache {
+    fn default() -> Self {
+        ProcessCache {
+            entries: Vec::new(),
+            unknown: Known::new(0, 0, Instant::now(), Process::default()),
+        }
+    }
 }
 
 impl ProcessCache {
@@ -41,6 +52,9 @@ impl ProcessCache {
     /// [`FRESH`] for the same call site, or else from `/proc` now. `now` is read once per
     /// round of events, not per event.
     pub fn lookup(&mut self, pid: u32, ip: u64, now: Instant, capture: Option<&Capture>) -> &Known {
+        if capture.is_some_and(|c| c.discarded) {
+            return &self.unknown;
+        }
         let read_by_worker = capture.filter(|c| c.has_program());
         let found = self.entries.iter().position(|k| {
             k.pid == pid && k.ip == ip && now.saturating_duration_since(k.at) < FRESH
