@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use crate::bpf::{self, Insn, SeccompData};
 use crate::container::Container;
 use crate::lock::Locked;
-use crate::policy::{Action, ArgCondition, Policy};
+use crate::policy::{Action, ArgCondition, ArgOp, Policy};
 use crate::record::OriginalProfile;
 use crate::syscalls;
 
@@ -75,8 +75,71 @@ fn intern(name: &str) -> &'static str {
     leaked
 }
 
-/// Candidates per arch, indexed by syscall number.
-type ByArch = Vec<Box<[Box<[Candidate]>]>>;
+/// A syscall's candidates as the notification path walks them, in policy order.
+#[derive(Debug)]
+enum Step {
+    /// One candidate, its conditions checked in place.
+    Check(Candidate),
+    /// A run of candidates whose only condition is `args[i] == value`.
+    Equal(EqualRun),
+}
+
+/// Runs shorter than this are checked rule by rule: a search per argument costs more.
+const EQUAL_RUN_MIN: usize = 4;
+
+/// A run of rules that each single out one value of one argument (the shape of a policy
+/// that lists values to stop), found by a binary search per argument instead of a
+/// comparison per rule; first match wins as in the run's order.
+#[derive(Debug)]
+struct EqualRun {
+    /// Per argument index: (value, position in `verdicts`), sorted by value; a value named
+    /// twice keeps its first position.
+    by_arg: [Box<[(u64, u32)]>; 6],
+    verdicts: Box<[Verdict]>,
+}
+
+impl EqualRun {
+    fn new(run: Vec<Candidate>) -> EqualRun {
+        let mut by_arg: [Vec<(u64, u32)>; 6] = Default::default();
+        let mut verdicts = Vec::with_capacity(run.len());
+        for (position, candidate) in run.into_iter().enumerate() {
+            if let Conditions::One(condition) = candidate.conditions {
+                let position = u32::try_from(position).unwrap_or(u32::MAX);
+                by_arg[condition.index].push((condition.value, position));
+            }
+            verdicts.push(candidate.verdict);
+        }
+        EqualRun {
+            by_arg: by_arg.map(|mut values| {
+                values.sort_unstable();
+                values.dedup_by_key(|(value, _)| *value);
+                values.into_boxed_slice()
+            }),
+            verdicts: verdicts.into_boxed_slice(),
+        }
+    }
+
+    #[inline]
+    fn first_match(&self, args: &[u64; 6]) -> Option<&Verdict> {
+        let mut first = u32::MAX;
+        for (values, arg) in self.by_arg.iter().zip(args) {
+            if let Ok(found) = values.binary_search_by_key(arg, |(value, _)| *value) {
+                first = first.min(values[found].1);
+            }
+        }
+        self.verdicts.get(usize::try_from(first).ok()?)
+    }
+}
+
+impl Candidate {
+    /// True when the candidate's one condition is an argument equal to a value.
+    fn is_equality(&self) -> bool {
+        matches!(self.conditions, Conditions::One(c) if c.op == ArgOp::Eq)
+    }
+}
+
+/// Steps per arch, indexed by syscall number.
+type ByArch = Vec<Box<[Box<[Step]>]>>;
 
 /// The rules that apply to one container, ready for the notification path.
 #[derive(Debug)]
@@ -276,8 +339,31 @@ impl Ceiling {
 fn index(by_arch: Vec<Vec<Vec<Candidate>>>) -> ByArch {
     by_arch
         .into_iter()
-        .map(|table| table.into_iter().map(Vec::into_boxed_slice).collect())
+        .map(|table| table.into_iter().map(steps).collect())
         .collect()
+}
+
+/// A syscall's candidates with each long enough run of equality rules folded into one step.
+fn steps(candidates: Vec<Candidate>) -> Box<[Step]> {
+    let mut steps = Vec::new();
+    let mut run = Vec::new();
+    let flush = |run: &mut Vec<Candidate>, steps: &mut Vec<Step>| {
+        if run.len() >= EQUAL_RUN_MIN {
+            steps.push(Step::Equal(EqualRun::new(std::mem::take(run))));
+        } else {
+            steps.extend(run.drain(..).map(Step::Check));
+        }
+    };
+    for candidate in candidates {
+        if candidate.is_equality() {
+            run.push(candidate);
+        } else {
+            flush(&mut run, &mut steps);
+            steps.push(Step::Check(candidate));
+        }
+    }
+    flush(&mut run, &mut steps);
+    steps.into_boxed_slice()
 }
 
 fn push(by_arch: &mut [Vec<Vec<Candidate>>], name: &str, make: impl Fn() -> Candidate) {
@@ -362,8 +448,10 @@ fn first_match<'a>(
         .get(arch)?
         .get(nr)?
         .iter()
-        .find(|c| c.conditions.hold(args))
-        .map(|c| &c.verdict)
+        .find_map(|step| match step {
+            Step::Check(c) => c.conditions.hold(args).then_some(&c.verdict),
+            Step::Equal(run) => run.first_match(args),
+        })
 }
 
 impl DecisionTable {
@@ -484,6 +572,48 @@ mod tests {
         let unknown = decide(&t, Some((0, 1)), [0; 6]);
         assert_eq!((unknown.action, unknown.rule), (Action::Allow, None));
         assert_eq!(decide(&t, None, [0; 6]).action, Action::Allow);
+    }
+
+    #[test]
+    fn runs_of_equality_rules_answer_as_the_rules_in_order() {
+        // A small LCG: the same policies and calls on every run.
+        let mut seed = 0x5eed_u64;
+        let mut next = |below: u64| {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) % below
+        };
+        let personality = syscalls::numbers("personality")[0];
+        for _ in 0..50 {
+            let mut text = String::from("default: allow\nrules:\n");
+            for r in 0..(2 + next(30)) {
+                let (index, value) = (next(6), next(5));
+                let args = match next(10) {
+                    0 => format!("[{{index: {index}, op: gt, value: {value}}}]"),
+                    1 => String::from("[]"),
+                    2 => format!("[{{index: {index}, op: eq, value: {value}}}, {{index: {}, op: eq, value: {}}}]", next(6), next(5)),
+                    _ => format!("[{{index: {index}, op: eq, value: {value}}}]"),
+                };
+                let action = ["deny", "log", "kill"][usize::try_from(next(3)).unwrap()];
+                text.push_str(&format!("  - name: r{r}\n    syscalls: [personality]\n    args: {args}\n    action: {action}\n"));
+            }
+            let policy = Policy::parse(&text, "t").unwrap();
+            let t = DecisionTable::compile(&policy, &nobody());
+            for _ in 0..200 {
+                let args: [u64; 6] = std::array::from_fn(|_| next(6));
+                let expected = policy
+                    .rules
+                    .iter()
+                    .find(|r| r.args.iter().all(|c| c.holds(&args)))
+                    .map(|r| &*r.name);
+                assert_eq!(
+                    decide(&t, Some(personality), args).rule,
+                    expected,
+                    "{text}{args:?}"
+                );
+            }
+        }
     }
 
     #[test]
