@@ -19,8 +19,6 @@ pub const ARGV_MAX: usize = 32;
 const ARGV_BYTES: usize = 2048;
 /// Room for one full path; a second string or argv shares it, and is cut if it runs out.
 const ARENA: usize = PATH_MAX;
-/// Buffers a listener starts with: an idle listener holds only these.
-const POOL_START: usize = 4;
 /// Most buffers one listener ever has: a burst of events that outruns the writer by more
 /// than this (a few milliseconds of calls) shows the rest as not read.
 pub const POOL_MAX: usize = 256;
@@ -537,8 +535,8 @@ impl Drop for Captured {
 }
 
 /// One listener's capture buffers: the notification path takes one, the writer's drop
-/// gives it back. It starts with a few and grows to what the listener's bursts need (at
-/// most [`POOL_MAX`]); once grown, no event allocates.
+/// gives it back. It starts empty and grows to what the listener's bursts need (at most
+/// [`POOL_MAX`]); once grown, no event allocates.
 pub struct CapturePool {
     home: SyncSender<Box<Capture>>,
     free: Receiver<Box<Capture>>,
@@ -552,14 +550,12 @@ pub struct CapturePool {
 
 impl Default for CapturePool {
     fn default() -> Self {
+        // No buffer yet: a listener that never makes an event with strings holds none.
         let (home, free) = sync_channel(POOL_MAX);
-        for _ in 0..POOL_START {
-            let _ = home.try_send(Box::new(Capture::EMPTY));
-        }
         CapturePool {
             home,
             free,
-            made: POOL_START,
+            made: 0,
             wake_writer: false,
             last: (0, 0, None),
         }
@@ -613,7 +609,10 @@ impl CapturePool {
         values: &[u64; 6],
         location: Option<(usize, usize)>,
     ) -> Option<Captured> {
-        let mut buf = self.free.try_recv().ok()?;
+        let mut buf = self
+            .free
+            .try_recv()
+            .unwrap_or_else(|_| Box::new(Capture::EMPTY));
         let pid = i32::try_from(std::process::id()).unwrap_or(0);
         buf.fill(pid, values, args_of(location)?, location);
         Some(Captured {
