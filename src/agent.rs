@@ -242,7 +242,12 @@ async fn control_plane(
     }
     loop {
         tokio::select! {
-            _ = hangup.recv() => reload(&mut source, &engine),
+            // Once per change: the watcher may have loaded this one already.
+            _ = hangup.recv() => if source.unchanged() {
+                tracing::info!("SIGHUP: the policy file is as last loaded; nothing to reload");
+            } else {
+                reload(&mut source, &engine);
+            },
             () = source.changed() => {
                 tracing::info!("the policy file changed");
                 reload(&mut source, &engine);

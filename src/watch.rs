@@ -82,6 +82,15 @@ impl PolicySource {
         Policy::parse(&text, &path.display().to_string())
     }
 
+    /// True when the file holds what the last load read: a SIGHUP then has nothing to
+    /// load (the watcher may have loaded this change already). Never for the embedded
+    /// default, which a SIGHUP reloads as before.
+    pub fn unchanged(&self) -> bool {
+        self.path
+            .as_deref()
+            .is_some_and(|path| self.loaded.is_some() && std::fs::read(path).ok() == self.loaded)
+    }
+
     /// Returns once the file's content differs from what was last loaded; never without
     /// a watcher. Cancel-safe (for `select!`).
     pub async fn changed(&mut self) {
@@ -313,7 +322,9 @@ mod tests {
             "the same content"
         );
         std::fs::write(b.join("policy.yaml"), policy("log")).unwrap();
+        assert!(!source.unchanged(), "a SIGHUP now has a change to load");
         source.load().unwrap();
+        assert!(source.unchanged(), "a SIGHUP now has nothing to load");
         assert!(!changes(&runtime, &mut source, unchanged), "already loaded");
     }
 }
