@@ -534,32 +534,23 @@ impl Drop for Captured {
     }
 }
 
+/// Both ends of a listener's queue of free buffers.
+type BufferQueue = (SyncSender<Box<Capture>>, Receiver<Box<Capture>>);
+
 /// One listener's capture buffers: the notification path takes one, the writer's drop
 /// gives it back. It starts empty and grows to what the listener's bursts need (at most
 /// [`POOL_MAX`]); once grown, no event allocates.
+#[derive(Default)]
 pub struct CapturePool {
-    home: SyncSender<Box<Capture>>,
-    free: Receiver<Box<Capture>>,
+    /// Where buffers come home, and where the worker takes them; made with the first
+    /// buffer, so an idle listener holds not even the queue.
+    queue: Option<BufferQueue>,
     /// Buffers this listener has made, at home or on their way through the writer.
     made: usize,
     /// The pool is half grown or ran dry: the writer should run now, not at its next poll.
     wake_writer: bool,
     /// The last caller whose program this worker read: (pid, instruction pointer, when).
     last: (u32, u64, Option<std::time::Instant>),
-}
-
-impl Default for CapturePool {
-    fn default() -> Self {
-        // No buffer yet: a listener that never makes an event with strings holds none.
-        let (home, free) = sync_channel(POOL_MAX);
-        CapturePool {
-            home,
-            free,
-            made: 0,
-            wake_writer: false,
-            last: (0, 0, None),
-        }
-    }
 }
 
 /// True for the calls whose events carry strings read from the caller: those with a path,
@@ -605,19 +596,17 @@ impl CapturePool {
     /// [`CapturePool::capture`] of a call of this process's own, unfenced: for tests.
     #[cfg(test)]
     pub(crate) fn capture_own(
-        &self,
+        &mut self,
         values: &[u64; 6],
         location: Option<(usize, usize)>,
     ) -> Option<Captured> {
-        let mut buf = self
-            .free
-            .try_recv()
-            .unwrap_or_else(|_| Box::new(Capture::EMPTY));
+        let (home, free) = self.queue.get_or_insert_with(|| sync_channel(POOL_MAX));
+        let mut buf = free.try_recv().unwrap_or_else(|_| Box::new(Capture::EMPTY));
         let pid = i32::try_from(std::process::id()).unwrap_or(0);
         buf.fill(pid, values, args_of(location)?, location);
         Some(Captured {
             buf: Some(buf),
-            home: self.home.clone(),
+            home: home.clone(),
         })
     }
 
@@ -643,7 +632,8 @@ impl CapturePool {
         if known && !strings {
             return None;
         }
-        let mut buf = match self.free.try_recv() {
+        let (home, free) = self.queue.get_or_insert_with(|| sync_channel(POOL_MAX));
+        let mut buf = match free.try_recv() {
             Ok(buf) => buf,
             // Growing the pool is the one allocation here, and it stops once the pool
             // holds what the listener's bursts need.
@@ -656,7 +646,7 @@ impl CapturePool {
                 self.wake_writer = true;
                 return Some(Captured {
                     buf: None,
-                    home: self.home.clone(),
+                    home: home.clone(),
                 });
             }
         };
@@ -689,7 +679,7 @@ impl CapturePool {
         }
         Some(Captured {
             buf: Some(buf),
-            home: self.home.clone(),
+            home: home.clone(),
         })
     }
 }

@@ -608,7 +608,7 @@ mod tests {
 
     #[test]
     fn captured_strings_make_path_call_and_unread() {
-        let pool = crate::capture::CapturePool::default();
+        let mut pool = crate::capture::CapturePool::default();
         let Event::Syscall(base) = event(Action::Deny, 1) else {
             unreachable!()
         };
