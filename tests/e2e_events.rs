@@ -67,6 +67,21 @@ fn denied_mkdir_event_names_path_call_and_program() {
     assert!(e.get("cwd").is_none(), "{e}");
     // Metric labels never carry paths.
     assert!(!agent.metrics().contains(&name), "{}", agent.metrics());
+    // `switchboard status` shows the denial with what it named and which program made it.
+    let out = run_cmd(
+        Command::new(BIN).args(["status", "--metrics-addr", agent.metrics_addr()]),
+        TIMEOUT,
+    );
+    assert_eq!(out.code(), 0, "{out:?}");
+    assert!(
+        out.stdout.lines().any(|l| is_mkdir_call(
+            l.trim().split(" by ").next().unwrap_or_default(),
+            &name,
+            "0777"
+        ) && l.contains(" by mkdir (")
+            && l.contains("/bin/busybox)")),
+        "{out:?}"
+    );
 }
 
 #[test]
