@@ -14,7 +14,7 @@ use crate::capture::PROGRAM_FRESH;
 /// is still known here.
 const FRESH: Duration = Duration::from_secs(2);
 /// Callers remembered at once.
-const REMEMBERED: usize = 32;
+const REMEMBERED: usize = 256;
 
 /// What the writer read of one caller, and the same as JSON members ready to copy.
 pub(super) struct Known {
@@ -56,7 +56,8 @@ impl ProcessCache {
             return &self.unknown;
         }
         let read_by_worker = capture.filter(|c| c.has_program());
-        let found = self.entries.iter().position(|k| {
+        // From the newest: a busy caller's entry is found at once.
+        let found = self.entries.iter().rposition(|k| {
             k.pid == pid && k.ip == ip && now.saturating_duration_since(k.at) < FRESH
         });
         let index = match (read_by_worker, found) {
@@ -143,4 +144,35 @@ fn link(pid: u32, name: &str) -> Option<String> {
     }
     let target = std::fs::read_link(format!("/proc/{pid}/{name}")).ok()?;
     Some(text(target.as_os_str().as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_caller_is_read_from_proc_once_and_kept_as_json() {
+        let mut cache = ProcessCache::default();
+        let pid = std::process::id();
+        let now = Instant::now();
+        let known = cache.lookup(pid, 1, now, None);
+        let exe = std::env::current_exe().unwrap();
+        assert_eq!(known.process.exe.as_deref(), exe.to_str());
+        assert!(known.process.comm.is_some());
+        let json = String::from_utf8(known.exe_json.clone()).unwrap();
+        assert_eq!(
+            json,
+            format!(",\"exe\":{}", serde_json::to_string(&exe).unwrap())
+        );
+        // The same caller within FRESH is the same entry; another call site is another.
+        cache.lookup(pid, 1, now + Duration::from_millis(500), None);
+        assert_eq!(cache.entries.len(), 1);
+        cache.lookup(pid, 2, now, None);
+        assert_eq!(cache.entries.len(), 2);
+        // Past FRESH, the caller is read again, in place of what was kept.
+        cache.lookup(pid, 1, now + FRESH, None);
+        assert_eq!(cache.entries.len(), 2);
+        // Pid 0 (the caller is in no namespace the agent sees) is no program.
+        assert!(cache.lookup(0, 1, now, None).comm_json.is_empty());
+    }
 }
