@@ -14,7 +14,7 @@ use switchboard::notify::Engine;
 use switchboard::policy::Policy;
 
 use crate::fork::{set_affinity, FilterKind, Pin, MKDIR_PATH, PINS};
-use crate::report::median;
+use crate::report::{median, ratios};
 use crate::rows::{attach_all, join_all, serve_floor, Bench};
 use crate::EVENT_QUEUE;
 
@@ -142,15 +142,7 @@ pub fn capture_markdown(cells: &[CaptureCell]) -> String {
         MKDIR_PATH.to_string_lossy()
     );
     let _ = writeln!(out, "| | pinned | unpinned |\n|---|---:|---:|");
-    let ratio = |c: &CaptureCell| {
-        let ratios: Vec<f64> = c
-            .engine_ns
-            .iter()
-            .zip(&c.floor_ns)
-            .map(|(e, f)| e / f)
-            .collect();
-        median(&ratios)
-    };
+    let ratio = |c: &CaptureCell| median(&ratios(&c.engine_ns, &c.floor_ns));
     let spread = |samples: &[f64]| {
         let min = samples.iter().copied().fold(f64::INFINITY, f64::min);
         let max = samples.iter().copied().fold(0.0, f64::max);

@@ -47,13 +47,7 @@ impl IdleResult {
 
     /// Median over runs of (busy RTT among idle listeners / alone − 1), in percent.
     pub fn busy_difference_percent(&self) -> f64 {
-        let ratios: Vec<f64> = self
-            .crowded_ns
-            .iter()
-            .zip(&self.single_ns)
-            .map(|(crowded, alone)| crowded / alone)
-            .collect();
-        (median(&ratios) - 1.0) * 100.0
+        (median(&ratios(&self.crowded_ns, &self.single_ns)) - 1.0) * 100.0
     }
 }
 
@@ -131,6 +125,11 @@ impl Spread {
     }
 }
 
+/// Run by run, `samples` over `base` (each pair measured in the same run).
+pub fn ratios(samples: &[f64], base: &[f64]) -> Vec<f64> {
+    samples.iter().zip(base).map(|(a, b)| a / b).collect()
+}
+
 pub fn median(samples: &[f64]) -> f64 {
     let mut sorted = samples.to_vec();
     sorted.sort_by(f64::total_cmp);
@@ -200,8 +199,7 @@ impl Report {
             self.latency_cell(row, pin, sync)?,
             self.latency_cell(base, pin, sync)?,
         );
-        let ratios: Vec<f64> = cell.ns.iter().zip(&base.ns).map(|(a, b)| a / b).collect();
-        Spread::of(&ratios)
+        Spread::of(&ratios(&cell.ns, &base.ns))
     }
 
     pub fn scaling_median(&self, row: Row, pin: Pin, processes: usize) -> Option<f64> {
