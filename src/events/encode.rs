@@ -208,13 +208,19 @@ impl SyscallEvent {
             }
         };
         out.extend_from_slice(&cache.head);
-        for (i, arg) in self.args.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
+        // A caller in a loop passes the same registers again: their digits are kept.
+        if cache.args_of != Some(self.args) {
+            cache.args.clear();
+            for (i, arg) in self.args.iter().enumerate() {
+                if i > 0 {
+                    cache.args.push(b',');
+                }
+                push_number(&mut cache.args, *arg);
             }
-            push_number(out, *arg);
+            cache.args.push(b']');
+            cache.args_of = Some(self.args);
         }
-        out.push(b']');
+        out.extend_from_slice(&cache.args);
         if let Some(argv) = d.as_ref().and_then(|d| d.argv.as_ref()) {
             out.extend_from_slice(b",\"argv\":");
             let _ = serde_json::to_writer(&mut *out, argv);
@@ -291,6 +297,9 @@ pub(super) struct LineCache {
     second: Option<u64>,
     /// The call of the line being written, when it has no strings.
     call: String,
+    /// The last line's `args` array as written (`…]`), and the values it shows.
+    args: Vec<u8>,
+    args_of: Option<[u64; 6]>,
     /// "YYYY-MM-DDTHH:MM:SS" of `second`.
     date: String,
 }
