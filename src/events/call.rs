@@ -4,9 +4,10 @@ use std::fmt::Write as _;
 
 use crate::capture::{self, Arg, Capture, Read};
 
-/// Appends `bytes` as text: UTF-8 kept, a backslash doubled, and every byte that is not
-/// UTF-8 as `\xNN`, so any path fits a JSON string and reads back unambiguously.
-pub fn escape_bytes(bytes: &[u8], out: &mut String) {
+/// `bytes` as text: UTF-8 kept, a backslash doubled, and every byte that is not UTF-8 as
+/// `\xNN`, so any path fits a JSON string and reads back unambiguously.
+pub fn escaped(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
     for chunk in bytes.utf8_chunks() {
         for c in chunk.valid().chars() {
             if c == '\\' {
@@ -19,6 +20,7 @@ pub fn escape_bytes(bytes: &[u8], out: &mut String) {
             let _ = write!(out, "\\x{b:02x}");
         }
     }
+    out
 }
 
 /// Appends `bytes` quoted as strace would: C escapes for quotes, controls and non-UTF-8.
@@ -388,9 +390,10 @@ mod tests {
 
     #[test]
     fn non_utf8_is_escaped_and_backslashes_doubled() {
-        let mut out = String::new();
-        escape_bytes(b"/tmp/\xff\xfe-\\-\xc3\xa9", &mut out);
-        assert_eq!(out, "/tmp/\\xff\\xfe-\\\\-\u{e9}");
+        assert_eq!(
+            escaped(b"/tmp/\xff\xfe-\\-\xc3\xa9"),
+            "/tmp/\\xff\\xfe-\\\\-\u{e9}"
+        );
         let mut out = String::new();
         quote(b"a\"\n\x01\xff", &mut out);
         assert_eq!(out, "\"a\\\"\\n\\x01\\xff\"");

@@ -73,10 +73,7 @@ impl SyscallEvent {
 
     /// The caller's working directory beside a relative path, as read while it was parked.
     pub(super) fn cwd(&self) -> Option<String> {
-        let cwd = self.capture.as_deref()?.cwd()?;
-        let mut text = String::with_capacity(cwd.len());
-        call::escape_bytes(cwd, &mut text);
-        Some(text)
+        Some(call::escaped(self.capture.as_deref()?.cwd()?))
     }
 
     /// Appends the call as strace prints it.
@@ -132,11 +129,7 @@ impl SyscallEvent {
         for (field, slot) in [("path", &mut d.path), ("path2", &mut d.path2)] {
             let Some(index) = paths.next() else { break };
             match capture.and_then(|c| c.string(index)) {
-                Some((bytes, Read::Whole)) => {
-                    let mut text = String::with_capacity(bytes.len());
-                    call::escape_bytes(bytes, &mut text);
-                    *slot = Some(text);
-                }
+                Some((bytes, Read::Whole)) => *slot = Some(call::escaped(bytes)),
                 Some((_, read)) => {
                     d.unread.insert(field, read.reason().unwrap_or_default());
                 }
@@ -149,15 +142,7 @@ impl SyscallEvent {
             match capture {
                 Some(c) => {
                     if c.argv().next().is_some() || c.argv_read == Read::Whole {
-                        d.argv = Some(
-                            c.argv()
-                                .map(|arg| {
-                                    let mut text = String::with_capacity(arg.len());
-                                    call::escape_bytes(arg, &mut text);
-                                    text
-                                })
-                                .collect(),
-                        );
+                        d.argv = Some(c.argv().map(call::escaped).collect());
                     }
                     if let Some(reason) = c.argv_read.reason() {
                         d.unread.insert("argv", reason);

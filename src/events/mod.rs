@@ -5,7 +5,7 @@ mod encode;
 mod model;
 mod process;
 
-pub use call::escape_bytes;
+pub use call::escaped;
 pub use model::{Event, LogFormat, Process, SyscallEvent, SyscallKind, SyscallLine};
 
 use std::collections::VecDeque;

@@ -69,8 +69,8 @@ impl ProcessCache {
                         ip,
                         now,
                         Process {
-                            comm: c.comm().map(text),
-                            exe: c.exe().map(text),
+                            comm: c.comm().map(super::escaped),
+                            exe: c.exe().map(super::escaped),
                             cwd: None,
                         },
                     ),
@@ -98,7 +98,7 @@ fn read(pid: u32, ip: u64, now: Instant) -> Known {
                 if bytes.last() == Some(&b'\n') {
                     bytes.pop();
                 }
-                text(&bytes)
+                super::escaped(&bytes)
             });
         Process {
             comm,
@@ -130,12 +130,6 @@ impl Known {
     }
 }
 
-fn text(bytes: &[u8]) -> String {
-    let mut text = String::new();
-    super::escape_bytes(bytes, &mut text);
-    text
-}
-
 /// The target of `/proc/PID/NAME`, escaped as text.
 fn link(pid: u32, name: &str) -> Option<String> {
     use std::os::unix::ffi::OsStrExt;
@@ -143,7 +137,7 @@ fn link(pid: u32, name: &str) -> Option<String> {
         return None;
     }
     let target = std::fs::read_link(format!("/proc/{pid}/{name}")).ok()?;
-    Some(text(target.as_os_str().as_bytes()))
+    Some(super::escaped(target.as_os_str().as_bytes()))
 }
 
 #[cfg(test)]
