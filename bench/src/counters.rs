@@ -56,16 +56,24 @@ pub fn process_tree(pid: u32) -> Vec<u32> {
 pub struct Snapshot(BTreeMap<u64, (&'static str, ThreadUsage)>);
 
 impl Snapshot {
-    /// Reads /proc/PID/task of each of `pids`; threads that end meanwhile are left out.
-    pub fn take(pids: &[u32]) -> Snapshot {
+    /// Reads /proc/PID/task of each of `pids` (roles by thread name) and of `workload` (role
+    /// `workload`); threads that end meanwhile are left out.
+    pub fn take(pids: &[u32], workload: &[u32]) -> Snapshot {
         let mut threads = BTreeMap::new();
         for pid in pids {
-            Self::read_process(*pid, &mut threads);
+            Self::read_process(*pid, None, &mut threads);
+        }
+        for pid in workload {
+            Self::read_process(*pid, Some("workload"), &mut threads);
         }
         Snapshot(threads)
     }
 
-    fn read_process(pid: u32, threads: &mut BTreeMap<u64, (&'static str, ThreadUsage)>) {
+    fn read_process(
+        pid: u32,
+        named: Option<&'static str>,
+        threads: &mut BTreeMap<u64, (&'static str, ThreadUsage)>,
+    ) {
         let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
             return;
         };
@@ -98,7 +106,7 @@ impl Snapshot {
                 voluntary: field("voluntary_ctxt_switches").unwrap_or(0),
                 involuntary: field("nonvoluntary_ctxt_switches").unwrap_or(0),
             };
-            threads.insert(tid, (role(comm.trim()), usage));
+            threads.insert(tid, (named.unwrap_or_else(|| role(comm.trim())), usage));
         }
     }
 
@@ -129,7 +137,7 @@ mod tests {
     #[test]
     fn a_busy_thread_is_seen_by_role() {
         let pid = [std::process::id()];
-        let before = Snapshot::take(&pid);
+        let before = Snapshot::take(&pid, &[]);
         let (spun, wait_for_spin) = std::sync::mpsc::channel();
         let (done, wait_for_done) = std::sync::mpsc::channel::<()>();
         let worker = std::thread::Builder::new()
@@ -145,7 +153,7 @@ mod tests {
             })
             .unwrap();
         wait_for_spin.recv().unwrap();
-        let usage = Snapshot::take(&pid).since(&before);
+        let usage = Snapshot::take(&pid, &[]).since(&before);
         drop(done);
         worker.join().unwrap();
         let worker = usage.0["worker"];

@@ -355,6 +355,8 @@ pub struct Batch {
     pub handover: OwnedFd,
     pub children: usize,
     pub calls: u64,
+    /// The children's pids, for NOTIFY workloads: their CPU time is counted as `workload`.
+    pub workload: Vec<u32>,
 }
 
 /// What one measurement found.
@@ -393,9 +395,10 @@ impl Batch {
             handover,
             children,
             calls,
+            workload,
             ..
         } = self;
-        let before = crate::counters::Snapshot::take(observed);
+        let before = crate::counters::Snapshot::take(observed, &workload);
         let per_child = calls + WARMUP_CALLS;
         let deadline = Instant::now()
             + SETUP_TIMEOUT
@@ -421,7 +424,7 @@ impl Batch {
             }
         }
         let wall = start.elapsed();
-        let threads = crate::counters::Snapshot::take(observed).since(&before);
+        let threads = crate::counters::Snapshot::take(observed, &workload).since(&before);
         drop(handover);
         let ns_per_call = buf
             .chunks_exact(RESULT_LEN)

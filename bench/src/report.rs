@@ -267,7 +267,7 @@ impl Report {
     fn threads_markdown(&self, out: &mut String, columns: &[(Pin, bool)]) {
         let _ = writeln!(
             out,
-            "CPU time of the serving threads per call (warm-up included; /proc schedstat, medians over runs), ns: worker (row 3: the bare loop) + event writer + the process's other threads (row 5: the agent's control plane; rows 3–4b: the bench's own main thread, which waits); then involuntary context switches of all of them per 1,000 calls. Kernel time in RECV and SEND counts as the worker's.\n"
+            "CPU time per call (warm-up included; /proc schedstat, medians over runs), ns: the workload process (its syscalls, kernel side included) \\| then the serving threads: worker (row 3: the bare loop) + event writer + the process's other threads (row 5: the agent's control plane; rows 3–4b: the bench's own main thread, which waits); then involuntary context switches of the serving threads per 1,000 calls. Kernel time in RECV and SEND counts as the worker's.\n"
         );
         column_header(out, columns);
         for row in LATENCY_ROWS.into_iter().filter(|r| r.notified()) {
@@ -288,11 +288,18 @@ impl Report {
                 let involuntary: Vec<f64> = cell
                     .threads
                     .iter()
-                    .map(|run| run.0.values().map(|c| c.involuntary_switches).sum::<f64>())
+                    .map(|run| {
+                        run.0
+                            .iter()
+                            .filter(|(role, _)| **role != "workload")
+                            .map(|(_, c)| c.involuntary_switches)
+                            .sum::<f64>()
+                    })
                     .collect();
                 let _ = write!(
                     out,
-                    " {:.0} + {:.0} + {:.0}; {:.1} |",
+                    " {:.0} \\| {:.0} + {:.0} + {:.0}; {:.1} |",
+                    role("workload", |c| c.cpu_ns),
                     role("worker", |c| c.cpu_ns),
                     role("writer", |c| c.cpu_ns),
                     role("other", |c| c.cpu_ns),

@@ -123,7 +123,12 @@ impl Bench {
         } else {
             Vec::new()
         };
+        let workload = listeners
+            .iter()
+            .filter_map(|(pid, _)| u32::try_from(*pid).ok())
+            .collect();
         Ok(Batch {
+            workload,
             listeners,
             go,
             results,
