@@ -178,6 +178,18 @@ impl SyscallEvent {
         // Calls without strings (most events) need only the call, formatted into a reused
         // buffer: the writer allocates nothing for them.
         let d = capture::reads_memory(self.location).then(|| self.details());
+        // A caller in a loop makes the same line up to its time: copied whole.
+        let repeat = (d.is_none() && cwd.is_none()).then(|| Repeat {
+            args: self.args,
+            pid: self.pid,
+            program: program.identity(),
+        });
+        if repeat.is_some() && cache.repeat_of == repeat {
+            out.extend_from_slice(&cache.repeat);
+            self.write_json_end(out, cache);
+            return;
+        }
+        let start = out.len();
         let call = match &d {
             Some(d) => &d.call,
             None => {
@@ -225,18 +237,44 @@ impl SyscallEvent {
         out.extend_from_slice(b",\"pid\":");
         push_number(out, self.pid);
         out.extend_from_slice(&cache.tail);
+        if repeat.is_some() {
+            cache.repeat.clear();
+            cache.repeat.extend_from_slice(&out[start..]);
+            cache.repeat_of = repeat;
+            self.write_json_end(out, cache);
+            return;
+        }
         cache.write_time(self.time, out);
         out.extend_from_slice(b"\"");
         if let Some(unread) = d.as_ref().map(|d| &d.unread).filter(|u| !u.is_empty()) {
             out.extend_from_slice(b",\"unread\":");
             let _ = serde_json::to_writer(&mut *out, unread);
         }
+        self.write_via(out);
+    }
+
+    /// The end of a line without strings: its time and what follows.
+    fn write_json_end(&self, out: &mut Vec<u8>, cache: &mut LineCache) {
+        cache.write_time(self.time, out);
+        out.extend_from_slice(b"\"");
+        self.write_via(out);
+    }
+
+    fn write_via(&self, out: &mut Vec<u8>) {
         if let Some(via) = syscalls::via(self.location) {
             out.extend_from_slice(b",\"via\":");
             let _ = serde_json::to_writer(&mut *out, via);
         }
         out.push(b'}');
     }
+}
+
+/// What makes a line without strings the same as the last one up to its time.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Repeat {
+    args: [u64; 6],
+    pid: u32,
+    program: u64,
 }
 
 /// What decides the constant parts of a syscall line.
@@ -285,6 +323,10 @@ pub(super) struct LineCache {
     /// The last line's `args` array as written (`…]`), and the values it shows.
     args: Vec<u8>,
     args_of: Option<[u64; 6]>,
+    /// The last line without strings up to its time (`…,"time":"`), and what it was of;
+    /// only while `key` still holds.
+    repeat: Vec<u8>,
+    repeat_of: Option<Repeat>,
     /// "YYYY-MM-DDTHH:MM:SS" of `second`.
     date: String,
 }
@@ -295,6 +337,7 @@ impl LineCache {
         let string = |out: &mut Vec<u8>, s: &str| {
             let _ = serde_json::to_writer(&mut *out, s);
         };
+        self.repeat_of = None;
         self.head.clear();
         self.head.extend_from_slice(b"{\"action\":");
         string(&mut self.head, e.action.as_str());
@@ -597,6 +640,112 @@ mod tests {
                 String::from_utf8(line).unwrap(),
                 Event::Syscall(e).to_json().to_string()
             );
+        }
+    }
+
+    #[test]
+    fn a_repeated_line_is_the_same_as_one_written_whole() {
+        let Event::Syscall(base) = event(Action::Log, 0) else {
+            unreachable!()
+        };
+        // One listener's events share its container, as the engine's do.
+        let getppid = || SyscallEvent {
+            nr: 110,
+            location: syscalls::locate(libseccomp_sys::SCMP_ARCH_X86_64, 110, 0),
+            container: base.container.clone(),
+            capture: None,
+            ..base
+        };
+        let at = |ns: u64| SystemTime::UNIX_EPOCH + Duration::from_nanos(ns);
+        let reading = |comm: &str| {
+            let process = Process {
+                comm: Some(comm.into()),
+                exe: Some("/bin/sh".into()),
+                cwd: None,
+            };
+            (
+                Known::new(7, 0, std::time::Instant::now(), process.clone()),
+                process,
+            )
+        };
+        let (first, first_process) = reading("loop");
+        let (again, again_process) = reading("renamed");
+        let unknown = unknown();
+        let other_container = Arc::new(Container {
+            container_id: "c2".into(),
+            ..(*base.container).clone()
+        });
+        // Each differs from the line before in one thing the copied part holds, or in none.
+        let lines: [(SyscallEvent, &Known, &Process); 8] = [
+            (getppid(), &first, &first_process),
+            (
+                SyscallEvent {
+                    time: at(1_700_000_000_000_001_000),
+                    ..getppid()
+                },
+                &first,
+                &first_process,
+            ),
+            (
+                SyscallEvent {
+                    time: at(1_700_000_001_000_002_000),
+                    ..getppid()
+                },
+                &first,
+                &first_process,
+            ),
+            (
+                SyscallEvent {
+                    pid: 8,
+                    ..getppid()
+                },
+                &first,
+                &first_process,
+            ),
+            (
+                SyscallEvent {
+                    args: [9, 2, 3, 4, 5, 6],
+                    pid: 8,
+                    ..getppid()
+                },
+                &first,
+                &first_process,
+            ),
+            (
+                SyscallEvent {
+                    args: [9, 2, 3, 4, 5, 6],
+                    pid: 8,
+                    ..getppid()
+                },
+                &again,
+                &again_process,
+            ),
+            (
+                SyscallEvent {
+                    args: [9, 2, 3, 4, 5, 6],
+                    pid: 8,
+                    ..getppid()
+                },
+                &unknown,
+                &Process::default(),
+            ),
+            (
+                SyscallEvent {
+                    container: other_container,
+                    args: [9, 2, 3, 4, 5, 6],
+                    pid: 8,
+                    ..getppid()
+                },
+                &unknown,
+                &Process::default(),
+            ),
+        ];
+        let mut cache = LineCache::default();
+        for (e, known, process) in lines {
+            let mut line = Vec::new();
+            e.write_json(&mut line, &mut cache, known, None);
+            let whole = serde_json::to_value(e.line(process)).unwrap().to_string();
+            assert_eq!(String::from_utf8(line).unwrap(), whole);
         }
     }
 

@@ -2,6 +2,7 @@
 //! the caller was parked (a short-lived caller is gone before the writer runs), else from
 //! `/proc` now, best effort.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::Process;
@@ -23,6 +24,8 @@ pub(super) struct Known {
     /// from elsewhere, so it does not inherit what was read of its predecessor.
     ip: u64,
     at: Instant,
+    /// Which reading this is, counted over the process's life.
+    reading: u64,
     pub process: Process,
     /// `,"comm":"…"`, or nothing when it could not be read.
     pub comm_json: Vec<u8>,
@@ -110,6 +113,11 @@ fn read(pid: u32, ip: u64, now: Instant) -> Known {
 }
 
 impl Known {
+    /// Tells one reading of a caller from every other: each reading gets its own.
+    pub(super) fn identity(&self) -> u64 {
+        self.reading
+    }
+
     pub(super) fn new(pid: u32, ip: u64, at: Instant, process: Process) -> Known {
         let member = |key: &str, value: &Option<String>| {
             let mut json = Vec::new();
@@ -119,10 +127,12 @@ impl Known {
             }
             json
         };
+        static READINGS: AtomicU64 = AtomicU64::new(0);
         Known {
             pid,
             ip,
             at,
+            reading: READINGS.fetch_add(1, Ordering::Relaxed),
             comm_json: member(",\"comm\":", &process.comm),
             exe_json: member(",\"exe\":", &process.exe),
             process,
