@@ -550,7 +550,7 @@ pub struct CapturePool {
     /// The pool is half grown or ran dry: the writer should run now, not at its next poll.
     wake_writer: bool,
     /// The last caller whose program this worker read: (pid, instruction pointer, when).
-    last: (u32, u64, Option<std::time::Instant>),
+    last: (u32, u64, Option<quanta::Instant>),
 }
 
 /// True for the calls whose events carry strings read from the caller: those with a path,
@@ -620,7 +620,7 @@ impl CapturePool {
         listener: &Listener,
         notif: &sys::Notification,
         location: Option<(usize, usize)>,
-        received: std::time::Instant,
+        received: quanta::Instant,
     ) -> Option<Captured> {
         let caller = (notif.pid, notif.data.instruction_pointer);
         let known = (self.last.0, self.last.1) == caller

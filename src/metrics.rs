@@ -44,9 +44,9 @@ type SeriesKey = [String; 5];
 pub(crate) const OVERFLOW_LABEL: &str = "_overflow";
 
 /// A fixed point that lets the notification path store times as plain nanoseconds.
-fn epoch() -> &'static (Instant, SystemTime) {
-    static EPOCH: OnceLock<(Instant, SystemTime)> = OnceLock::new();
-    EPOCH.get_or_init(|| (Instant::now(), SystemTime::now()))
+fn epoch() -> &'static (quanta::Instant, SystemTime) {
+    static EPOCH: OnceLock<(quanta::Instant, SystemTime)> = OnceLock::new();
+    EPOCH.get_or_init(|| (quanta::Instant::now(), SystemTime::now()))
 }
 
 /// Adds one to a counter that only the owning worker thread writes.
@@ -105,7 +105,7 @@ impl ListenerStats {
 
     /// Notes that a notification arrived at `received`; `record` closes it.
     #[inline]
-    pub fn begin(&self, received: Instant) {
+    pub fn begin(&self, received: quanta::Instant) {
         let since = u64::try_from(received.saturating_duration_since(epoch().0).as_nanos())
             .unwrap_or(u64::MAX - 1);
         self.last_received.store(since + 1, Ordering::Relaxed);

@@ -360,7 +360,7 @@ mod tests {
         ));
         metrics.add_listener(Arc::clone(&stats));
         let mkdir = crate::syscalls::numbers("mkdir")[0];
-        stats.begin(std::time::Instant::now());
+        stats.begin(quanta::Instant::now());
         stats.record(Some(mkdir), Action::Deny, Duration::from_micros(5));
         metrics.retire_listener(&stats);
         let report = Status::collect(&metrics, &RecentDenials::default());

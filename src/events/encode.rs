@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use switchboard_shared::rfc3339;
 
 use super::process::Known;
-use super::{call, Event, Process, SyscallEvent, SyscallKind, SyscallLine};
+use super::{call, Event, Process, SyscallEvent, SyscallKind, SyscallLine, UnixNanos};
 use crate::capture::{self, Arg, Read};
 use crate::container::Container;
 use crate::policy::{errno_name, Action};
@@ -33,7 +33,7 @@ impl SyscallEvent {
         let c = &self.container;
         let details = self.details();
         SyscallLine {
-            time: rfc3339(self.time),
+            time: rfc3339(self.time.system_time()),
             event: SyscallKind::Syscall,
             container_id: c.container_id.clone(),
             namespace: c.namespace.clone(),
@@ -270,11 +270,19 @@ impl SyscallEvent {
 }
 
 /// What makes a line without strings the same as the last one up to its time.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, Eq)]
 struct Repeat {
     args: [u64; 6],
     pid: u32,
     program: u64,
+}
+
+impl PartialEq for Repeat {
+    /// Without a branch or a call to memcmp: compared for every event.
+    fn eq(&self, other: &Repeat) -> bool {
+        let args = (0..6).fold(0, |diff, i| diff | (self.args[i] ^ other.args[i]));
+        args | u64::from(self.pid ^ other.pid) | (self.program ^ other.program) == 0
+    }
 }
 
 /// What decides the constant parts of a syscall line.
@@ -290,8 +298,14 @@ struct LineKey {
 
 impl LineKey {
     fn matches(&self, e: &SyscallEvent) -> bool {
+        // Rule names live as long as the process: the same rule is the same address, and
+        // comparing addresses spares a memcmp per event.
+        let same_rule = match (self.rule, e.rule) {
+            (Some(a), Some(b)) => std::ptr::eq(a, b),
+            (a, b) => a.is_none() && b.is_none(),
+        };
         Arc::ptr_eq(&self.container, &e.container)
-            && self.rule == e.rule
+            && same_rule
             && (
                 self.action,
                 self.location,
@@ -375,20 +389,18 @@ impl LineCache {
     }
 
     /// RFC 3339 with microseconds, as `rfc3339` writes it; the date is formatted once a second.
-    fn write_time(&mut self, time: SystemTime, out: &mut Vec<u8>) {
-        let Ok(since) = time.duration_since(std::time::UNIX_EPOCH) else {
-            out.extend_from_slice(rfc3339(time).as_bytes());
-            return;
-        };
-        if self.second != Some(since.as_secs()) {
-            self.second = Some(since.as_secs());
-            let whole = SystemTime::UNIX_EPOCH + Duration::from_secs(since.as_secs());
+    fn write_time(&mut self, time: UnixNanos, out: &mut Vec<u8>) {
+        const NANOS: u64 = 1_000_000_000;
+        let second = time.0 / NANOS;
+        if self.second != Some(second) {
+            self.second = Some(second);
+            let whole = SystemTime::UNIX_EPOCH + Duration::from_secs(second);
             self.date = switchboard_shared::rfc3339_seconds(whole);
             self.date.pop(); // the 'Z'
         }
         out.extend_from_slice(self.date.as_bytes());
         out.push(b'.');
-        let micros = since.subsec_micros();
+        let micros = (time.0 % NANOS) / 1_000;
         // Zero-pad to six digits, as RFC 3339 with microseconds needs.
         for place in [100_000, 10_000, 1_000, 100, 10] {
             if micros < place {
@@ -469,7 +481,11 @@ impl SyscallEvent {
     /// The text form: the call as strace prints it, its result, and who made it.
     pub fn to_text(&self, process: &Process) -> String {
         let c = &self.container;
-        let mut line = format!("{} {:<5} ", rfc3339(self.time), self.action.as_str());
+        let mut line = format!(
+            "{} {:<5} ",
+            rfc3339(self.time.system_time()),
+            self.action.as_str()
+        );
         let mut call = String::new();
         self.write_call(&mut call);
         line.push_str(&Printable(&call).to_string());
@@ -534,11 +550,11 @@ mod tests {
     use prometheus::IntCounter;
     use serde_json::json;
     use std::sync::Arc;
-    use std::time::{Duration, SystemTime};
+    use std::time::SystemTime;
 
     fn event(action: Action, errno: i32) -> Event {
         Event::Syscall(SyscallEvent {
-            time: SystemTime::UNIX_EPOCH,
+            time: UnixNanos(0),
             container: Arc::new(Container {
                 container_id: "c1".into(),
                 ..Default::default()
@@ -602,7 +618,7 @@ mod tests {
             pod: "p\u{e9}\n".into(),
             ..(*base().container).clone()
         });
-        let at = |ns: u64| SystemTime::UNIX_EPOCH + Duration::from_nanos(ns);
+        let at = UnixNanos;
         let events = [
             SyscallEvent {
                 time: at(1_700_000_000_123_456_789),
@@ -656,7 +672,7 @@ mod tests {
             capture: None,
             ..base
         };
-        let at = |ns: u64| SystemTime::UNIX_EPOCH + Duration::from_nanos(ns);
+        let at = UnixNanos;
         let reading = |comm: &str| {
             let process = Process {
                 comm: Some(comm.into()),

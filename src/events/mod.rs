@@ -6,7 +6,7 @@ mod model;
 mod process;
 
 pub use call::escaped;
-pub use model::{Event, LogFormat, Process, SyscallEvent, SyscallKind, SyscallLine};
+pub use model::{Event, LogFormat, Process, SyscallEvent, SyscallKind, SyscallLine, UnixNanos};
 
 use std::collections::VecDeque;
 use std::io::Write;
@@ -63,13 +63,13 @@ const WALL_CLOCK_REFRESH: Duration = Duration::from_millis(100);
 /// The wall time of a monotonic instant the caller already took, without reading the
 /// system clock on every call: one read per [`WALL_CLOCK_REFRESH`] instead.
 pub struct WallClock {
-    anchor: (Instant, SystemTime),
+    anchor: (quanta::Instant, UnixNanos),
 }
 
 impl Default for WallClock {
     fn default() -> WallClock {
         WallClock {
-            anchor: (Instant::now(), SystemTime::now()),
+            anchor: (quanta::Instant::now(), SystemTime::now().into()),
         }
     }
 }
@@ -77,20 +77,23 @@ impl Default for WallClock {
 impl WallClock {
     /// The wall time at `at`, which must not be earlier than the last call's.
     #[inline]
-    pub fn at(&mut self, at: Instant) -> SystemTime {
+    pub fn at(&mut self, at: quanta::Instant) -> UnixNanos {
         let since = at.saturating_duration_since(self.anchor.0);
         if since < WALL_CLOCK_REFRESH {
-            return self.anchor.1 + since;
+            // Below WALL_CLOCK_REFRESH, so far below u64::MAX.
+            #[allow(clippy::cast_possible_truncation, reason = "see above")]
+            return UnixNanos(self.anchor.1 .0 + since.as_nanos() as u64);
         }
         self.refresh(at)
     }
 
     #[cold]
-    fn refresh(&mut self, at: Instant) -> SystemTime {
-        let (now, wall) = (Instant::now(), SystemTime::now());
+    fn refresh(&mut self, at: quanta::Instant) -> UnixNanos {
+        let (now, wall) = (quanta::Instant::now(), UnixNanos::from(SystemTime::now()));
         self.anchor = (now, wall);
-        wall.checked_sub(now.saturating_duration_since(at))
-            .unwrap_or(wall)
+        let behind =
+            u64::try_from(now.saturating_duration_since(at).as_nanos()).unwrap_or(u64::MAX);
+        UnixNanos(wall.0.saturating_sub(behind))
     }
 }
 
@@ -275,14 +278,14 @@ mod tests {
     fn wall_clock_tracks_the_system_clock_across_refreshes() {
         let mut clock = WallClock::default();
         for _ in 0..3 {
-            let (at, wall) = (Instant::now(), SystemTime::now());
-            assert!(apart(clock.at(at), wall) < Duration::from_millis(5));
+            let (at, wall) = (quanta::Instant::now(), SystemTime::now());
+            assert!(apart(clock.at(at).system_time(), wall) < Duration::from_millis(5));
             // Past the refresh: the next reading comes from a new anchor.
             std::thread::sleep(WALL_CLOCK_REFRESH + Duration::from_millis(10));
         }
         // Between refreshes it is the anchor plus monotonic time, so it never goes back.
-        let first = clock.at(Instant::now());
-        let second = clock.at(Instant::now());
+        let first = clock.at(quanta::Instant::now());
+        let second = clock.at(quanta::Instant::now());
         assert!(second >= first);
     }
 }

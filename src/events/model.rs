@@ -1,7 +1,7 @@
 //! The event model: what the writer prints, and the one typed form of a syscall line that the log, `/status` and `switchboard status` share.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -18,11 +18,30 @@ pub enum LogFormat {
     Text,
 }
 
+/// A wall time in nanoseconds since the Unix epoch: eight bytes to queue, and its second
+/// and microseconds are a division away when the writer formats it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct UnixNanos(pub u64);
+
+impl UnixNanos {
+    pub fn system_time(self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_nanos(self.0)
+    }
+}
+
+impl From<SystemTime> for UnixNanos {
+    /// Times before 1970 are 1970; times after 2554 are 2554.
+    fn from(time: SystemTime) -> UnixNanos {
+        let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+        UnixNanos(u64::try_from(since.as_nanos()).unwrap_or(u64::MAX))
+    }
+}
+
 /// One decided syscall. Built on the notification path, so it holds no heap data of its
 /// own: its strings ride in a pooled buffer, and the writer reads the program.
 #[derive(Debug)]
 pub struct SyscallEvent {
-    pub time: SystemTime,
+    pub time: UnixNanos,
     pub container: Arc<Container>,
     pub pid: u32,
     pub audit_arch: u32,
