@@ -14,6 +14,10 @@ pub struct LatencyCell {
     pub pin: Pin,
     pub sync: bool,
     pub ns: Vec<f64>,
+    /// Run by run, the floor (row 3) measured around this cell: the mean of the floor runs
+    /// just before and just after it, so a slow spell of the machine that starts or ends
+    /// between two rows does not pass for a cost of either. The floor's own row: its `ns`.
+    pub floor_ns: Vec<f64>,
     /// The serving threads' CPU and switches, run by run.
     pub threads: Vec<PerCall>,
     pub events_dropped: u64,
@@ -188,18 +192,19 @@ impl Report {
         self.latency_cell(row, pin, sync).map(|c| median(&c.ns))
     }
 
-    /// The median over runs of `row`'s ratio to `base` measured in the same run.
+    /// The median over runs of `row`'s ratio to `base` measured in the same run (the floor:
+    /// measured around it).
     pub fn paired_ratio(&self, row: Row, base: Row, pin: Pin, sync: bool) -> Option<f64> {
         Some(self.ratio_spread(row, base, pin, sync)?.median)
     }
 
     /// `row`'s ratio to `base` run by run (each measured in the same run), and its spread.
     pub fn ratio_spread(&self, row: Row, base: Row, pin: Pin, sync: bool) -> Option<Spread> {
-        let (cell, base) = (
-            self.latency_cell(row, pin, sync)?,
-            self.latency_cell(base, pin, sync)?,
-        );
-        Spread::of(&ratios(&cell.ns, &base.ns))
+        let cell = self.latency_cell(row, pin, sync)?;
+        if base == Row::Floor {
+            return Spread::of(&ratios(&cell.ns, &cell.floor_ns));
+        }
+        Spread::of(&ratios(&cell.ns, &self.latency_cell(base, pin, sync)?.ns))
     }
 
     pub fn scaling_median(&self, row: Row, pin: Pin, processes: usize) -> Option<f64> {
@@ -239,7 +244,7 @@ impl Report {
     pub fn latency_markdown(&self, out: &mut String) {
         let _ = writeln!(
             out,
-            "Round trip of one notified `getppid`: mean over {} calls (after {WARMUP_CALLS} warm-up calls), median of {} runs, µs per call; × is the median over runs of the ratio to row 3 measured in the same run and column. Pinned: the workload and every serving thread on CPU 0; unpinned: all CPUs. Sync: SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP (rows 1–2 have no listener, so their sync columns are repeat measurements).\n",
+            "Round trip of one notified `getppid`: mean over {} calls (after {WARMUP_CALLS} warm-up calls), median of {} runs, µs per call; × is the median over runs of the ratio to row 3 measured around it: rows 4, 4b and 5 each sit between two floor runs of the same column and run, and are compared with their mean (row 3 shows the mean of all its runs). Pinned: the workload and every serving thread on CPU 0; unpinned: all CPUs. Sync: SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP (rows 1–2 have no listener, so their sync columns are repeat measurements).\n",
             self.calls, self.runs
         );
         let columns: Vec<(Pin, bool)> = PINS
@@ -489,6 +494,7 @@ impl Report {
                     ratio_to_floor: self.paired_ratio(c.row, Row::Floor, c.pin, c.sync),
                     ratio_to_floor_spread: self.ratio_spread(c.row, Row::Floor, c.pin, c.sync),
                     runs: c.ns.clone(),
+                    floor_runs: c.floor_ns.clone(),
                     threads_per_call: c.threads.clone(),
                     events_dropped: c.events_dropped,
                 })
@@ -555,9 +561,11 @@ struct LatencyJson {
     /// Over runs, ns per call.
     spread: Option<Spread>,
     ratio_to_floor: Option<f64>,
-    /// Over runs, of the ratio to the floor measured in the same run.
+    /// Over runs, of the ratio to the floor measured around it in the same run.
     ratio_to_floor_spread: Option<Spread>,
     runs: Vec<f64>,
+    /// Run by run, the floor each run is compared with (see `LatencyCell::floor_ns`).
+    floor_runs: Vec<f64>,
     /// Run by run: CPU ns and switches per call of the serving threads, by role.
     threads_per_call: Vec<PerCall>,
     events_dropped: u64,

@@ -207,6 +207,7 @@ impl Bench {
                         pin,
                         sync,
                         ns: Vec::new(),
+                        floor_ns: Vec::new(),
                         threads: Vec::new(),
                         events_dropped: 0,
                     });
@@ -215,23 +216,52 @@ impl Bench {
         }
         for run in 1..=runs {
             eprintln!("bench: latency run {run}/{runs}");
-            for cell in &mut cells {
-                let outcome = self
-                    .measure(cell.row, 1, cell.pin, cell.sync)
-                    .with_context(|| {
-                        format!(
-                            "{}, {}, sync {}",
-                            cell.row.label(),
-                            cell.pin.label(),
-                            cell.sync
-                        )
-                    })?;
-                cell.ns.push(outcome.ns_per_call[0]);
-                cell.threads.push(PerCall::of(&outcome));
-                cell.events_dropped += outcome.events_dropped;
+            for group in cells.chunks_mut(LATENCY_ROWS.len()) {
+                self.latency_run(group)?;
             }
         }
         Ok(cells)
+    }
+
+    /// One run of one column (`group`: its cells in `LATENCY_ROWS` order), with the floor
+    /// measured again after every notified row: each of rows 4, 4b and 5 sits between two
+    /// floor runs a few hundred milliseconds apart and is compared with their mean.
+    fn latency_run(&self, group: &mut [LatencyCell]) -> anyhow::Result<()> {
+        let (pin, sync) = (group[0].pin, group[0].sync);
+        let measure = |row: Row| {
+            self.measure(row, 1, pin, sync)
+                .with_context(|| format!("{}, {}, sync {sync}", row.label(), pin.label()))
+        };
+        let mut floors: Vec<f64> = Vec::new();
+        // (cell, how many floor runs came before it)
+        let mut placed: Vec<(usize, usize)> = Vec::new();
+        let mut floor_cell = 0;
+        for (index, row) in LATENCY_ROWS.into_iter().enumerate() {
+            let outcome = measure(row)?;
+            let cell = &mut group[index];
+            cell.threads.push(PerCall::of(&outcome));
+            cell.events_dropped += outcome.events_dropped;
+            if row == Row::Floor {
+                floor_cell = index;
+                floors.push(outcome.ns_per_call[0]);
+                continue;
+            }
+            cell.ns.push(outcome.ns_per_call[0]);
+            placed.push((index, floors.len()));
+            if row.notified() {
+                floors.push(measure(Row::Floor)?.ns_per_call[0]);
+            }
+        }
+        let mean = |samples: &[f64]| samples.iter().sum::<f64>() / samples.len() as f64;
+        let all = mean(&floors);
+        group[floor_cell].ns.push(all);
+        group[floor_cell].floor_ns.push(all);
+        for (index, before) in placed {
+            // Rows 1 and 2 come before any floor run: compared with the first.
+            let around = &floors[before.saturating_sub(1)..=before.min(floors.len() - 1)];
+            group[index].floor_ns.push(mean(around));
+        }
+        Ok(())
     }
 
     /// Aggregate calls/s of 1, 4 and 16 processes, each with its own listener and thread.
