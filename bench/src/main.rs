@@ -11,6 +11,7 @@ mod recording;
 mod report;
 mod rows;
 mod survive;
+mod writer_rows;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -56,6 +57,8 @@ enum Rows {
     Survive,
     /// A notified mkdir logged with its path captured, against its floor.
     Capture,
+    /// The event writer alone: its CPU per logged line, written nowhere, to /dev/null and to a file.
+    Writer,
 }
 
 /// Measure the round trip of a notified syscall, from no filter to a separate agent.
@@ -191,12 +194,20 @@ fn run(config: BenchConfig) -> anyhow::Result<()> {
     } else {
         Vec::new()
     };
+    let writer = if matches!(config.rows, Rows::All | Rows::Writer) {
+        writer_rows::writer_cells(&bench, config.runs)?
+    } else {
+        Vec::new()
+    };
     if config.json {
         println!("{}", serde_json::to_string_pretty(&report.to_json())?);
     } else {
         print!("{}", report.to_markdown());
         if !capture.is_empty() {
             print!("{}", capture_rows::capture_markdown(&capture));
+        }
+        if !writer.is_empty() {
+            print!("{}", writer_rows::writer_markdown(&writer));
         }
     }
     Ok(())
