@@ -123,6 +123,13 @@ impl EqualRun {
     fn first_match(&self, args: &[u64; 6]) -> Option<&Verdict> {
         let mut first = u32::MAX;
         for (values, arg) in self.by_arg.iter().zip(args) {
+            // Most calls match none of the values: one outside their range needs no search.
+            let (Some(low), Some(high)) = (values.first(), values.last()) else {
+                continue;
+            };
+            if *arg < low.0 || *arg > high.0 {
+                continue;
+            }
             if let Ok(found) = values.binary_search_by_key(arg, |(value, _)| *value) {
                 first = first.min(values[found].1);
             }
