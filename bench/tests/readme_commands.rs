@@ -53,3 +53,25 @@ fn latency_rows_compare_the_engine_and_the_agent_to_the_floor() {
         assert!(out.contains(row), "{row}: {out}");
     }
 }
+
+#[test]
+fn writer_rows_price_a_line_written_nowhere_to_dev_null_and_to_a_file() {
+    let out = bench(&["--rows", "writer", "--runs", "1"]);
+    for row in [
+        "| nowhere (in-process sink: formatting only) |",
+        "| `/dev/null` |",
+        "| a file in the bench's scratch directory |",
+    ] {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(row))
+            .unwrap_or_else(|| panic!("{row}: {out}"));
+        // `min / median / max ns`: the writer ran and was counted.
+        let median: f64 = line
+            .split(" / ")
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{line}"));
+        assert!(median > 0.0, "{line}");
+    }
+}
