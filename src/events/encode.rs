@@ -691,6 +691,11 @@ mod tests {
             container_id: "c2".into(),
             ..(*base.container).clone()
         });
+        let other_call = || SyscallEvent {
+            args: [9, 2, 3, 4, 5, 6],
+            pid: 8,
+            ..getppid()
+        };
         // Each differs from the line before in one thing the copied part holds, or in none.
         let lines: [(SyscallEvent, &Known, &Process); 8] = [
             (getppid(), &first, &first_process),
@@ -718,39 +723,13 @@ mod tests {
                 &first,
                 &first_process,
             ),
-            (
-                SyscallEvent {
-                    args: [9, 2, 3, 4, 5, 6],
-                    pid: 8,
-                    ..getppid()
-                },
-                &first,
-                &first_process,
-            ),
-            (
-                SyscallEvent {
-                    args: [9, 2, 3, 4, 5, 6],
-                    pid: 8,
-                    ..getppid()
-                },
-                &again,
-                &again_process,
-            ),
-            (
-                SyscallEvent {
-                    args: [9, 2, 3, 4, 5, 6],
-                    pid: 8,
-                    ..getppid()
-                },
-                &unknown,
-                &Process::default(),
-            ),
+            (other_call(), &first, &first_process),
+            (other_call(), &again, &again_process),
+            (other_call(), &unknown, &Process::default()),
             (
                 SyscallEvent {
                     container: other_container,
-                    args: [9, 2, 3, 4, 5, 6],
-                    pid: 8,
-                    ..getppid()
+                    ..other_call()
                 },
                 &unknown,
                 &Process::default(),
