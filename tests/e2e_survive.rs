@@ -404,7 +404,14 @@ fn takeover_without_agent_starts_and_refused_takeover_keeps_old_agent() {
     let status = wait_timeout(&mut refused.child, Duration::from_secs(20));
     kill(Pid::from_raw(old.pid()), Signal::SIGCONT).unwrap();
     assert_ne!(status.and_then(|s| s.code()), Some(0), "{}", refused.log());
-    assert!(refused.log().contains("takeover"), "{}", refused.log());
+    // The reader thread may not have drained the pipe the moment the process exits.
+    assert!(
+        eventually(Duration::from_secs(5), || refused
+            .log()
+            .contains("takeover")),
+        "{}",
+        refused.log()
+    );
     thread::sleep(Duration::from_millis(100));
     start_one_and_check(&socket, "after-refusal");
     // --wait-after-takeover: the old agent idles after handing over, until SIGTERM.
