@@ -195,9 +195,9 @@ fn run(config: BenchConfig) -> anyhow::Result<()> {
         Vec::new()
     };
     let writer = if matches!(config.rows, Rows::All | Rows::Writer) {
-        writer_rows::writer_cells(&bench, config.runs)?
+        Some(writer_rows::writer_table(&bench, config.runs)?)
     } else {
-        Vec::new()
+        None
     };
     if config.json {
         println!("{}", serde_json::to_string_pretty(&report.to_json())?);
@@ -206,8 +206,8 @@ fn run(config: BenchConfig) -> anyhow::Result<()> {
         if !capture.is_empty() {
             print!("{}", capture_rows::capture_markdown(&capture));
         }
-        if !writer.is_empty() {
-            print!("{}", writer_rows::writer_markdown(&writer));
+        if let Some(writer) = &writer {
+            print!("{}", writer_rows::writer_markdown(writer));
         }
     }
     Ok(())

@@ -41,24 +41,29 @@ pub struct WriterCell {
     output: Output,
     /// Writer CPU ns per event, run by run.
     ns: Vec<f64>,
-    /// Bytes per line (from the file run), 0 when unknown.
+}
+
+/// Every output's cell; the lines are the same in each, so one size.
+pub struct WriterTable {
+    cells: Vec<WriterCell>,
+    /// Bytes per line, from the file the last run wrote.
     line_bytes: f64,
 }
 
 /// Each output, `runs` times: `EVENTS` events as a busy caller's worker queues them
 /// (a 64-hex-digit container id, register-sized arguments, a live pid), the writer's CPU
 /// time from /proc schedstat. Everything on CPU 0, as in the pinned rows.
-pub fn writer_cells(bench: &Bench, runs: usize) -> anyhow::Result<Vec<WriterCell>> {
+pub fn writer_table(bench: &Bench, runs: usize) -> anyhow::Result<WriterTable> {
     set_affinity(Pin::Cpu0, &bench.online).context("setting the CPU affinity")?;
     let mut cells: Vec<WriterCell> = [Output::Sink, Output::DevNull, Output::File]
         .into_iter()
         .map(|output| WriterCell {
             output,
             ns: Vec::new(),
-            line_bytes: 0.0,
         })
         .collect();
     let path = bench.dir.path().join("events.jsonl");
+    let mut line_bytes = 0.0;
     for _ in 0..runs {
         for cell in &mut cells {
             let out: Box<dyn std::io::Write + Send> = match cell.output {
@@ -72,12 +77,12 @@ pub fn writer_cells(bench: &Bench, runs: usize) -> anyhow::Result<Vec<WriterCell
             cell.ns.push(writer_ns_per_event(out)?);
             if cell.output == Output::File {
                 let bytes = std::fs::metadata(&path)?.len();
-                cell.line_bytes = bytes as f64 / EVENTS as f64;
+                line_bytes = bytes as f64 / EVENTS as f64;
                 std::fs::remove_file(&path)?;
             }
         }
     }
-    Ok(cells)
+    Ok(WriterTable { cells, line_bytes })
 }
 
 fn writer_ns_per_event(out: Box<dyn std::io::Write + Send>) -> anyhow::Result<f64> {
@@ -132,7 +137,8 @@ fn writer_ns_per_event(out: Box<dyn std::io::Write + Send>) -> anyhow::Result<f6
     Ok(writer as f64 / EVENTS as f64)
 }
 
-pub fn writer_markdown(cells: &[WriterCell]) -> String {
+pub fn writer_markdown(table: &WriterTable) -> String {
+    let cells = &table.cells;
     let mut out = String::new();
     let runs = cells.first().map_or(0, |c| c.ns.len());
     let _ = writeln!(
@@ -141,7 +147,6 @@ pub fn writer_markdown(cells: &[WriterCell]) -> String {
     );
     let _ = writeln!(out, "| output | writer CPU per line | bytes per line |");
     let _ = writeln!(out, "|---|---:|---:|");
-    let line_bytes = cells.iter().map(|c| c.line_bytes).fold(0.0, f64::max);
     for cell in cells {
         let Some(spread) = Spread::of(&cell.ns) else {
             continue;
@@ -153,7 +158,7 @@ pub fn writer_markdown(cells: &[WriterCell]) -> String {
             spread.min,
             median(&cell.ns),
             spread.max,
-            line_bytes
+            table.line_bytes
         );
     }
     let _ = writeln!(out);
