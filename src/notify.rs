@@ -5,14 +5,13 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Once, OnceLock, Weak};
 use std::thread::JoinHandle;
-use std::time::SystemTime;
 
 use nix::poll::PollTimeout;
 
 use crate::capture::CapturePool;
 use crate::container::Container;
 use crate::decision::{DecisionTable, ORIGINAL_PROFILE_RULE};
-use crate::events::{Event, EventSink, SyscallEvent, WallClock};
+use crate::events::{EventSink, ListenerEvents, SyscallEvent, WallClock};
 use crate::keep::{self, Identity, Message};
 use crate::kill::{self, Scope};
 use crate::lock::Locked;
@@ -39,7 +38,7 @@ struct Worker {
     table: Arc<DecisionTable>,
     control: Arc<ListenerControl>,
     stats: Arc<ListenerStats>,
-    events: EventSink,
+    events: ListenerEvents,
     /// The time-stamp counter, calibrated: two reads per notification cost a third of
     /// two reads of the monotonic clock (18 against 46 ns on the bench VM).
     tsc: quanta::Clock,
@@ -267,7 +266,7 @@ impl Engine {
             table,
             control: control.clone(),
             stats: stats.clone(),
-            events: self.events.clone(),
+            events: self.events.open(id, container.clone(), sync_wakeup),
             tsc: quanta::Clock::new(),
             clock: WallClock::default(),
             scope,
@@ -304,12 +303,15 @@ impl Engine {
                         tracing::warn!(error = %e, "cannot tell the holding process a listener is gone");
                     }
                 }
-                engine.events.emit(Event::ListenerRemoved {
-                    time: SystemTime::now(),
-                    container: removed,
-                    reason,
-                });
-            })?;
+                engine.events.close(id, reason);
+            });
+        let thread = match thread {
+            Ok(thread) => thread,
+            Err(e) => {
+                self.events.close(id, "not served: no thread");
+                return Err(e);
+            }
+        };
         {
             let mut state = self.state.locked();
             // A reload between compiling the table and now did not see this listener:
@@ -323,11 +325,6 @@ impl Engine {
             state.live.insert(id, control);
         }
         self.metrics.add_listener(stats.clone());
-        self.events.emit(Event::ListenerAdded {
-            time: SystemTime::now(),
-            container,
-            sync_wakeup,
-        });
         let _ = go.send(());
         Ok(Attached { thread, stats })
     }
@@ -436,9 +433,8 @@ impl Worker {
         }
         if action != Action::Allow {
             let time = self.clock.at(received);
-            self.events.emit(Event::Syscall(SyscallEvent {
+            self.events.emit(SyscallEvent {
                 time,
-                container: self.control.container.clone(),
                 pid: notif.pid,
                 audit_arch: data.arch,
                 nr: data.nr,
@@ -449,7 +445,7 @@ impl Worker {
                 errno,
                 capture,
                 ip: data.instruction_pointer,
-            }));
+            });
             if self.captures.writer_needed() {
                 self.events.nudge();
             }

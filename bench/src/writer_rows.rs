@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use switchboard::container::Container;
-use switchboard::events::{Event, EventWriter, LogFormat, SyscallEvent, UnixNanos};
+use switchboard::events::{EventWriter, LogFormat, SyscallEvent, UnixNanos};
 use switchboard::metrics::Metrics;
 use switchboard::policy::Action;
 
@@ -101,10 +101,10 @@ fn writer_ns_per_event(out: Box<dyn std::io::Write + Send>) -> anyhow::Result<f6
     std::thread::sleep(Duration::from_millis(20));
     let before = Snapshot::take(&me, &[]);
     let start = UnixNanos::from(std::time::SystemTime::now());
+    let mut events = sink.open(1, container, true);
     for i in 0..EVENTS {
-        sink.emit(Event::Syscall(SyscallEvent {
+        events.emit(SyscallEvent {
             time: UnixNanos(start.0 + i * 4_500),
-            container: container.clone(),
             pid,
             audit_arch: x86_64,
             nr: 110,
@@ -122,7 +122,7 @@ fn writer_ns_per_event(out: Box<dyn std::io::Write + Send>) -> anyhow::Result<f6
             errno: 0,
             capture: None,
             ip: 0x7f3a_9c31_5e2d,
-        }));
+        });
     }
     // At most a few hundred ns per event, after at most one poll interval of sleep.
     std::thread::sleep(Duration::from_millis(150));

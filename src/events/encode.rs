@@ -29,8 +29,7 @@ pub(super) struct Details {
 impl SyscallEvent {
     /// The typed line: what the JSON log prints, and what `/status` keeps of a denial;
     /// `process` is what the writer read of the caller.
-    pub fn line(&self, process: &Process) -> SyscallLine {
-        let c = &self.container;
+    pub fn line(&self, c: &Container, process: &Process) -> SyscallLine {
         let details = self.details();
         SyscallLine {
             time: rfc3339(self.time.system_time()),
@@ -167,13 +166,18 @@ impl SyscallEvent {
     /// on a pinned agent, the writer's cost per event is paid by the notifications.
     pub(super) fn write_json(
         &self,
+        container: &Arc<Container>,
         out: &mut Vec<u8>,
         cache: &mut LineCache,
         program: &Known,
         cwd: Option<&str>,
     ) {
-        if !cache.key.as_ref().is_some_and(|key| key.matches(self)) {
-            cache.refill(self);
+        if !cache
+            .key
+            .as_ref()
+            .is_some_and(|key| key.matches(container, self))
+        {
+            cache.refill(container, self);
         }
         // Calls without strings (most events) need only the call, formatted into a reused
         // buffer: the writer allocates nothing for them.
@@ -297,14 +301,14 @@ struct LineKey {
 }
 
 impl LineKey {
-    fn matches(&self, e: &SyscallEvent) -> bool {
+    fn matches(&self, container: &Arc<Container>, e: &SyscallEvent) -> bool {
         // Rule names live as long as the process: the same rule is the same address, and
         // comparing addresses spares a memcmp per event.
         let same_rule = match (self.rule, e.rule) {
             (Some(a), Some(b)) => std::ptr::eq(a, b),
             (a, b) => a.is_none() && b.is_none(),
         };
-        Arc::ptr_eq(&self.container, &e.container)
+        Arc::ptr_eq(&self.container, container)
             && same_rule
             && (
                 self.action,
@@ -346,8 +350,7 @@ pub(super) struct LineCache {
 }
 
 impl LineCache {
-    fn refill(&mut self, e: &SyscallEvent) {
-        let c = &e.container;
+    fn refill(&mut self, c: &Arc<Container>, e: &SyscallEvent) {
         let string = |out: &mut Vec<u8>, s: &str| {
             let _ = serde_json::to_writer(&mut *out, s);
         };
@@ -418,11 +421,9 @@ fn push_number(out: &mut Vec<u8>, n: impl itoa::Integer) {
 }
 
 impl Event {
-    /// The JSON form: one object, printed on one line; a syscall's program as unknown.
+    /// The JSON form: one object, printed on one line.
     pub fn to_json(&self) -> Value {
         match self {
-            Event::Syscall(e) => serde_json::to_value(e.line(&Process::default()))
-                .expect("a syscall line is plain data"),
             Event::ListenerAdded {
                 time,
                 container,
@@ -446,10 +447,9 @@ impl Event {
         }
     }
 
-    /// The text form, for people: strace-like for syscalls (their program as unknown).
+    /// The text form, for people.
     pub fn to_text(&self) -> String {
         match self {
-            Event::Syscall(e) => e.to_text(&Process::default()),
             Event::ListenerAdded {
                 time, container, ..
             } => format!(
@@ -479,8 +479,7 @@ fn write_fmt(out: &mut String, args: std::fmt::Arguments<'_>) -> std::fmt::Resul
 
 impl SyscallEvent {
     /// The text form: the call as strace prints it, its result, and who made it.
-    pub fn to_text(&self, process: &Process) -> String {
-        let c = &self.container;
+    pub fn to_text(&self, c: &Container, process: &Process) -> String {
         let mut line = format!(
             "{} {:<5} ",
             rfc3339(self.time.system_time()),
@@ -552,13 +551,9 @@ mod tests {
     use std::sync::Arc;
     use std::time::SystemTime;
 
-    fn event(action: Action, errno: i32) -> Event {
-        Event::Syscall(SyscallEvent {
+    fn event(action: Action, errno: i32) -> SyscallEvent {
+        SyscallEvent {
             time: UnixNanos(0),
-            container: Arc::new(Container {
-                container_id: "c1".into(),
-                ..Default::default()
-            }),
             pid: 7,
             audit_arch: libseccomp_sys::SCMP_ARCH_X86_64,
             nr: 83,
@@ -569,7 +564,19 @@ mod tests {
             errno,
             capture: None,
             ip: 0,
+        }
+    }
+
+    fn c1() -> Arc<Container> {
+        Arc::new(Container {
+            container_id: "c1".into(),
+            ..Default::default()
         })
+    }
+
+    /// The typed line as JSON, its program unknown.
+    fn json_of(e: &SyscallEvent, container: &Container) -> Value {
+        serde_json::to_value(e.line(container, &Process::default())).unwrap()
     }
 
     /// What the writer knows of a caller it could not read.
@@ -596,7 +603,7 @@ mod tests {
 
     #[test]
     fn json_carries_every_field() {
-        let v = event(Action::Deny, 1).to_json();
+        let v = json_of(&event(Action::Deny, 1), &c1());
         assert_eq!(v["time"], "1970-01-01T00:00:00.000000Z");
         assert_eq!(v["syscall"], "mkdir");
         assert_eq!(v["arch"], "x86_64");
@@ -609,38 +616,43 @@ mod tests {
 
     #[test]
     fn direct_json_is_the_value_json() {
-        let base = || match event(Action::Deny, 1) {
-            Event::Syscall(e) => e,
-            _ => unreachable!(),
-        };
+        let base = || event(Action::Deny, 1);
+        let plain = c1();
         let odd = Arc::new(Container {
             namespace: "n\"s\\".into(),
             pod: "p\u{e9}\n".into(),
-            ..(*base().container).clone()
+            ..(*plain).clone()
         });
         let at = UnixNanos;
         let events = [
-            SyscallEvent {
-                time: at(1_700_000_000_123_456_789),
-                ..base()
-            },
-            SyscallEvent {
-                time: at(1_700_000_000_000_042_000),
-                pid: 0,
-                args: [0, 9, 10, u64::MAX, 1 << 32, 99],
-                container: odd.clone(),
-                rule: None,
-                action: Action::Log,
-                errno: 0,
-                ..base()
-            },
-            SyscallEvent {
-                time: at(1_700_000_001_999_999_999),
-                nr: -1,
-                location: None,
-                container: odd,
-                ..base()
-            },
+            (
+                SyscallEvent {
+                    time: at(1_700_000_000_123_456_789),
+                    ..base()
+                },
+                &plain,
+            ),
+            (
+                SyscallEvent {
+                    time: at(1_700_000_000_000_042_000),
+                    pid: 0,
+                    args: [0, 9, 10, u64::MAX, 1 << 32, 99],
+                    rule: None,
+                    action: Action::Log,
+                    errno: 0,
+                    ..base()
+                },
+                &odd,
+            ),
+            (
+                SyscallEvent {
+                    time: at(1_700_000_001_999_999_999),
+                    nr: -1,
+                    location: None,
+                    ..base()
+                },
+                &odd,
+            ),
         ];
         let mut cache = LineCache::default();
         let via_socketcall = SyscallEvent {
@@ -649,26 +661,27 @@ mod tests {
             location: syscalls::locate(libseccomp_sys::SCMP_ARCH_X86, 102, 1),
             ..base()
         };
-        for e in events.into_iter().chain([via_socketcall, base()]) {
+        for (e, container) in events
+            .into_iter()
+            .chain([(via_socketcall, &plain), (base(), &plain)])
+        {
             let mut line = Vec::new();
-            e.write_json(&mut line, &mut cache, &unknown(), None);
+            e.write_json(container, &mut line, &mut cache, &unknown(), None);
             assert_eq!(
                 String::from_utf8(line).unwrap(),
-                Event::Syscall(e).to_json().to_string()
+                json_of(&e, container).to_string()
             );
         }
     }
 
     #[test]
     fn a_repeated_line_is_the_same_as_one_written_whole() {
-        let Event::Syscall(base) = event(Action::Log, 0) else {
-            unreachable!()
-        };
+        let base = event(Action::Log, 0);
         // One listener's events share its container, as the engine's do.
+        let container = c1();
         let getppid = || SyscallEvent {
             nr: 110,
             location: syscalls::locate(libseccomp_sys::SCMP_ARCH_X86_64, 110, 0),
-            container: base.container.clone(),
             capture: None,
             ..base
         };
@@ -689,7 +702,7 @@ mod tests {
         let unknown = unknown();
         let other_container = Arc::new(Container {
             container_id: "c2".into(),
-            ..(*base.container).clone()
+            ..(*container).clone()
         });
         let other_call = || SyscallEvent {
             args: [9, 2, 3, 4, 5, 6],
@@ -697,13 +710,14 @@ mod tests {
             ..getppid()
         };
         // Each differs from the line before in one thing the copied part holds, or in none.
-        let lines: [(SyscallEvent, &Known, &Process); 8] = [
-            (getppid(), &first, &first_process),
+        let lines: [(SyscallEvent, &Arc<Container>, &Known, &Process); 8] = [
+            (getppid(), &container, &first, &first_process),
             (
                 SyscallEvent {
                     time: at(1_700_000_000_000_001_000),
                     ..getppid()
                 },
+                &container,
                 &first,
                 &first_process,
             ),
@@ -712,6 +726,7 @@ mod tests {
                     time: at(1_700_000_001_000_002_000),
                     ..getppid()
                 },
+                &container,
                 &first,
                 &first_process,
             ),
@@ -720,26 +735,27 @@ mod tests {
                     pid: 8,
                     ..getppid()
                 },
+                &container,
                 &first,
                 &first_process,
             ),
-            (other_call(), &first, &first_process),
-            (other_call(), &again, &again_process),
-            (other_call(), &unknown, &Process::default()),
+            (other_call(), &container, &first, &first_process),
+            (other_call(), &container, &again, &again_process),
+            (other_call(), &container, &unknown, &Process::default()),
             (
-                SyscallEvent {
-                    container: other_container,
-                    ..other_call()
-                },
+                other_call(),
+                &other_container,
                 &unknown,
                 &Process::default(),
             ),
         ];
         let mut cache = LineCache::default();
-        for (e, known, process) in lines {
+        for (e, container, known, process) in lines {
             let mut line = Vec::new();
-            e.write_json(&mut line, &mut cache, known, None);
-            let whole = serde_json::to_value(e.line(process)).unwrap().to_string();
+            e.write_json(container, &mut line, &mut cache, known, None);
+            let whole = serde_json::to_value(e.line(container, process))
+                .unwrap()
+                .to_string();
             assert_eq!(String::from_utf8(line).unwrap(), whole);
         }
     }
@@ -747,9 +763,8 @@ mod tests {
     #[test]
     fn captured_strings_make_path_call_and_unread() {
         let mut pool = crate::capture::CapturePool::default();
-        let Event::Syscall(base) = event(Action::Deny, 1) else {
-            unreachable!()
-        };
+        let container = c1();
+        let base = event(Action::Deny, 1);
         let at_fdcwd = (-100i64).cast_unsigned();
         let path = b"rel/\xff\0";
         let args = [at_fdcwd, 0, 0o777, 0, 0, 0];
@@ -770,8 +785,14 @@ mod tests {
         };
         let known = Known::new(7, 0, std::time::Instant::now(), process.clone());
         let mut line = Vec::new();
-        e.write_json(&mut line, &mut LineCache::default(), &known, Some("/tmp"));
-        let v = serde_json::to_value(e.line(&process)).unwrap();
+        e.write_json(
+            &container,
+            &mut line,
+            &mut LineCache::default(),
+            &known,
+            Some("/tmp"),
+        );
+        let v = serde_json::to_value(e.line(&container, &process)).unwrap();
         assert_eq!(String::from_utf8(line).unwrap(), v.to_string());
         assert_eq!(v["path"], "rel/\\xff", "{v}");
         assert_eq!(v["call"], "mkdirat(AT_FDCWD, \"rel/\\xff\", 0777)", "{v}");
@@ -781,9 +802,7 @@ mod tests {
         // Unmapped: the line says so, and the direct writer prints the same bytes.
         let mut unmapped = args;
         unmapped[1] = 8;
-        let Event::Syscall(base) = event(Action::Deny, 1) else {
-            unreachable!()
-        };
+        let base = event(Action::Deny, 1);
         let e = SyscallEvent {
             location: Some(mkdirat),
             args: unmapped,
@@ -791,8 +810,14 @@ mod tests {
             ..base
         };
         let mut line = Vec::new();
-        e.write_json(&mut line, &mut LineCache::default(), &unknown(), None);
-        let v = Event::Syscall(e).to_json();
+        e.write_json(
+            &container,
+            &mut line,
+            &mut LineCache::default(),
+            &unknown(),
+            None,
+        );
+        let v = json_of(&e, &container);
         assert_eq!(String::from_utf8(line).unwrap(), v.to_string());
         assert_eq!(v["unread"]["path"], "unmapped memory (EFAULT)", "{v}");
         assert!(v.get("path").is_none(), "{v}");
@@ -807,7 +832,7 @@ mod tests {
 
     #[test]
     fn text_reads_like_strace() {
-        let line = event(Action::Deny, 13).to_text();
+        let line = event(Action::Deny, 13).to_text(&c1(), &Process::default());
         assert!(
             line.contains("deny  mkdir(0x1, 02) = -1 EACCES (rule no-mkdir) pid=7 container=c1"),
             "{line}"
@@ -819,38 +844,92 @@ mod tests {
         if !cfg!(target_arch = "x86_64") {
             return;
         }
-        let Event::Syscall(base) = event(Action::Deny, 13) else {
-            unreachable!()
-        };
-        let e = Event::Syscall(SyscallEvent {
+        let e = SyscallEvent {
             audit_arch: libseccomp_sys::SCMP_ARCH_X86,
             nr: 102,
             location: syscalls::locate(libseccomp_sys::SCMP_ARCH_X86, 102, 1),
-            ..base
-        });
-        let v = e.to_json();
+            ..event(Action::Deny, 13)
+        };
+        let container = c1();
+        let v = json_of(&e, &container);
         assert_eq!(
             (&v["syscall"], &v["arch"], &v["via"]),
             (&json!("socket"), &json!("x86"), &json!("socketcall"))
         );
         assert_eq!(v["nr"], 102);
-        assert!(e.to_text().ends_with(" via=socketcall"), "{}", e.to_text());
-        assert!(event(Action::Deny, 13).to_json().get("via").is_none());
+        let text = e.to_text(&container, &Process::default());
+        assert!(text.ends_with(" via=socketcall"), "{text}");
+        assert!(json_of(&event(Action::Deny, 13), &container)
+            .get("via")
+            .is_none());
+    }
+
+    /// An output the test reads back.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Shared {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Queues `count` events numbered by their first argument through one listener's
+    /// queue of at most `capacity`, closes it, and returns the lines written and the drops.
+    fn through_a_queue(capacity: usize, count: u64) -> (Vec<Value>, u64) {
+        let dropped = IntCounter::new("d", "d").unwrap();
+        let out = Shared::default();
+        let (sink, writer) = EventWriter::spawn(
+            LogFormat::Json,
+            Box::new(out.clone()),
+            capacity,
+            dropped.clone(),
+        );
+        let mut events = sink.open(1, c1(), true);
+        for n in 0..count {
+            let mut e = event(Action::Log, 0);
+            e.args[0] = n;
+            events.emit(e);
+        }
+        sink.close(1, "done");
+        writer.flush_and_stop();
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let lines = text.lines().map(|l| serde_json::from_str(l).unwrap());
+        (lines.collect(), dropped.get())
+    }
+
+    /// The numbers of the syscall lines, between the listener's first and last line.
+    fn numbers(lines: &[Value]) -> Vec<u64> {
+        assert_eq!(lines.first().unwrap()["event"], "listener_added");
+        assert_eq!(lines.last().unwrap()["event"], "listener_removed");
+        assert_eq!(lines.last().unwrap()["reason"], "done");
+        let calls = &lines[1..lines.len() - 1];
+        calls
+            .iter()
+            .map(|l| l["args"][0].as_u64().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_growing_queue_keeps_every_event_in_order() {
+        // Far more than the first queue holds, queued faster than the writer polls: the
+        // worker moves through several larger queues, and the writer follows in order.
+        let (lines, dropped) = through_a_queue(64 * 1024, 20_000);
+        assert_eq!(dropped, 0);
+        assert_eq!(numbers(&lines), (0..20_000).collect::<Vec<_>>());
     }
 
     #[test]
     fn full_queue_drops_and_counts() {
-        let dropped = IntCounter::new("d", "d").unwrap();
-        let (sink, writer) = EventWriter::spawn(
-            LogFormat::Json,
-            Box::new(std::io::sink()),
-            1,
-            dropped.clone(),
-        );
-        for _ in 0..1000 {
-            sink.emit(event(Action::Log, 0));
-        }
-        writer.flush_and_stop();
-        assert!(dropped.get() > 0);
+        let (lines, dropped) = through_a_queue(100, 1000);
+        let written = numbers(&lines);
+        assert!(dropped > 0);
+        assert_eq!(written.len() as u64 + dropped, 1000);
+        // What was written is in the order it was queued.
+        assert!(written.windows(2).all(|w| w[0] < w[1]), "{written:?}");
     }
 }

@@ -1,4 +1,4 @@
-//! Decision and lifecycle events: a bounded queue off the notification path, drained by a writer thread.
+//! Decision and lifecycle events: a queue per listener off the notification path, drained by a writer thread.
 
 mod call;
 mod encode;
@@ -11,20 +11,22 @@ pub use model::{Event, LogFormat, Process, SyscallEvent, SyscallKind, SyscallLin
 use std::collections::VecDeque;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use prometheus::IntCounter;
+use rtrb::{Consumer, Producer, PushError, RingBuffer};
 
 use encode::LineCache;
 
+use crate::container::Container;
 use crate::lock::Locked;
 
 /// How the writer waits for more when the queue is empty. Polling keeps wake-ups
 /// off the notification path: a sender wakes the writer only when its capture buffers
-/// run short ([`EventSink::nudge`]).
+/// run short ([`ListenerEvents::nudge`]).
 const IDLE_POLL: Duration = Duration::from_millis(10);
 
 /// How long the writer waits after a round that wrote captured strings: the buffers it
@@ -97,22 +99,110 @@ impl WallClock {
     }
 }
 
-/// The sending end of the event queue; cheap to clone, never blocks.
+/// What the control plane tells the writer: a listener's queue opened or closed.
+enum Control {
+    Opened {
+        key: u64,
+        added: Event,
+        queue: Consumer<SyscallEvent>,
+        grown: Successors,
+    },
+    Closed {
+        key: u64,
+        time: SystemTime,
+        reason: &'static str,
+    },
+}
+
+/// The larger queues a listener moved on to when its queue was full, oldest first; the
+/// writer takes one only after emptying the queue before it, so lines keep their order.
+type Successors = Arc<Mutex<VecDeque<Consumer<SyscallEvent>>>>;
+
+/// Where the control plane opens and closes listeners' queues; cheap to clone.
 #[derive(Clone)]
 pub struct EventSink {
-    queue: SyncSender<Event>,
+    control: Sender<Control>,
+    dropped: IntCounter,
+    writer: std::thread::Thread,
+    /// The most events one listener's queue holds before it drops and counts.
+    capacity: usize,
+}
+
+impl EventSink {
+    /// Opens the queue of listener `key`, whose first line is its `listener_added`. The
+    /// queue is allocated by its first event, so a listener that never makes one costs
+    /// nothing here.
+    pub fn open(&self, key: u64, container: Arc<Container>, sync_wakeup: bool) -> ListenerEvents {
+        let (queue, consumer) = RingBuffer::new(0);
+        let grown = Successors::default();
+        let added = Event::ListenerAdded {
+            time: SystemTime::now(),
+            container,
+            sync_wakeup,
+        };
+        let _ = self.control.send(Control::Opened {
+            key,
+            added,
+            queue: consumer,
+            grown: grown.clone(),
+        });
+        ListenerEvents {
+            queue,
+            grown,
+            capacity: self.capacity,
+            dropped: self.dropped.clone(),
+            writer: self.writer.clone(),
+        }
+    }
+
+    /// Closes the queue of listener `key` once the writer has written what it holds, with a
+    /// `listener_removed` line. Call it after the listener's last event.
+    pub fn close(&self, key: u64, reason: &'static str) {
+        let _ = self.control.send(Control::Closed {
+            key,
+            time: SystemTime::now(),
+            reason,
+        });
+    }
+}
+
+/// One listener's event queue, owned by its worker: a single-producer ring the writer
+/// drains, so a push is a copy and a store, shared with no other listener.
+pub struct ListenerEvents {
+    queue: Producer<SyscallEvent>,
+    grown: Successors,
+    capacity: usize,
     dropped: IntCounter,
     writer: std::thread::Thread,
 }
 
-impl EventSink {
-    /// Queues an event, or counts it as dropped when the queue is full.
+/// The first queue a listener's first event allocates; each full queue is followed by one
+/// twice its size, up to the sink's capacity.
+const FIRST_QUEUE: usize = 64;
+
+impl ListenerEvents {
+    /// Queues an event, or counts it as dropped when the queue is full at its largest.
     #[inline]
-    pub fn emit(&self, event: Event) {
-        match self.queue.try_send(event) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => self.dropped.inc(),
+    pub fn emit(&mut self, event: SyscallEvent) {
+        if let Err(PushError::Full(event)) = self.queue.push(event) {
+            self.grow(event);
         }
+    }
+
+    /// The queue is full: a burst larger than any before, or the writer is behind. Moves
+    /// on to a queue twice the size (allocating, once per doubling), or drops the event.
+    #[cold]
+    #[inline(never)]
+    fn grow(&mut self, event: SyscallEvent) {
+        let size = self.queue.buffer().capacity();
+        if size >= self.capacity {
+            self.dropped.inc();
+            return;
+        }
+        let (mut queue, consumer) = RingBuffer::new((size * 2).max(FIRST_QUEUE).min(self.capacity));
+        let _ = queue.push(event);
+        self.grown.locked().push_back(consumer);
+        self.queue = queue;
     }
 
     /// Wakes the writer before its next poll: a listener's capture buffers, which the
@@ -131,14 +221,14 @@ pub struct EventWriter {
 }
 
 impl EventWriter {
-    /// Starts a writer printing to `out`, with room for `capacity` queued events.
+    /// Starts a writer printing to `out`; each listener's queue holds up to `capacity` events.
     pub fn spawn(
         format: LogFormat,
         out: Box<dyn Write + Send>,
         capacity: usize,
         dropped: IntCounter,
     ) -> (EventSink, EventWriter) {
-        let (queue, receiver) = sync_channel(capacity);
+        let (control, receiver) = channel();
         let stop = Arc::new(AtomicBool::new(false));
         let recent = RecentDenials::default();
         let thread = std::thread::Builder::new()
@@ -146,14 +236,15 @@ impl EventWriter {
             .spawn({
                 let stop = stop.clone();
                 let recent = recent.clone();
-                move || write_events(format, out, receiver, &stop, &recent)
+                move || Writer::new(format, out, recent).run(&receiver, &stop)
             })
             .expect("spawning the event writer");
         (
             EventSink {
-                queue,
+                control,
                 dropped,
                 writer: thread.thread().clone(),
+                capacity,
             },
             EventWriter {
                 stop,
@@ -174,9 +265,10 @@ impl EventWriter {
     pub fn flush_and_stop(mut self) {
         self.stop.store(true, Ordering::Release);
         if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
             let deadline = Instant::now() + FINAL_FLUSH;
             while !thread.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(IDLE_POLL);
+                std::thread::sleep(Duration::from_millis(1));
             }
             if thread.is_finished() {
                 let _ = thread.join();
@@ -195,74 +287,188 @@ impl EventWriter {
 /// writer` measured 215-226 ns of writer CPU per 441-byte line with 64 KiB, 164 ns with 256.
 const WRITE_CHUNK: usize = 256 * 1024;
 
-fn write_events(
-    format: LogFormat,
-    mut out: Box<dyn Write + Send>,
-    receiver: Receiver<Event>,
-    stop: &AtomicBool,
-    recent: &RecentDenials,
-) {
-    // Lines are encoded straight into the chunk: no line buffer to copy from.
-    let mut chunk = Vec::with_capacity(WRITE_CHUNK + 1024);
-    let mut cache = LineCache::default();
-    let mut processes = process::ProcessCache::default();
-    loop {
-        // Read the flag before draining, so nothing queued before the stop is missed.
-        let stopping = stop.load(Ordering::Acquire);
-        let mut captured = false;
-        let mut now = Instant::now();
-        let mut since_now = 0u32;
-        while let Ok(event) = receiver.try_recv() {
-            let Event::Syscall(e) = &event else {
-                match format {
-                    LogFormat::Json => {
-                        let _ = serde_json::to_writer(&mut chunk, &event.to_json());
-                    }
-                    LogFormat::Text => chunk.extend_from_slice(event.to_text().as_bytes()),
-                }
-                chunk.push(b'\n');
-                continue;
-            };
-            captured |= e.capture.is_some();
-            // One clock read per few hundred events decides what is still fresh.
-            since_now += 1;
-            if since_now == 256 {
-                (now, since_now) = (Instant::now(), 0);
-            }
-            let program = processes.lookup(e.pid, e.ip, now, e.capture.as_deref());
-            let cwd = e.cwd();
-            let full = |program: &process::Known| Process {
-                cwd: cwd.clone(),
-                ..program.process.clone()
-            };
-            match format {
-                LogFormat::Json => e.write_json(&mut chunk, &mut cache, program, cwd.as_deref()),
-                LogFormat::Text => chunk.extend_from_slice(e.to_text(&full(program)).as_bytes()),
-            }
-            chunk.push(b'\n');
-            if !e.action.lets_through() {
-                recent.push(e.line(&full(program)));
-            }
-            if chunk.len() >= WRITE_CHUNK && !write_chunk(&mut out, &mut chunk) {
-                return;
-            }
-        }
-        if !chunk.is_empty() && !write_chunk(&mut out, &mut chunk) {
-            return;
-        }
-        if stopping {
-            return;
-        }
-        // Parked rather than asleep, so a listener short of capture buffers can wake it.
-        std::thread::park_timeout(if captured { BUSY_POLL } else { IDLE_POLL });
-    }
+/// A listener's queue as the writer drains it.
+struct Stream {
+    key: u64,
+    container: Arc<Container>,
+    queue: Consumer<SyscallEvent>,
+    grown: Successors,
 }
 
-/// Writes and empties `chunk`; false when the output is gone.
-fn write_chunk(out: &mut Box<dyn Write + Send>, chunk: &mut Vec<u8>) -> bool {
-    let written = out.write_all(chunk).and_then(|()| out.flush());
-    chunk.clear();
-    written.is_ok()
+/// The writer thread's state: the listeners' queues, and what it keeps between lines.
+struct Writer {
+    format: LogFormat,
+    out: Box<dyn Write + Send>,
+    recent: RecentDenials,
+    streams: Vec<Stream>,
+    /// Lines are encoded straight into the chunk: no line buffer to copy from.
+    chunk: Vec<u8>,
+    cache: LineCache,
+    processes: process::ProcessCache,
+    /// Read once per few hundred events, to decide what is still fresh.
+    now: Instant,
+    since_now: u32,
+    /// A round wrote captured strings, whose buffers go back to busy listeners.
+    captured: bool,
+}
+
+/// The output is gone: the writer stops.
+struct Gone;
+
+impl Writer {
+    fn new(format: LogFormat, out: Box<dyn Write + Send>, recent: RecentDenials) -> Writer {
+        Writer {
+            format,
+            out,
+            recent,
+            streams: Vec::new(),
+            chunk: Vec::with_capacity(WRITE_CHUNK + 1024),
+            cache: LineCache::default(),
+            processes: process::ProcessCache::default(),
+            now: Instant::now(),
+            since_now: 0,
+            captured: false,
+        }
+    }
+
+    fn run(mut self, control: &Receiver<Control>, stop: &AtomicBool) {
+        loop {
+            // Read the flag before draining, so nothing queued before the stop is missed.
+            let stopping = stop.load(Ordering::Acquire);
+            self.captured = false;
+            if self.round(control).is_err() {
+                return;
+            }
+            if stopping {
+                return;
+            }
+            // Parked rather than asleep, so a listener short of capture buffers can wake it.
+            std::thread::park_timeout(if self.captured { BUSY_POLL } else { IDLE_POLL });
+        }
+    }
+
+    /// Writes what the control plane and every listener queued since the last round.
+    fn round(&mut self, control: &Receiver<Control>) -> Result<(), Gone> {
+        // Opened and closed queues first: a listener's lines come after its
+        // `listener_added` line, and all of them before its `listener_removed`.
+        while let Ok(message) = control.try_recv() {
+            match message {
+                Control::Opened {
+                    key,
+                    added,
+                    queue,
+                    grown,
+                } => {
+                    let Event::ListenerAdded { container, .. } = &added else {
+                        unreachable!("a queue opens with its listener_added event")
+                    };
+                    let container = container.clone();
+                    self.write_listener(&added)?;
+                    self.streams.push(Stream {
+                        key,
+                        container,
+                        queue,
+                        grown,
+                    });
+                }
+                Control::Closed { key, time, reason } => {
+                    let Some(index) = self.streams.iter().position(|s| s.key == key) else {
+                        continue;
+                    };
+                    let mut stream = self.streams.swap_remove(index);
+                    self.drain(&mut stream)?;
+                    self.write_listener(&Event::ListenerRemoved {
+                        time,
+                        container: stream.container,
+                        reason,
+                    })?;
+                }
+            }
+        }
+        let mut streams = std::mem::take(&mut self.streams);
+        let drained = streams.iter_mut().try_for_each(|stream| self.drain(stream));
+        self.streams = streams;
+        drained?;
+        self.write_out()
+    }
+
+    /// Writes everything in a listener's queue and in the larger ones it moved on to.
+    fn drain(&mut self, stream: &mut Stream) -> Result<(), Gone> {
+        loop {
+            // Taken first, under the lock the worker published it with: then every event
+            // the worker pushed to the queue before it is visible to the drain below.
+            let next = stream.grown.locked().pop_front();
+            while let Ok(event) = stream.queue.pop() {
+                self.write_syscall(&stream.container, &event)?;
+            }
+            match next {
+                Some(next) => stream.queue = next,
+                None => return Ok(()),
+            }
+        }
+    }
+
+    fn write_syscall(&mut self, container: &Arc<Container>, e: &SyscallEvent) -> Result<(), Gone> {
+        self.captured |= e.capture.is_some();
+        self.since_now += 1;
+        if self.since_now == 256 {
+            (self.now, self.since_now) = (Instant::now(), 0);
+        }
+        let program = self
+            .processes
+            .lookup(e.pid, e.ip, self.now, e.capture.as_deref());
+        let cwd = e.cwd();
+        let full = |program: &process::Known| Process {
+            cwd: cwd.clone(),
+            ..program.process.clone()
+        };
+        match self.format {
+            LogFormat::Json => {
+                e.write_json(
+                    container,
+                    &mut self.chunk,
+                    &mut self.cache,
+                    program,
+                    cwd.as_deref(),
+                );
+            }
+            LogFormat::Text => self
+                .chunk
+                .extend_from_slice(e.to_text(container, &full(program)).as_bytes()),
+        }
+        self.chunk.push(b'\n');
+        if !e.action.lets_through() {
+            self.recent.push(e.line(container, &full(program)));
+        }
+        if self.chunk.len() >= WRITE_CHUNK {
+            self.write_out()?;
+        }
+        Ok(())
+    }
+
+    fn write_listener(&mut self, event: &Event) -> Result<(), Gone> {
+        match self.format {
+            LogFormat::Json => {
+                let _ = serde_json::to_writer(&mut self.chunk, &event.to_json());
+            }
+            LogFormat::Text => self.chunk.extend_from_slice(event.to_text().as_bytes()),
+        }
+        self.chunk.push(b'\n');
+        Ok(())
+    }
+
+    /// Writes and empties the chunk.
+    fn write_out(&mut self) -> Result<(), Gone> {
+        if self.chunk.is_empty() {
+            return Ok(());
+        }
+        let written = self
+            .out
+            .write_all(&self.chunk)
+            .and_then(|()| self.out.flush());
+        self.chunk.clear();
+        written.map_err(|_| Gone)
+    }
 }
 
 #[cfg(test)]

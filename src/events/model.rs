@@ -38,11 +38,11 @@ impl From<SystemTime> for UnixNanos {
 }
 
 /// One decided syscall. Built on the notification path, so it holds no heap data of its
-/// own: its strings ride in a pooled buffer, and the writer reads the program.
+/// own: its strings ride in a pooled buffer, the writer reads the program, and the
+/// container is its listener's queue's.
 #[derive(Debug)]
 pub struct SyscallEvent {
     pub time: UnixNanos,
-    pub container: Arc<Container>,
     pub pid: u32,
     pub audit_arch: u32,
     pub nr: i32,
@@ -67,10 +67,9 @@ pub struct Process {
     pub cwd: Option<String>,
 }
 
-/// Everything the writer prints.
+/// What the writer prints of a listener's life; its syscalls come through its own queue.
 #[derive(Debug)]
 pub enum Event {
-    Syscall(SyscallEvent),
     ListenerAdded {
         time: SystemTime,
         container: Arc<Container>,
