@@ -504,7 +504,7 @@ impl Metrics {
         .unwrap();
         let events_dropped = IntCounter::new(
             "switchboard_events_dropped_total",
-            "Events dropped because the event queue was full.",
+            "Events dropped because a listener's event queue was full.",
         )
         .unwrap();
         let policy_reloads = IntCounterVec::new(

@@ -11,7 +11,7 @@ use nix::poll::PollTimeout;
 use crate::capture::CapturePool;
 use crate::container::Container;
 use crate::decision::{DecisionTable, ORIGINAL_PROFILE_RULE};
-use crate::events::{EventSink, ListenerEvents, SyscallEvent, WallClock};
+use crate::events::{EventSink, ListenerEvents, Location, SyscallEvent, WallClock};
 use crate::keep::{self, Identity, Message};
 use crate::kill::{self, Scope};
 use crate::lock::Locked;
@@ -438,7 +438,7 @@ impl Worker {
                 pid: notif.pid,
                 audit_arch: data.arch,
                 nr: data.nr,
-                location,
+                location: Location::new(location),
                 args: data.args,
                 rule,
                 action,

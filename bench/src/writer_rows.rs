@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use switchboard::container::Container;
-use switchboard::events::{EventWriter, LogFormat, SyscallEvent, UnixNanos};
+use switchboard::events::{EventWriter, Location, LogFormat, SyscallEvent, UnixNanos};
 use switchboard::metrics::Metrics;
 use switchboard::policy::Action;
 
@@ -108,7 +108,7 @@ fn writer_ns_per_event(out: Box<dyn std::io::Write + Send>) -> anyhow::Result<f6
             pid,
             audit_arch: x86_64,
             nr: 110,
-            location,
+            location: Location::new(location),
             args: [
                 0x7ffd_4b1c_9a40,
                 0,

@@ -47,7 +47,7 @@ impl SyscallEvent {
             action: self.action,
             errno: self.errno,
             // Only multiplexed calls say how they came, so direct ones keep their shape.
-            via: syscalls::via(self.location).map(str::to_string),
+            via: syscalls::via(self.location()).map(str::to_string),
             call: Some(details.call),
             path: details.path,
             path2: details.path2,
@@ -66,7 +66,7 @@ impl SyscallEvent {
     }
 
     pub(super) fn syscall_name(&self) -> &'static str {
-        self.location
+        self.location()
             .map_or("?", |(arch, nr)| syscalls::name(arch, nr))
     }
 
@@ -80,7 +80,7 @@ impl SyscallEvent {
         let capture = self.capture.as_deref().filter(|c| !c.discarded);
         // A multiplexed call's own arguments are not in its registers: socketcall's are in
         // the caller's memory (read with the strings), ipc's follow the sub-call number.
-        let args = match syscalls::via(self.location) {
+        let args = match syscalls::via(self.location()) {
             Some("socketcall") => capture.and_then(|c| c.multiplexed_args),
             Some(_) => {
                 let a = self.args;
@@ -90,7 +90,7 @@ impl SyscallEvent {
         };
         match args {
             Some(args) => {
-                call::format_call(self.syscall_name(), self.location, &args, capture, out);
+                call::format_call(self.syscall_name(), self.location(), &args, capture, out);
             }
             None => {
                 let _ = std::fmt::Write::write_fmt(
@@ -109,7 +109,7 @@ impl SyscallEvent {
         let mut d = Details::default();
         self.write_call(&mut d.call);
         let capture = self.capture.as_deref().filter(|c| !c.discarded);
-        let Some(spec) = capture::args_of(self.location) else {
+        let Some(spec) = capture::args_of(self.location()) else {
             return d;
         };
         let missing = match &self.capture {
@@ -156,7 +156,7 @@ impl SyscallEvent {
     }
 
     fn arch_name(&self) -> String {
-        match self.location {
+        match self.location() {
             Some((arch, _)) => syscalls::arches()[arch].name.to_string(),
             None => format!("{:#x}", self.audit_arch),
         }
@@ -181,7 +181,7 @@ impl SyscallEvent {
         }
         // Calls without strings (most events) need only the call, formatted into a reused
         // buffer: the writer allocates nothing for them.
-        let d = capture::reads_memory(self.location).then(|| self.details());
+        let d = capture::reads_memory(self.location()).then(|| self.details());
         // A caller in a loop makes the same line up to its time: copied whole.
         let repeat = (d.is_none() && cwd.is_none()).then(|| Repeat {
             args: self.args,
@@ -265,7 +265,7 @@ impl SyscallEvent {
     }
 
     fn write_via(&self, out: &mut Vec<u8>) {
-        if let Some(via) = syscalls::via(self.location) {
+        if let Some(via) = syscalls::via(self.location()) {
             out.extend_from_slice(b",\"via\":");
             let _ = serde_json::to_writer(&mut *out, via);
         }
@@ -316,7 +316,7 @@ impl LineKey {
                 self.audit_arch,
                 self.nr,
                 self.errno,
-            ) == (e.action, e.location, e.audit_arch, e.nr, e.errno)
+            ) == (e.action, e.location(), e.audit_arch, e.nr, e.errno)
     }
 }
 
@@ -384,7 +384,7 @@ impl LineCache {
             container: c.clone(),
             rule: e.rule,
             action: e.action,
-            location: e.location,
+            location: e.location(),
             audit_arch: e.audit_arch,
             nr: e.nr,
             errno: e.errno,
@@ -500,7 +500,7 @@ impl SyscallEvent {
             &mut line,
             format_args!(" container={}{}", Printable(&c.container_id), k8s_suffix(c)),
         );
-        if let Some(via) = syscalls::via(self.location) {
+        if let Some(via) = syscalls::via(self.location()) {
             let _ = write_fmt(&mut line, format_args!(" via={via}"));
         }
         line
@@ -544,7 +544,7 @@ fn merge_container(value: &mut Value, container: &Container) {
 mod tests {
     use super::*;
     use crate::container::Container;
-    use crate::events::{EventWriter, LogFormat};
+    use crate::events::{EventWriter, Location, LogFormat};
     use crate::policy::Action;
     use prometheus::IntCounter;
     use serde_json::json;
@@ -557,7 +557,7 @@ mod tests {
             pid: 7,
             audit_arch: libseccomp_sys::SCMP_ARCH_X86_64,
             nr: 83,
-            location: Some((0, 83)),
+            location: Location::new(Some((0, 83))),
             args: [1, 2, 3, 4, 5, 6],
             rule: Some("no-mkdir"),
             action,
@@ -648,7 +648,7 @@ mod tests {
                 SyscallEvent {
                     time: at(1_700_000_001_999_999_999),
                     nr: -1,
-                    location: None,
+                    location: Location::new(None),
                     ..base()
                 },
                 &odd,
@@ -658,7 +658,7 @@ mod tests {
         let via_socketcall = SyscallEvent {
             audit_arch: libseccomp_sys::SCMP_ARCH_X86,
             nr: 102,
-            location: syscalls::locate(libseccomp_sys::SCMP_ARCH_X86, 102, 1),
+            location: Location::new(syscalls::locate(libseccomp_sys::SCMP_ARCH_X86, 102, 1)),
             ..base()
         };
         for (e, container) in events
@@ -681,7 +681,7 @@ mod tests {
         let container = c1();
         let getppid = || SyscallEvent {
             nr: 110,
-            location: syscalls::locate(libseccomp_sys::SCMP_ARCH_X86_64, 110, 0),
+            location: Location::new(syscalls::locate(libseccomp_sys::SCMP_ARCH_X86_64, 110, 0)),
             capture: None,
             ..base
         };
@@ -773,7 +773,7 @@ mod tests {
         relative[1] = path.as_ptr() as u64;
         let e = SyscallEvent {
             nr: 258,
-            location: Some(mkdirat),
+            location: Location::new(Some(mkdirat)),
             args: relative,
             capture: pool.capture_own(&relative, Some(mkdirat)),
             ..base
@@ -804,7 +804,7 @@ mod tests {
         unmapped[1] = 8;
         let base = event(Action::Deny, 1);
         let e = SyscallEvent {
-            location: Some(mkdirat),
+            location: Location::new(Some(mkdirat)),
             args: unmapped,
             capture: pool.capture_own(&unmapped, Some(mkdirat)),
             ..base
@@ -847,7 +847,7 @@ mod tests {
         let e = SyscallEvent {
             audit_arch: libseccomp_sys::SCMP_ARCH_X86,
             nr: 102,
-            location: syscalls::locate(libseccomp_sys::SCMP_ARCH_X86, 102, 1),
+            location: Location::new(syscalls::locate(libseccomp_sys::SCMP_ARCH_X86, 102, 1)),
             ..event(Action::Deny, 13)
         };
         let container = c1();

@@ -6,7 +6,9 @@ mod model;
 mod process;
 
 pub use call::escaped;
-pub use model::{Event, LogFormat, Process, SyscallEvent, SyscallKind, SyscallLine, UnixNanos};
+pub use model::{
+    Event, Location, LogFormat, Process, SyscallEvent, SyscallKind, SyscallLine, UnixNanos,
+};
 
 use std::collections::VecDeque;
 use std::io::Write;
