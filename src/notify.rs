@@ -261,12 +261,13 @@ impl Engine {
             dirty: AtomicBool::new(false),
         });
         let stats = Arc::new(ListenerStats::new(container.clone(), page));
+        let (events, queue_end) = self.events.queue();
         let worker = Worker {
             listener,
             table,
             control: control.clone(),
             stats: stats.clone(),
-            events: self.events.open(id, container.clone(), sync_wakeup),
+            events,
             tsc: quanta::Clock::new(),
             clock: WallClock::default(),
             scope,
@@ -304,14 +305,7 @@ impl Engine {
                     }
                 }
                 engine.events.close(id, reason);
-            });
-        let thread = match thread {
-            Ok(thread) => thread,
-            Err(e) => {
-                self.events.close(id, "not served: no thread");
-                return Err(e);
-            }
-        };
+            })?;
         {
             let mut state = self.state.locked();
             // A reload between compiling the table and now did not see this listener:
@@ -325,6 +319,7 @@ impl Engine {
             state.live.insert(id, control);
         }
         self.metrics.add_listener(stats.clone());
+        self.events.open(id, queue_end, container, sync_wakeup);
         let _ = go.send(());
         Ok(Attached { thread, stats })
     }

@@ -101,7 +101,8 @@ fn writer_ns_per_event(out: Box<dyn std::io::Write + Send>) -> anyhow::Result<f6
     std::thread::sleep(Duration::from_millis(20));
     let before = Snapshot::take(&me, &[]);
     let start = UnixNanos::from(std::time::SystemTime::now());
-    let mut events = sink.open(1, container, true);
+    let (mut events, end) = sink.queue();
+    sink.open(1, end, container, true);
     for i in 0..EVENTS {
         events.emit(SyscallEvent {
             time: UnixNanos(start.0 + i * 4_500),

@@ -889,7 +889,8 @@ mod tests {
             capacity,
             dropped.clone(),
         );
-        let mut events = sink.open(1, c1(), true);
+        let (mut events, end) = sink.queue();
+        sink.open(1, end, c1(), true);
         for n in 0..count {
             let mut e = event(Action::Log, 0);
             e.args[0] = n;

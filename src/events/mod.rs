@@ -131,12 +131,30 @@ pub struct EventSink {
 }
 
 impl EventSink {
-    /// Opens the queue of listener `key`, whose first line is its `listener_added`. The
-    /// queue is allocated by its first event, so a listener that never makes one costs
-    /// nothing here.
-    pub fn open(&self, key: u64, container: Arc<Container>, sync_wakeup: bool) -> ListenerEvents {
+    /// A new listener's queue: the worker's end, and the writer's, which [`EventSink::open`]
+    /// hands over once the listener is served. The queue is allocated by its first event,
+    /// so a listener that never makes one costs nothing here.
+    pub fn queue(&self) -> (ListenerEvents, QueueEnd) {
         let (queue, consumer) = RingBuffer::new(0);
         let grown = Successors::default();
+        let end = QueueEnd {
+            queue: consumer,
+            grown: grown.clone(),
+        };
+        let events = ListenerEvents {
+            queue,
+            grown,
+            capacity: self.capacity,
+            dropped: self.dropped.clone(),
+            writer: self.writer.clone(),
+        };
+        (events, end)
+    }
+
+    /// Hands the writer the queue of listener `key`, whose first line is its
+    /// `listener_added`. A queue never opened is never written: for a listener that
+    /// could not be served.
+    pub fn open(&self, key: u64, end: QueueEnd, container: Arc<Container>, sync_wakeup: bool) {
         let added = Event::ListenerAdded {
             time: SystemTime::now(),
             container,
@@ -145,16 +163,9 @@ impl EventSink {
         let _ = self.control.send(Control::Opened {
             key,
             added,
-            queue: consumer,
-            grown: grown.clone(),
+            queue: end.queue,
+            grown: end.grown,
         });
-        ListenerEvents {
-            queue,
-            grown,
-            capacity: self.capacity,
-            dropped: self.dropped.clone(),
-            writer: self.writer.clone(),
-        }
     }
 
     /// Closes the queue of listener `key` once the writer has written what it holds, with a
@@ -166,6 +177,12 @@ impl EventSink {
             reason,
         });
     }
+}
+
+/// The writer's end of a listener's queue, until [`EventSink::open`] hands it over.
+pub struct QueueEnd {
+    queue: Consumer<SyscallEvent>,
+    grown: Successors,
 }
 
 /// One listener's event queue, owned by its worker: a single-producer ring the writer
