@@ -254,22 +254,14 @@ impl SyscallEvent {
             out.extend_from_slice(b",\"unread\":");
             let _ = serde_json::to_writer(&mut *out, unread);
         }
-        self.write_via(out);
+        out.extend_from_slice(&cache.end);
     }
 
     /// The end of a line without strings: its time and what follows.
     fn write_json_end(&self, out: &mut Vec<u8>, cache: &mut LineCache) {
         cache.write_time(self.time, out);
-        out.extend_from_slice(b"\"");
-        self.write_via(out);
-    }
-
-    fn write_via(&self, out: &mut Vec<u8>) {
-        if let Some(via) = syscalls::via(self.location()) {
-            out.extend_from_slice(b",\"via\":");
-            let _ = serde_json::to_writer(&mut *out, via);
-        }
-        out.push(b'}');
+        out.push(b'"');
+        out.extend_from_slice(&cache.end);
     }
 }
 
@@ -335,6 +327,8 @@ pub(super) struct LineCache {
     namespace: Vec<u8>,
     /// `,"pod":…,"time":"`
     tail: Vec<u8>,
+    /// `,"via":…}` for a multiplexed call, else `}`
+    end: Vec<u8>,
     second: Option<u64>,
     /// The call of the line being written, when it has no strings.
     call: String,
@@ -380,6 +374,12 @@ impl LineCache {
         self.tail.extend_from_slice(b",\"syscall\":");
         string(&mut self.tail, e.syscall_name());
         self.tail.extend_from_slice(b",\"time\":\"");
+        self.end.clear();
+        if let Some(via) = syscalls::via(e.location()) {
+            self.end.extend_from_slice(b",\"via\":");
+            string(&mut self.end, via);
+        }
+        self.end.push(b'}');
         self.key = Some(LineKey {
             container: c.clone(),
             rule: e.rule,
@@ -402,16 +402,17 @@ impl LineCache {
             self.date.pop(); // the 'Z'
         }
         out.extend_from_slice(self.date.as_bytes());
-        out.push(b'.');
-        let micros = (time.0 % NANOS) / 1_000;
-        // Zero-pad to six digits, as RFC 3339 with microseconds needs.
-        for place in [100_000, 10_000, 1_000, 100, 10] {
-            if micros < place {
-                out.push(b'0');
-            }
+        // Six digits, zero-padded, as RFC 3339 with microseconds needs.
+        let mut micros = (time.0 % NANOS) / 1_000;
+        let mut fraction = *b".000000Z";
+        for digit in fraction[1..7].iter_mut().rev() {
+            // A decimal digit.
+            #[allow(clippy::cast_possible_truncation, reason = "see above")]
+            let value = (micros % 10) as u8;
+            *digit = b'0' + value;
+            micros /= 10;
         }
-        push_number(out, micros);
-        out.push(b'Z');
+        out.extend_from_slice(&fraction);
     }
 }
 

@@ -36,6 +36,9 @@ pub(super) struct Known {
 /// The last few callers' `comm` and `exe`.
 pub(super) struct ProcessCache {
     entries: Vec<Known>,
+    /// The last `now` looked up with, and what was read before `now - FRESH`: compared
+    /// per event, computed once per `now`.
+    clock: (Instant, Option<Instant>),
     /// For an event whose reads were discarded: its caller was gone, and `/proc/PID` may
     /// already be another process.
     unknown: Known,
@@ -43,8 +46,10 @@ pub(super) struct ProcessCache {
 
 impl Default for ProcessCache {
     fn default() -> Self {
+        let now = Instant::now();
         ProcessCache {
             entries: Vec::new(),
+            clock: (now, now.checked_sub(FRESH)),
             unknown: Known::new(0, 0, Instant::now(), Process::default()),
         }
     }
@@ -59,10 +64,15 @@ impl ProcessCache {
             return &self.unknown;
         }
         let read_by_worker = capture.filter(|c| c.has_program());
+        if self.clock.0 != now {
+            self.clock = (now, now.checked_sub(FRESH));
+        }
+        let stale = self.clock.1;
         // From the newest: a busy caller's entry is found at once.
-        let found = self.entries.iter().rposition(|k| {
-            k.pid == pid && k.ip == ip && now.saturating_duration_since(k.at) < FRESH
-        });
+        let found = self
+            .entries
+            .iter()
+            .rposition(|k| k.pid == pid && k.ip == ip && stale.is_none_or(|stale| k.at > stale));
         let index = match (read_by_worker, found) {
             (None, Some(index)) => index,
             (worker, _) => {
