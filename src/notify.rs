@@ -137,6 +137,7 @@ impl Engine {
         // quanta calibrates the TSC on first use (~0.6 ms here): now, not in the first
         // container's attach.
         let _ = quanta::Instant::now();
+        sys::unmap_large_blocks_when_freed();
         Arc::new(Engine {
             sync_wakeup,
             state: Mutex::new(EngineState {

@@ -660,6 +660,18 @@ pub(crate) fn default_signal(signal: nix::sys::signal::Signal) -> Result<(), Err
     unsafe { nix::sys::signal::signal(signal, SigHandler::SigDfl) }.map(drop)
 }
 
+/// Has malloc map every block of 128 KiB or more on its own and unmap it when freed. By
+/// default glibc raises that threshold to the size of the last such block freed, and from
+/// then on keeps freed blocks of that size in its heaps: a busy listener's event queue
+/// (up to 8 MiB) would stay resident after the listener ends.
+pub fn unmap_large_blocks_when_freed() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only changes malloc's tuning; any value is valid for this option.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}
+
 /// Sets a signal's disposition to ignore.
 pub fn ignore_signal(signal: nix::sys::signal::Signal) -> Result<(), Errno> {
     use nix::sys::signal::SigHandler;
