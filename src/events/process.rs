@@ -50,7 +50,7 @@ impl Default for ProcessCache {
         ProcessCache {
             entries: Vec::new(),
             clock: (now, now.checked_sub(FRESH)),
-            unknown: Known::new(0, 0, Instant::now(), Process::default()),
+            unknown: Known::new(0, 0, now, Process::default()),
         }
     }
 }
