@@ -104,10 +104,8 @@ impl WallClock {
 /// What the control plane tells the writer: a listener's queue opened or closed.
 enum Control {
     Opened {
-        key: u64,
+        stream: Stream,
         added: Event,
-        queue: Consumer<SyscallEvent>,
-        grown: Successors,
     },
     Closed {
         key: u64,
@@ -155,17 +153,18 @@ impl EventSink {
     /// `listener_added`. A queue never opened is never written: for a listener that
     /// could not be served.
     pub fn open(&self, key: u64, end: QueueEnd, container: Arc<Container>, sync_wakeup: bool) {
+        let stream = Stream {
+            key,
+            container: container.clone(),
+            queue: end.queue,
+            grown: end.grown,
+        };
         let added = Event::ListenerAdded {
             time: SystemTime::now(),
             container,
             sync_wakeup,
         };
-        let _ = self.control.send(Control::Opened {
-            key,
-            added,
-            queue: end.queue,
-            grown: end.grown,
-        });
+        let _ = self.control.send(Control::Opened { stream, added });
     }
 
     /// Closes the queue of listener `key` once the writer has written what it holds, with a
@@ -372,23 +371,9 @@ impl Writer {
         // `listener_added` line, and all of them before its `listener_removed`.
         while let Ok(message) = control.try_recv() {
             match message {
-                Control::Opened {
-                    key,
-                    added,
-                    queue,
-                    grown,
-                } => {
-                    let Event::ListenerAdded { container, .. } = &added else {
-                        unreachable!("a queue opens with its listener_added event")
-                    };
-                    let container = container.clone();
-                    self.write_listener(&added)?;
-                    self.streams.push(Stream {
-                        key,
-                        container,
-                        queue,
-                        grown,
-                    });
+                Control::Opened { stream, added } => {
+                    self.write_listener(&added);
+                    self.streams.push(stream);
                 }
                 Control::Closed { key, time, reason } => {
                     let Some(index) = self.streams.iter().position(|s| s.key == key) else {
@@ -400,7 +385,7 @@ impl Writer {
                         time,
                         container: stream.container,
                         reason,
-                    })?;
+                    });
                 }
             }
         }
@@ -465,7 +450,7 @@ impl Writer {
         Ok(())
     }
 
-    fn write_listener(&mut self, event: &Event) -> Result<(), Gone> {
+    fn write_listener(&mut self, event: &Event) {
         match self.format {
             LogFormat::Json => {
                 let _ = serde_json::to_writer(&mut self.chunk, &event.to_json());
@@ -473,7 +458,6 @@ impl Writer {
             LogFormat::Text => self.chunk.extend_from_slice(event.to_text().as_bytes()),
         }
         self.chunk.push(b'\n');
-        Ok(())
     }
 
     /// Writes and empties the chunk.
