@@ -372,6 +372,8 @@ pub struct Outcome {
     pub events_dropped: u64,
     /// CPU time and context switches of the threads serving the workload, during its calls.
     pub threads: crate::counters::Usage,
+    /// CPU time of every thread outside the bench's process tree meanwhile.
+    pub others: crate::counters::OthersCpu,
 }
 
 impl Outcome {
@@ -398,6 +400,8 @@ impl Batch {
             workload,
             ..
         } = self;
+        let ours = crate::counters::process_tree(std::process::id());
+        let others_before = crate::counters::Others::take(&ours);
         let before = crate::counters::Snapshot::take(observed, &workload);
         let per_child = calls + WARMUP_CALLS;
         let deadline = Instant::now()
@@ -425,6 +429,10 @@ impl Batch {
         }
         let wall = start.elapsed();
         let threads = crate::counters::Snapshot::take(observed, &workload).since(&before);
+        // A child forked after the first look (rows 1 and 2 wait for none) is still ours.
+        let mut ours = ours;
+        ours.extend(crate::counters::process_tree(std::process::id()));
+        let others = crate::counters::Others::take(&ours).since(&others_before);
         drop(handover);
         let ns_per_call = buf
             .chunks_exact(RESULT_LEN)
@@ -439,6 +447,7 @@ impl Batch {
             wall,
             calls: per_child * children as u64,
             events_dropped: 0,
+            others,
             threads,
         })
     }

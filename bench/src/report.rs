@@ -20,7 +20,27 @@ pub struct LatencyCell {
     pub floor_ns: Vec<f64>,
     /// The serving threads' CPU and switches, run by run.
     pub threads: Vec<PerCall>,
+    /// Run by run, the most CPU any one of this row's measurement and the floor runs around
+    /// it saw used by tasks outside the bench (kernel threads included), ms: how much of
+    /// the machine someone else took while this cell was measured.
+    pub others_ms: Vec<f64>,
+    /// Ratios to the floor of the measurements set aside because another task burst
+    /// during them or the floor runs around them, in the order they were made.
+    pub remeasured: Vec<f64>,
     pub events_dropped: u64,
+}
+
+impl LatencyCell {
+    /// Keeps one run's measurement, compared with `floor_ns`; `around` are it and its floor
+    /// runs, for the others' CPU.
+    pub fn keep(&mut self, outcome: &Outcome, floor_ns: f64, around: &[&Outcome]) {
+        self.ns.push(outcome.ns_per_call[0]);
+        self.floor_ns.push(floor_ns);
+        self.threads.push(PerCall::of(outcome));
+        self.events_dropped += outcome.events_dropped;
+        let others = around.iter().map(|o| o.others.total_ns).max().unwrap_or(0);
+        self.others_ms.push(others as f64 / 1e6);
+    }
 }
 
 pub struct ScalingCell {
@@ -152,6 +172,9 @@ pub fn mib(kib: u64) -> f64 {
 pub const MEDIAN_TARGET: f64 = 1.05;
 pub const RUN_TARGET: f64 = 1.10;
 
+/// The calls per run the bench makes unless told otherwise, and the fewest it calls a result.
+pub const QUOTABLE_CALLS: u64 = 100_000;
+
 pub fn verdict(ok: bool) -> &'static str {
     if ok {
         "met"
@@ -222,10 +245,10 @@ impl Report {
             self.cpus, self.kernel
         );
         let _ = writeln!(out, "Command: `{}`\n", self.command);
-        if self.calls < 20_000 || self.runs < 5 {
+        if self.calls < QUOTABLE_CALLS || self.runs < 5 {
             let _ = writeln!(
                 out,
-                "Fewer than 20,000 calls or 5 runs: a quick look, not a result to quote.\n"
+                "Fewer than {QUOTABLE_CALLS} calls or 5 runs: a quick look, not a result to quote.\n"
             );
         }
         if !self.latency.is_empty() {
@@ -266,6 +289,48 @@ impl Report {
         dropped_footer(out, self.latency.iter().map(|c| c.events_dropped).sum());
         self.spread_markdown(out, &columns);
         self.threads_markdown(out, &columns);
+        self.others_markdown(out, &columns);
+    }
+
+    /// Whether someone else was busy while a cell was measured, and what was measured again.
+    fn others_markdown(&self, out: &mut String, columns: &[(Pin, bool)]) {
+        let _ = writeln!(
+            out,
+            "Other tasks' CPU time (every thread outside the bench's process tree, kernel threads included; /proc schedstat) during a kept run's measurement or either floor run around it, the larger, ms: median / max over runs; then how many brackets (floor, row, floor) were measured again because one of those threads took more than {} ms of CPU in one of them, and the ratios to the floor the set-aside brackets gave.\n",
+            crate::rows::BURST_NS / 1_000_000
+        );
+        column_header(out, columns);
+        for row in LATENCY_ROWS.into_iter().filter(|r| r.notified()) {
+            let _ = write!(out, "| {} |", row.label());
+            for (pin, sync) in columns {
+                let Some(cell) = self.latency_cell(row, *pin, *sync) else {
+                    let _ = write!(out, " – |");
+                    continue;
+                };
+                if cell.others_ms.is_empty() {
+                    let _ = write!(out, " – |");
+                    continue;
+                }
+                let _ = write!(
+                    out,
+                    " {:.1} / {:.1} ms",
+                    median(&cell.others_ms),
+                    cell.others_ms.iter().copied().fold(0.0, f64::max),
+                );
+                let again = &cell.remeasured;
+                if row != Row::Floor {
+                    let _ = write!(out, "; again {}", again.len());
+                }
+                if !again.is_empty() {
+                    let low = again.iter().copied().fold(f64::INFINITY, f64::min);
+                    let high = again.iter().copied().fold(0.0, f64::max);
+                    let _ = write!(out, " ({low:.2}–{high:.2}×)");
+                }
+                let _ = write!(out, " |");
+            }
+            let _ = writeln!(out);
+        }
+        let _ = writeln!(out);
     }
 
     /// Where the serving side's CPU goes, per call: medians over runs by thread role.
@@ -496,6 +561,8 @@ impl Report {
                     runs: c.ns.clone(),
                     floor_runs: c.floor_ns.clone(),
                     threads_per_call: c.threads.clone(),
+                    others_ms: c.others_ms.clone(),
+                    remeasured: c.remeasured.clone(),
                     events_dropped: c.events_dropped,
                 })
                 .collect(),
@@ -568,6 +635,11 @@ struct LatencyJson {
     floor_runs: Vec<f64>,
     /// Run by run: CPU ns and switches per call of the serving threads, by role.
     threads_per_call: Vec<PerCall>,
+    /// Run by run: other tasks' CPU during the row or the floor runs around it (see
+    /// `LatencyCell::others_ms`).
+    others_ms: Vec<f64>,
+    /// Ratios of the brackets set aside (see `LatencyCell::remeasured`).
+    remeasured: Vec<f64>,
     events_dropped: u64,
 }
 
