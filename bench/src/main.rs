@@ -79,6 +79,9 @@ struct BenchConfig {
     /// Print JSON instead of Markdown.
     #[arg(long)]
     json: bool,
+    /// Also write the JSON report (every run of every cell) to this file, beside the Markdown.
+    #[arg(long)]
+    json_out: Option<PathBuf>,
     /// The `switchboard` binary rows 5 and the idle table start as the agent; by default the
     /// one next to this binary (cargo builds both into the same directory).
     #[arg(long)]
@@ -201,6 +204,10 @@ fn run(config: BenchConfig) -> anyhow::Result<()> {
     } else {
         None
     };
+    if let Some(path) = &config.json_out {
+        let json = serde_json::to_string_pretty(&report.to_json())?;
+        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
+    }
     if config.json {
         println!("{}", serde_json::to_string_pretty(&report.to_json())?);
     } else {

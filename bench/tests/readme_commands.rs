@@ -49,6 +49,7 @@ fn latency_rows_compare_the_engine_and_the_agent_to_the_floor() {
         "| 4. engine: 200 rules, log, event + count |",
         "| 5. `switchboard agent` over listenerPath (as 4) |",
         "row 5 median ≤ 1.05× floor, pinned, sync on:",
+        "Other tasks' CPU time",
     ] {
         assert!(out.contains(row), "{row}: {out}");
     }
