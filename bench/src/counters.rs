@@ -29,6 +29,18 @@ pub struct ThreadUsage {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Usage(pub BTreeMap<&'static str, ThreadUsage>);
 
+impl Usage {
+    /// Adds another stretch of the same threads' usage (the turns of an alternating run).
+    pub fn add(&mut self, more: &Usage) {
+        for (role, usage) in &more.0 {
+            let sum = self.0.entry(role).or_default();
+            sum.cpu_ns += usage.cpu_ns;
+            sum.voluntary += usage.voluntary;
+            sum.involuntary += usage.involuntary;
+        }
+    }
+}
+
 /// `pid` and its descendants: an agent that serves listeners from child processes is
 /// observed whole.
 pub fn process_tree(pid: u32) -> Vec<u32> {
@@ -57,7 +69,8 @@ pub struct Snapshot(BTreeMap<u64, (&'static str, ThreadUsage)>);
 
 impl Snapshot {
     /// Reads /proc/PID/task of each of `pids` (roles by thread name) and of `workload` (role
-    /// `workload`); threads that end meanwhile are left out.
+    /// `workload`); threads that end meanwhile are left out, and so is the calling thread:
+    /// the bench reading counters serves nobody.
     pub fn take(pids: &[u32], workload: &[u32]) -> Snapshot {
         let mut threads = BTreeMap::new();
         for pid in pids {
@@ -81,6 +94,9 @@ impl Snapshot {
             let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
                 continue;
             };
+            if tid == u64::from(nix::unistd::gettid().as_raw().cast_unsigned()) {
+                continue;
+            }
             let dir = task.path();
             let read = |name: &str| std::fs::read_to_string(dir.join(name)).ok();
             let (Some(comm), Some(schedstat), Some(status)) =
@@ -184,6 +200,15 @@ pub struct OthersCpu {
     /// The most any single one of those threads used: a burst shows here, background
     /// spread over many threads does not.
     pub busiest_ns: u64,
+}
+
+impl OthersCpu {
+    /// Adds another stretch (a turn of an alternating run): the busiest is the busiest of
+    /// any one stretch, which a burst longer than a turn still passes.
+    pub fn add(&mut self, more: OthersCpu) {
+        self.total_ns += more.total_ns;
+        self.busiest_ns = self.busiest_ns.max(more.busiest_ns);
+    }
 }
 
 #[cfg(test)]

@@ -114,11 +114,13 @@ pub fn build_filters() -> anyhow::Result<Filters> {
 /// What the fork server forks a child for.
 #[derive(Debug, Clone, Copy)]
 pub enum Request {
-    /// Install the filter, hand the listener over, wait for go, time `calls` calls, report.
+    /// Install the filter, hand the listener over, then in each of `turns` turns wait for
+    /// go, time its share of `calls` calls and report it.
     Workload {
         filter: FilterKind,
         pin: Pin,
         calls: u64,
+        turns: u32,
     },
     /// Install the NOTIFY filter, hand the listener over, then block until released.
     Idle { pin: Pin },
@@ -127,13 +129,19 @@ pub enum Request {
 impl Request {
     pub fn encode(self) -> [u8; REQUEST_LEN] {
         let mut bytes = [0u8; REQUEST_LEN];
-        let (kind, filter, pin, calls) = match self {
-            Request::Workload { filter, pin, calls } => (0, filter, pin, calls),
-            Request::Idle { pin } => (1, FilterKind::Notify, pin, 0),
+        let (kind, filter, pin, calls, turns) = match self {
+            Request::Workload {
+                filter,
+                pin,
+                calls,
+                turns,
+            } => (0, filter, pin, calls, turns),
+            Request::Idle { pin } => (1, FilterKind::Notify, pin, 0, 0),
         };
         bytes[0] = kind;
         bytes[1] = filter as u8;
         bytes[2] = pin as u8;
+        bytes[4..8].copy_from_slice(&turns.to_le_bytes());
         bytes[8..].copy_from_slice(&calls.to_le_bytes());
         bytes
     }
@@ -151,9 +159,15 @@ impl Request {
             1 => Pin::Unpinned,
             _ => return None,
         };
+        let turns = u32::from_le_bytes(bytes[4..8].try_into().ok()?);
         let calls = u64::from_le_bytes(bytes[8..].try_into().ok()?);
         match bytes[0] {
-            0 => Some(Request::Workload { filter, pin, calls }),
+            0 => Some(Request::Workload {
+                filter,
+                pin,
+                calls,
+                turns,
+            }),
             1 => Some(Request::Idle { pin }),
             _ => None,
         }
@@ -244,9 +258,12 @@ pub fn serve_forks(socket: OwnedFd, filters: &Filters, online: &[usize]) -> ! {
 pub fn child_main(request: Request, fds: Vec<OwnedFd>, filters: &Filters, online: &[usize]) -> ! {
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
     let result = match request {
-        Request::Workload { filter, pin, calls } => {
-            workload(filter, pin, calls, fds, filters, online)
-        }
+        Request::Workload {
+            filter,
+            pin,
+            calls,
+            turns,
+        } => workload(filter, pin, calls, turns, fds, filters, online),
         Request::Idle { pin } => idle(pin, fds, filters, online),
     };
     match result {
@@ -258,11 +275,13 @@ pub fn child_main(request: Request, fds: Vec<OwnedFd>, filters: &Filters, online
     }
 }
 
-/// In a child: times `calls` getppid calls after go and writes the result.
+/// In a child: times `calls` getppid calls in `turns` turns, each after its go, and writes
+/// each turn's result.
 pub fn workload(
     kind: FilterKind,
     pin: Pin,
     calls: u64,
+    turns: u32,
     fds: Vec<OwnedFd>,
     filters: &Filters,
     online: &[usize],
@@ -271,9 +290,13 @@ pub fn workload(
         fds.try_into().map_err(|_| anyhow!("expected three fds"))?;
     set_affinity(pin, online).context("setting the CPU affinity")?;
     install_filter(kind, filters, &handover)?;
-    // Go is the bench closing the pipe's write end: every workload starts at once.
+    // Go is a byte on the pipe (one per turn), or the bench closing its write end: then
+    // every workload of a batch starts at once.
     let mut byte = [0u8; 1];
-    while let Err(Errno::EINTR) = nix::unistd::read(&go, &mut byte) {}
+    let wait_for_go = || {
+        let mut byte = [0u8; 1];
+        while let Err(Errno::EINTR) = nix::unistd::read(&go, &mut byte) {}
+    };
     let call = || {
         if kind == FilterKind::NotifyMkdir {
             let mode = nix::sys::stat::Mode::from_bits_truncate(0o755);
@@ -282,18 +305,26 @@ pub fn workload(
             std::hint::black_box(nix::unistd::getppid());
         }
     };
-    for _ in 0..WARMUP_CALLS {
-        call();
+    let turns = u64::from(turns.max(1));
+    for turn in 0..turns {
+        wait_for_go();
+        if turn == 0 {
+            for _ in 0..WARMUP_CALLS {
+                call();
+            }
+        }
+        // The last turn takes what does not divide evenly.
+        let share = calls / turns + if turn == turns - 1 { calls % turns } else { 0 };
+        let start = Instant::now();
+        for _ in 0..share {
+            call();
+        }
+        let ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let mut record = [0u8; RESULT_LEN];
+        record[..8].copy_from_slice(&ns.to_le_bytes());
+        record[8..].copy_from_slice(&share.to_le_bytes());
+        nix::unistd::write(&results, &record).context("reporting the result")?;
     }
-    let start = Instant::now();
-    for _ in 0..calls {
-        call();
-    }
-    let ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-    let mut record = [0u8; RESULT_LEN];
-    record[..8].copy_from_slice(&ns.to_le_bytes());
-    record[8..].copy_from_slice(&calls.to_le_bytes());
-    nix::unistd::write(&results, &record).context("reporting the result")?;
     // Stay, and so keep the listener's thread alive, until the bench has read the serving
     // threads' counters and closes its end.
     let _ = nix::unistd::read(&handover, &mut byte);
@@ -355,6 +386,8 @@ pub struct Batch {
     pub handover: OwnedFd,
     pub children: usize,
     pub calls: u64,
+    /// Turns each child splits its calls into ([`run_alternating`]); 1 for [`Batch::run`].
+    pub turns: u32,
     /// The children's pids, for NOTIFY workloads: their CPU time is counted as `workload`.
     pub workload: Vec<u32>,
 }
@@ -364,7 +397,8 @@ pub struct Batch {
 pub struct Outcome {
     /// Mean ns per timed call, per child.
     pub ns_per_call: Vec<f64>,
-    /// From go to the last result: covers every call, warm-up included.
+    /// From go to the last result: covers every call, warm-up included (alternating: the
+    /// sum of this side's turns).
     pub wall: Duration,
     /// Every call of every child, warm-up included.
     pub calls: u64,
@@ -382,6 +416,42 @@ impl Outcome {
     }
 }
 
+/// Reads `records` results of `RESULT_LEN` bytes from `results`, by `deadline`.
+fn read_results(results: &OwnedFd, records: usize, deadline: Instant) -> anyhow::Result<Vec<u8>> {
+    let mut buf = vec![0u8; records * RESULT_LEN];
+    let mut filled = 0;
+    while filled < buf.len() {
+        match nix::unistd::read(results, &mut buf[filled..]) {
+            Ok(0) => bail!(
+                "{} of {records} workload results never came: a child exited",
+                records - filled / RESULT_LEN
+            ),
+            Ok(n) => filled += n,
+            Err(Errno::EAGAIN | Errno::EINTR) => {}
+            Err(e) => return Err(e).context("reading results"),
+        }
+        if filled < buf.len() {
+            handoff::wait_readable(results.as_fd(), Some(deadline))
+                .context("waiting for the workload's results")?;
+        }
+    }
+    Ok(buf)
+}
+
+/// (elapsed ns, calls) of one result record.
+fn decode_result(record: &[u8]) -> (u64, u64) {
+    let ns = u64::from_le_bytes(record[..8].try_into().expect("8 bytes"));
+    let calls = u64::from_le_bytes(record[8..].try_into().expect("8 bytes"));
+    (ns, calls)
+}
+
+/// How long `calls` calls may take before the bench gives up.
+fn deadline_for(calls: u64) -> Instant {
+    Instant::now()
+        + SETUP_TIMEOUT
+        + Duration::from_micros(200).saturating_mul(u32::try_from(calls).unwrap_or(u32::MAX))
+}
+
 impl Batch {
     /// Starts every child at once and collects their results.
     pub fn run(self) -> anyhow::Result<Outcome> {
@@ -397,36 +467,19 @@ impl Batch {
             handover,
             children,
             calls,
+            turns,
             workload,
             ..
         } = self;
+        anyhow::ensure!(turns == 1, "a batch of {turns} turns runs alternating");
         let ours = crate::counters::process_tree(std::process::id());
         let others_before = crate::counters::Others::take(&ours);
         let before = crate::counters::Snapshot::take(observed, &workload);
         let per_child = calls + WARMUP_CALLS;
-        let deadline = Instant::now()
-            + SETUP_TIMEOUT
-            + Duration::from_micros(200)
-                .saturating_mul(u32::try_from(per_child * children as u64).unwrap_or(u32::MAX));
+        let deadline = deadline_for(per_child * children as u64);
         let start = Instant::now();
         drop(go);
-        let mut buf = vec![0u8; children * RESULT_LEN];
-        let mut filled = 0;
-        while filled < buf.len() {
-            match nix::unistd::read(&results, &mut buf[filled..]) {
-                Ok(0) => bail!(
-                    "{} of {children} workload children exited without a result",
-                    children - filled / RESULT_LEN
-                ),
-                Ok(n) => filled += n,
-                Err(Errno::EAGAIN | Errno::EINTR) => {}
-                Err(e) => return Err(e).context("reading results"),
-            }
-            if filled < buf.len() {
-                handoff::wait_readable(results.as_fd(), Some(deadline))
-                    .context("waiting for the workload's results")?;
-            }
-        }
+        let buf = read_results(&results, children, deadline)?;
         let wall = start.elapsed();
         let threads = crate::counters::Snapshot::take(observed, &workload).since(&before);
         // A child forked after the first look (rows 1 and 2 wait for none) is still ours.
@@ -437,8 +490,7 @@ impl Batch {
         let ns_per_call = buf
             .chunks_exact(RESULT_LEN)
             .map(|record| {
-                let ns = u64::from_le_bytes(record[..8].try_into().expect("8 bytes"));
-                let n = u64::from_le_bytes(record[8..].try_into().expect("8 bytes"));
+                let (ns, n) = decode_result(record);
                 ns as f64 / n.max(1) as f64
             })
             .collect();
@@ -451,6 +503,69 @@ impl Batch {
             threads,
         })
     }
+}
+
+/// A pause after each turn of an alternating run, longer than the event writer's 10 ms
+/// poll: a turn's events are written before the other side's turn starts.
+const TURN_SETTLE: Duration = Duration::from_millis(15);
+
+/// Two one-child batches of the same turns, run turn by turn in alternation (A B, B A,
+/// A B, …), so whatever slows the machine for longer than a turn slows both alike. Each
+/// side's threads block while the other side runs, so the CPU of the threads of `observed`
+/// and of the workloads during a turn and its settling pause is that turn's side's; the
+/// bench's own thread, which reads these counters between turns, is left out of them.
+pub fn run_alternating(pair: [Batch; 2], observed: &[u32]) -> anyhow::Result<[Outcome; 2]> {
+    let turns = pair[0].turns;
+    anyhow::ensure!(
+        pair.iter().all(|b| b.turns == turns && b.children == 1),
+        "alternating batches need one child each and the same turns"
+    );
+    let workload: Vec<u32> = pair.iter().flat_map(|b| b.workload.clone()).collect();
+    let ours = crate::counters::process_tree(std::process::id());
+    let deadline = deadline_for(pair.iter().map(|b| b.calls + WARMUP_CALLS).sum());
+    let mut sides: [Outcome; 2] = std::array::from_fn(|_| Outcome {
+        ns_per_call: vec![0.0],
+        wall: Duration::ZERO,
+        calls: WARMUP_CALLS,
+        events_dropped: 0,
+        threads: crate::counters::Usage::default(),
+        others: crate::counters::OthersCpu::default(),
+    });
+    let mut elapsed = [(0u64, 0u64); 2];
+    let look = || {
+        (
+            crate::counters::Snapshot::take(observed, &workload),
+            crate::counters::Others::take(&ours),
+        )
+    };
+    let (mut threads_then, mut others_then) = look();
+    for turn in 0..turns {
+        let order = if turn % 2 == 0 { [0, 1] } else { [1, 0] };
+        for side in order {
+            let batch = &pair[side];
+            let start = Instant::now();
+            nix::unistd::write(&batch.go, &[1]).context("starting a turn")?;
+            let record = read_results(&batch.results, 1, deadline)?;
+            let wall = start.elapsed();
+            std::thread::sleep(TURN_SETTLE);
+            let (threads_now, others_now) = look();
+            let outcome = &mut sides[side];
+            outcome.wall += wall;
+            outcome.threads.add(&threads_now.since(&threads_then));
+            outcome.others.add(others_now.since(&others_then));
+            (threads_then, others_then) = (threads_now, others_now);
+            let (ns, calls) = decode_result(&record);
+            elapsed[side].0 += ns;
+            elapsed[side].1 += calls;
+        }
+    }
+    for (outcome, (ns, calls)) in sides.iter_mut().zip(elapsed) {
+        outcome.ns_per_call = vec![ns as f64 / calls.max(1) as f64];
+        outcome.calls += calls;
+    }
+    // The children exit once their handover sockets close.
+    drop(pair);
+    Ok(sides)
 }
 
 /// Receives one (pid, listener) a workload child handed over.
@@ -476,14 +591,20 @@ mod tests {
             filter: FilterKind::Allow,
             pin: Pin::Unpinned,
             calls: 20_000,
+            turns: 20,
         };
-        let Some(Request::Workload { filter, pin, calls }) = Request::decode(&request.encode())
+        let Some(Request::Workload {
+            filter,
+            pin,
+            calls,
+            turns,
+        }) = Request::decode(&request.encode())
         else {
             panic!("not a workload");
         };
         assert_eq!(
-            (filter, pin, calls),
-            (FilterKind::Allow, Pin::Unpinned, 20_000)
+            (filter, pin, calls, turns),
+            (FilterKind::Allow, Pin::Unpinned, 20_000, 20)
         );
     }
 }

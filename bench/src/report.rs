@@ -14,25 +14,25 @@ pub struct LatencyCell {
     pub pin: Pin,
     pub sync: bool,
     pub ns: Vec<f64>,
-    /// Run by run, the floor (row 3) measured around this cell: the mean of the floor runs
-    /// just before and just after it, so a slow spell of the machine that starts or ends
-    /// between two rows does not pass for a cost of either. The floor's own row: its `ns`.
+    /// Run by run, the floor (row 3) this cell was measured against: a floor workload run
+    /// in alternating turns with it, so a slow spell of the machine longer than a turn
+    /// slows both alike. The floor's own row and rows 1–2: the mean of the run's floors.
     pub floor_ns: Vec<f64>,
     /// The serving threads' CPU and switches, run by run.
     pub threads: Vec<PerCall>,
-    /// Run by run, the most CPU any one of this row's measurement and the floor runs around
-    /// it saw used by tasks outside the bench (kernel threads included), ms: how much of
-    /// the machine someone else took while this cell was measured.
+    /// Run by run, the CPU tasks outside the bench (kernel threads included) used during
+    /// this row's turns or its floor's, the larger, ms: how much of the machine someone
+    /// else took while this cell was measured.
     pub others_ms: Vec<f64>,
-    /// Ratios to the floor of the measurements set aside because another task burst
-    /// during them or the floor runs around them, in the order they were made.
+    /// Ratios to the floor of the pairs set aside because another task burst during them,
+    /// in the order they were made.
     pub remeasured: Vec<f64>,
     pub events_dropped: u64,
 }
 
 impl LatencyCell {
-    /// Keeps one run's measurement, compared with `floor_ns`; `around` are it and its floor
-    /// runs, for the others' CPU.
+    /// Keeps one run's measurement, compared with `floor_ns`; `around` are it and its
+    /// floor's, for the others' CPU.
     pub fn keep(&mut self, outcome: &Outcome, floor_ns: f64, around: &[&Outcome]) {
         self.ns.push(outcome.ns_per_call[0]);
         self.floor_ns.push(floor_ns);
@@ -216,7 +216,7 @@ impl Report {
     }
 
     /// The median over runs of `row`'s ratio to `base` measured in the same run (the floor:
-    /// measured around it).
+    /// the one alternating with it).
     pub fn paired_ratio(&self, row: Row, base: Row, pin: Pin, sync: bool) -> Option<f64> {
         Some(self.ratio_spread(row, base, pin, sync)?.median)
     }
@@ -227,7 +227,12 @@ impl Report {
         if base == Row::Floor {
             return Spread::of(&ratios(&cell.ns, &cell.floor_ns));
         }
-        Spread::of(&ratios(&cell.ns, &self.latency_cell(base, pin, sync)?.ns))
+        // Rows 4, 4b and 5 each have a floor of their own: compare their ratios to it.
+        let base = self.latency_cell(base, pin, sync)?;
+        Spread::of(&ratios(
+            &ratios(&cell.ns, &cell.floor_ns),
+            &ratios(&base.ns, &base.floor_ns),
+        ))
     }
 
     pub fn scaling_median(&self, row: Row, pin: Pin, processes: usize) -> Option<f64> {
@@ -267,8 +272,10 @@ impl Report {
     pub fn latency_markdown(&self, out: &mut String) {
         let _ = writeln!(
             out,
-            "Round trip of one notified `getppid`: mean over {} calls (after {WARMUP_CALLS} warm-up calls), median of {} runs, µs per call; × is the median over runs of the ratio to row 3 measured around it: rows 4, 4b and 5 each sit between two floor runs of the same column and run, and are compared with their mean (row 3 shows the mean of all its runs). Pinned: the workload and every serving thread on CPU 0; unpinned: all CPUs. Sync: SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP (rows 1–2 have no listener, so their sync columns are repeat measurements).\n",
-            self.calls, self.runs
+            "Round trip of one notified `getppid`: mean over {} calls (after {WARMUP_CALLS} warm-up calls), median of {} runs, µs per call; × is the median over runs of the ratio to row 3 measured with it: each of rows 4, 4b and 5 runs beside a floor workload of its own, the two taking turns of {} calls (A B, B A, A B, …; each turn after the last one's events are written), and is compared with it; row 3 shows the mean of a run's three floors, which rows 1–2 are compared with. Pinned: the workload and every serving thread on CPU 0; unpinned: all CPUs. Sync: SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP (rows 1–2 have no listener, so their sync columns are repeat measurements).\n",
+            self.calls,
+            self.runs,
+            self.calls / u64::from(crate::rows::TURNS)
         );
         let columns: Vec<(Pin, bool)> = PINS
             .into_iter()
@@ -296,7 +303,7 @@ impl Report {
     fn others_markdown(&self, out: &mut String, columns: &[(Pin, bool)]) {
         let _ = writeln!(
             out,
-            "Other tasks' CPU time (every thread outside the bench's process tree, kernel threads included; /proc schedstat) during a kept run's measurement or either floor run around it, the larger, ms: median / max over runs; then how many brackets (floor, row, floor) were measured again because one of those threads took more than {} ms of CPU in one of them, and the ratios to the floor the set-aside brackets gave.\n",
+            "Other tasks' CPU time (every thread outside the bench's process tree, kernel threads included; /proc schedstat) during a kept run's turns or its floor's, the larger, ms: median / max over runs; then how many pairs were measured again because one of those threads took more than {} ms of CPU in one turn, and the ratios to the floor the set-aside pairs gave.\n",
             crate::rows::BURST_NS / 1_000_000
         );
         column_header(out, columns);
@@ -337,7 +344,7 @@ impl Report {
     fn threads_markdown(&self, out: &mut String, columns: &[(Pin, bool)]) {
         let _ = writeln!(
             out,
-            "CPU time per call (warm-up included; /proc schedstat, medians over runs), ns: the workload process (its syscalls, kernel side included) \\| then the serving threads: worker (row 3: the bare loop) + event writer + the process's other threads (row 5: the agent's control plane; rows 3–4b: the bench's own main thread, which waits); then involuntary context switches of the serving threads per 1,000 calls. Kernel time in RECV and SEND counts as the worker's.\n"
+            "CPU time per call (warm-up included; /proc schedstat, medians over runs), ns: the workload process (its syscalls, kernel side included) \\| then the serving threads: worker (row 3: the bare loop) + event writer + the process's other threads (row 5: the agent's control plane; rows 3–4b: the bench's threads but the one reading these counters, and during the floor's turns the writer of the engine beside it); then involuntary context switches of the serving threads per 1,000 calls. Kernel time in RECV and SEND counts as the worker's.\n"
         );
         column_header(out, columns);
         for row in LATENCY_ROWS.into_iter().filter(|r| r.notified()) {
@@ -628,17 +635,17 @@ struct LatencyJson {
     /// Over runs, ns per call.
     spread: Option<Spread>,
     ratio_to_floor: Option<f64>,
-    /// Over runs, of the ratio to the floor measured around it in the same run.
+    /// Over runs, of the ratio to the floor measured with it in the same run.
     ratio_to_floor_spread: Option<Spread>,
     runs: Vec<f64>,
     /// Run by run, the floor each run is compared with (see `LatencyCell::floor_ns`).
     floor_runs: Vec<f64>,
     /// Run by run: CPU ns and switches per call of the serving threads, by role.
     threads_per_call: Vec<PerCall>,
-    /// Run by run: other tasks' CPU during the row or the floor runs around it (see
+    /// Run by run: other tasks' CPU during the row's turns or its floor's (see
     /// `LatencyCell::others_ms`).
     others_ms: Vec<f64>,
-    /// Ratios of the brackets set aside (see `LatencyCell::remeasured`).
+    /// Ratios of the pairs set aside (see `LatencyCell::remeasured`).
     remeasured: Vec<f64>,
     events_dropped: u64,
 }

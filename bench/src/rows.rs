@@ -23,7 +23,8 @@ use crate::agent::{
 };
 use crate::counters::process_tree;
 use crate::fork::{
-    receive_listener, set_affinity, Batch, FilterKind, ForkServer, Outcome, Pin, Request, PINS,
+    receive_listener, run_alternating, set_affinity, Batch, FilterKind, ForkServer, Outcome, Pin,
+    Request, PINS,
 };
 use crate::report::{IdleResult, LatencyCell, PerCall, ScalingCell};
 use crate::{EVENT_QUEUE, IDLE_LISTENERS, POLICY_RULES, SCALING_PROCESSES};
@@ -32,11 +33,15 @@ use crate::{EVENT_QUEUE, IDLE_LISTENERS, POLICY_RULES, SCALING_PROCESSES};
 /// burst (this VM's kdamond takes 30–45 ms at once every ~5 s); the quiet background is
 /// spread over many threads at about 10 ms per second in all.
 pub const BURST_NS: u64 = 10_000_000;
-/// Tries at a disturbed bracket before its last is kept anyway.
+/// Tries at a disturbed pair before its last is kept anyway.
 const BRACKET_ATTEMPTS: usize = 4;
-/// A measurement this long spans the burst's whole period: measuring it again would not
-/// avoid the burst (unpinned with sync off, ~4 s per run).
-const BURST_PERIOD: Duration = Duration::from_secs(2);
+/// A pair this long spans most of the burst's period (~5 s): measuring it again would
+/// seldom avoid the burst.
+const BURST_PERIOD: Duration = Duration::from_secs(3);
+/// Turns each side of an alternating pair splits its calls into: 5,000 calls of 100,000,
+/// 20–70 ms each, so the machine's speed changing for longer than that (this VM's floor
+/// moves by a quarter within a second) changes both sides alike.
+pub const TURNS: u32 = 20;
 
 /// What serves the workload's flagged calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +106,17 @@ pub struct Bench {
 impl Bench {
     /// Forks `n` workload children and takes their listeners.
     pub fn spawn(&self, n: usize, filter: FilterKind, pin: Pin) -> anyhow::Result<Batch> {
+        self.spawn_turns(n, filter, pin, 1)
+    }
+
+    /// [`Bench::spawn`], the children timing their calls in `turns` turns.
+    pub fn spawn_turns(
+        &self,
+        n: usize,
+        filter: FilterKind,
+        pin: Pin,
+        turns: u32,
+    ) -> anyhow::Result<Batch> {
         let (handover, handover_child) = socketpair(
             AddressFamily::Unix,
             SockType::SeqPacket,
@@ -114,6 +130,7 @@ impl Bench {
             filter,
             pin,
             calls: self.calls,
+            turns,
         };
         for _ in 0..n {
             self.server.request(
@@ -145,22 +162,84 @@ impl Bench {
             handover,
             children: n,
             calls: self.calls,
+            turns,
         })
     }
 
     /// One measurement: `n` workload processes served as `row` says.
     pub fn measure(&self, row: Row, n: usize, pin: Pin, sync: bool) -> anyhow::Result<Outcome> {
+        let served = self.serve(row, n, pin, sync, 1)?;
+        let outcome = served.batch.run_observed(&served.observed);
+        let events_dropped = served.serving.end();
+        outcome.map(|outcome| Outcome {
+            events_dropped,
+            ..outcome
+        })
+    }
+
+    /// The floor and `row`, one workload each, in alternating turns ([`run_alternating`]):
+    /// (floor, row).
+    pub fn measure_pair(
+        &self,
+        row: Row,
+        pin: Pin,
+        sync: bool,
+    ) -> anyhow::Result<(Outcome, Outcome)> {
+        let floor = self.serve(Row::Floor, 1, pin, sync, TURNS)?;
+        let measured = self.serve(row, 1, pin, sync, TURNS)?;
+        let mut observed = floor.observed.clone();
+        observed.extend(
+            measured
+                .observed
+                .iter()
+                .filter(|p| !floor.observed.contains(p)),
+        );
+        let outcomes = run_alternating([floor.batch, measured.batch], &observed);
+        floor.serving.end();
+        let events_dropped = measured.serving.end();
+        let [floor, outcome] = outcomes?;
+        Ok((
+            floor,
+            Outcome {
+                events_dropped,
+                ..outcome
+            },
+        ))
+    }
+
+    /// Forks `n` workloads of `turns` turns and starts what serves them as `row` says.
+    fn serve(
+        &self,
+        row: Row,
+        n: usize,
+        pin: Pin,
+        sync: bool,
+        turns: u32,
+    ) -> anyhow::Result<Served> {
         // Engine threads and agent processes started below inherit this.
         set_affinity(pin, &self.online).context("setting the CPU affinity")?;
-        match row {
-            Row::NoFilter => self.spawn(n, FilterKind::None, pin)?.run(),
-            Row::FilterAllow => self.spawn(n, FilterKind::Allow, pin)?.run(),
+        let bench = vec![std::process::id()];
+        Ok(match row {
+            Row::NoFilter | Row::FilterAllow => {
+                let filter = if row == Row::NoFilter {
+                    FilterKind::None
+                } else {
+                    FilterKind::Allow
+                };
+                Served {
+                    batch: self.spawn_turns(n, filter, pin, turns)?,
+                    observed: Vec::new(),
+                    serving: Serving::Nothing,
+                }
+            }
             Row::Floor => {
-                let mut batch = self.spawn(n, FilterKind::Notify, pin)?;
+                let mut batch = self.spawn_turns(n, FilterKind::Notify, pin, turns)?;
                 let threads = serve_floor(&mut batch, sync)?;
-                let outcome = batch.run_observed(&[std::process::id()]);
-                join_all(threads);
-                outcome
+                Served {
+                    batch,
+                    observed: bench,
+                    serving: Serving::Threads(threads),
+                }
             }
             Row::Engine | Row::EngineAllow => {
                 let action = if row == Row::Engine { "log" } else { "allow" };
@@ -173,26 +252,32 @@ impl Bench {
                     metrics.events_dropped.clone(),
                 );
                 let engine = Engine::new(policy, metrics.clone(), events, sync);
-                let mut batch = self.spawn(n, FilterKind::Notify, pin)?;
+                let mut batch = self.spawn_turns(n, FilterKind::Notify, pin, turns)?;
                 let threads = attach_all(&engine, &mut batch)?;
-                let outcome = batch.run_observed(&[std::process::id()]);
-                join_all(threads);
-                writer.flush_and_stop();
-                outcome.map(|outcome| Outcome {
-                    events_dropped: metrics.events_dropped.get(),
-                    ..outcome
-                })
+                Served {
+                    batch,
+                    observed: bench,
+                    serving: Serving::Engine {
+                        threads,
+                        writer,
+                        metrics,
+                    },
+                }
             }
             Row::Agent => {
                 let agent = self.agent("agent", sync)?;
-                let mut batch = self.spawn(n, FilterKind::Notify, pin)?;
+                let mut batch = self.spawn_turns(n, FilterKind::Notify, pin, turns)?;
                 for (pid, listener) in batch.listeners.drain(..) {
                     hand_to_agent(&agent.socket, pid, listener)?;
                 }
                 agent.wait_for_listeners(n)?;
-                batch.run_observed(&process_tree(agent.pid()))
+                Served {
+                    batch,
+                    observed: process_tree(agent.pid()),
+                    serving: Serving::Agent(agent),
+                }
             }
-        }
+        })
     }
 
     pub fn agent(&self, tag: &str, sync: bool) -> anyhow::Result<AgentProcess> {
@@ -235,79 +320,58 @@ impl Bench {
         Ok(cells)
     }
 
-    /// One run of one column (`group`: its cells in `LATENCY_ROWS` order), with the floor
-    /// measured again after every notified row: each of rows 4, 4b and 5 sits between two
-    /// floor runs a few hundred milliseconds apart and is compared with their mean. A bracket
-    /// (floor, row, floor) in which one task outside the bench burst is measured again, up
-    /// to [`BRACKET_ATTEMPTS`] times; the ratios set aside are kept in the cell's `remeasured`.
+    /// One run of one column (`group`: its cells in `LATENCY_ROWS` order). Each of rows 4,
+    /// 4b and 5 is measured in alternation with a floor workload of its own
+    /// ([`Bench::measure_pair`]) and compared with it. A pair in which one task outside the
+    /// bench burst is measured again, up to [`BRACKET_ATTEMPTS`] times; the ratios set aside
+    /// are kept in the cell's `remeasured`. Row 3 shows the mean of the run's kept floors;
+    /// rows 1 and 2 are compared with that.
     fn latency_run(&self, group: &mut [LatencyCell]) -> anyhow::Result<()> {
         let (pin, sync) = (group[0].pin, group[0].sync);
-        let measure = |row: Row| {
-            self.measure(row, 1, pin, sync)
-                .with_context(|| format!("{}, {}, sync {sync}", row.label(), pin.label()))
-        };
+        let context = |row: Row| format!("{}, {}, sync {sync}", row.label(), pin.label());
         let cell_of = |row: Row| LATENCY_ROWS.iter().position(|r| *r == row).unwrap_or(0);
-        let floor_cell = cell_of(Row::Floor);
-        // The floor runs the kept measurements were compared with: row 3's own numbers.
-        let mut floors: Vec<Outcome> = Vec::new();
-        let unfiltered: Vec<Outcome> = LATENCY_ROWS
-            .iter()
+        let unfiltered: Vec<(Row, Outcome)> = LATENCY_ROWS
+            .into_iter()
             .filter(|row| !row.notified())
-            .map(|row| measure(*row))
+            .map(|row| {
+                let outcome = self.measure(row, 1, pin, sync);
+                outcome.map(|o| (row, o)).with_context(|| context(row))
+            })
             .collect::<anyhow::Result<_>>()?;
-        let mut before = measure(Row::Floor)?;
-        for (row, outcome) in LATENCY_ROWS
-            .iter()
-            .filter(|r| !r.notified())
-            .zip(unfiltered)
-        {
-            let cell = &mut group[cell_of(*row)];
-            cell.keep(&outcome, before.ns_per_call[0], &[&outcome, &before]);
-        }
-        let mut before_kept = false;
+        let mut floors: Vec<Outcome> = Vec::new();
         for row in LATENCY_ROWS
             .into_iter()
             .filter(|r| r.notified() && *r != Row::Floor)
         {
             let cell = &mut group[cell_of(row)];
             for attempt in 1..=BRACKET_ATTEMPTS {
-                let outcome = measure(row)?;
-                let after = measure(Row::Floor)?;
-                let floor = (before.ns_per_call[0] + after.ns_per_call[0]) / 2.0;
-                let bracket = [&before, &outcome, &after];
-                let burst = bracket.iter().any(|o| o.others.busiest_ns > BURST_NS);
-                // A measurement as long as the burst's period cannot dodge it.
-                let avoidable = bracket.iter().all(|o| o.wall < BURST_PERIOD);
+                let (floor, outcome) = self
+                    .measure_pair(row, pin, sync)
+                    .with_context(|| context(row))?;
+                let ratio = outcome.ns_per_call[0] / floor.ns_per_call[0];
+                let burst = floor.others.busiest_ns.max(outcome.others.busiest_ns) > BURST_NS;
+                // A pair as long as most of the burst's period cannot dodge it.
+                let avoidable = floor.wall + outcome.wall < BURST_PERIOD;
                 if burst && avoidable && attempt < BRACKET_ATTEMPTS {
-                    cell.remeasured.push(outcome.ns_per_call[0] / floor);
-                    before = if after.others.busiest_ns > BURST_NS {
-                        before_kept = false;
-                        measure(Row::Floor)?
-                    } else {
-                        after
-                    };
+                    cell.remeasured.push(ratio);
                     continue;
                 }
-                cell.keep(&outcome, floor, &bracket);
-                if !before_kept {
-                    floors.push(before);
-                }
-                before = after;
-                before_kept = true;
+                cell.keep(&outcome, floor.ns_per_call[0], &[&floor, &outcome]);
+                floors.push(floor);
                 break;
             }
         }
-        if !before_kept {
-            floors.push(before);
-        }
         let floor_mean = floors.iter().map(|o| o.ns_per_call[0]).sum::<f64>() / floors.len() as f64;
-        let floor = &mut group[floor_cell];
+        let floor = &mut group[cell_of(Row::Floor)];
         floor.ns.push(floor_mean);
         floor.floor_ns.push(floor_mean);
         let busiest = floors.iter().map(|o| o.others.total_ns).max().unwrap_or(0);
         floor.others_ms.push(busiest as f64 / 1e6);
         for outcome in &floors {
             floor.threads.push(PerCall::of(outcome));
+        }
+        for (row, outcome) in unfiltered {
+            group[cell_of(row)].keep(&outcome, floor_mean, &[&outcome]);
         }
         Ok(())
     }
@@ -414,6 +478,53 @@ impl Bench {
             single_ns,
             crowded_ns,
         })
+    }
+}
+
+/// A workload batch set up and waiting for go, and what serves it.
+struct Served {
+    batch: Batch,
+    /// The processes whose threads serve it, counted by role.
+    observed: Vec<u32>,
+    serving: Serving,
+}
+
+/// What serves a batch, kept until its run is over.
+enum Serving {
+    Nothing,
+    Threads(Vec<JoinHandle<()>>),
+    Engine {
+        threads: Vec<JoinHandle<()>>,
+        writer: EventWriter,
+        metrics: Arc<Metrics>,
+    },
+    Agent(AgentProcess),
+}
+
+impl Serving {
+    /// After the run: joins the serving threads (they end with their workloads), flushes
+    /// the writer, stops the agent; returns the events a full queue dropped.
+    fn end(self) -> u64 {
+        match self {
+            Serving::Nothing => 0,
+            Serving::Agent(agent) => {
+                drop(agent);
+                0
+            }
+            Serving::Threads(threads) => {
+                join_all(threads);
+                0
+            }
+            Serving::Engine {
+                threads,
+                writer,
+                metrics,
+            } => {
+                join_all(threads);
+                writer.flush_and_stop();
+                metrics.events_dropped.get()
+            }
+        }
     }
 }
 
