@@ -252,12 +252,21 @@ mod tests {
     fn others_count_a_busy_stranger_and_not_ourselves() {
         let ours = [std::process::id()];
         let before = Others::take(&ours);
-        // Ours: excluded however much it spins.
+        // Ours: left out however much it spins. (Totals are not compared: tests running
+        // beside this one are strangers too, and come and go.)
         let start = own_cpu_ns();
         while own_cpu_ns() - start < 30_000_000 {
             std::hint::black_box(0);
         }
-        let quiet = Others::take(&ours).since(&before).total_ns;
+        let own: Vec<u64> = std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|t| t.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        let after_spin = Others::take(&ours);
+        assert!(
+            own.iter().all(|tid| !after_spin.0.contains_key(tid)),
+            "our own threads {own:?} counted as others"
+        );
         // A stranger: a process the list leaves out, spinning for 30 ms of CPU.
         let mut stranger = std::process::Command::new("sh")
             .args(["-c", "while :; do :; done"])
@@ -277,15 +286,6 @@ mod tests {
         assert!(
             busy.busiest_ns >= 30_000_000,
             "{busy:?} with a 30 ms stranger"
-        );
-        let busy = busy.total_ns;
-        assert!(
-            busy >= quiet + 30_000_000 - 5_000_000,
-            "quiet {quiet}, busy {busy}"
-        );
-        assert!(
-            quiet < 30_000_000,
-            "our own 30 ms counted as others: {quiet} ns"
         );
     }
 }
