@@ -299,6 +299,27 @@ impl Report {
         self.others_markdown(out, &columns);
     }
 
+    /// A table of the notified rows, one cell per column, each cell's text from `text`
+    /// ("–" where it has none).
+    fn notified_table(
+        &self,
+        out: &mut String,
+        columns: &[(Pin, bool)],
+        text: impl Fn(Row, &LatencyCell) -> Option<String>,
+    ) {
+        column_header(out, columns);
+        for row in LATENCY_ROWS.into_iter().filter(|r| r.notified()) {
+            let _ = write!(out, "| {} |", row.label());
+            for (pin, sync) in columns {
+                let cell = self.latency_cell(row, *pin, *sync);
+                let cell = cell.and_then(|cell| text(row, cell));
+                let _ = write!(out, " {} |", cell.as_deref().unwrap_or("–"));
+            }
+            let _ = writeln!(out);
+        }
+        let _ = writeln!(out);
+    }
+
     /// Whether someone else was busy while a cell was measured, and what was measured again.
     fn others_markdown(&self, out: &mut String, columns: &[(Pin, bool)]) {
         let _ = writeln!(
@@ -306,38 +327,26 @@ impl Report {
             "Other tasks' CPU time (every thread outside the bench's process tree, kernel threads included; /proc schedstat) during a kept run's turns or its floor's, the larger, ms: median / max over runs; then how many pairs were measured again because one of those threads took more than {} ms of CPU in one turn, and the ratios to the floor the set-aside pairs gave.\n",
             crate::rows::BURST_NS / 1_000_000
         );
-        column_header(out, columns);
-        for row in LATENCY_ROWS.into_iter().filter(|r| r.notified()) {
-            let _ = write!(out, "| {} |", row.label());
-            for (pin, sync) in columns {
-                let Some(cell) = self.latency_cell(row, *pin, *sync) else {
-                    let _ = write!(out, " – |");
-                    continue;
-                };
-                if cell.others_ms.is_empty() {
-                    let _ = write!(out, " – |");
-                    continue;
-                }
-                let _ = write!(
-                    out,
-                    " {:.1} / {:.1} ms",
-                    median(&cell.others_ms),
-                    cell.others_ms.iter().copied().fold(0.0, f64::max),
-                );
-                let again = &cell.remeasured;
-                if row != Row::Floor {
-                    let _ = write!(out, "; again {}", again.len());
-                }
-                if !again.is_empty() {
-                    let low = again.iter().copied().fold(f64::INFINITY, f64::min);
-                    let high = again.iter().copied().fold(0.0, f64::max);
-                    let _ = write!(out, " ({low:.2}–{high:.2}×)");
-                }
-                let _ = write!(out, " |");
+        self.notified_table(out, columns, |row, cell| {
+            if cell.others_ms.is_empty() {
+                return None;
             }
-            let _ = writeln!(out);
-        }
-        let _ = writeln!(out);
+            let mut text = format!(
+                "{:.1} / {:.1} ms",
+                median(&cell.others_ms),
+                cell.others_ms.iter().copied().fold(0.0, f64::max),
+            );
+            let again = &cell.remeasured;
+            if row != Row::Floor {
+                let _ = write!(text, "; again {}", again.len());
+            }
+            if !again.is_empty() {
+                let low = again.iter().copied().fold(f64::INFINITY, f64::min);
+                let high = again.iter().copied().fold(0.0, f64::max);
+                let _ = write!(text, " ({low:.2}–{high:.2}×)");
+            }
+            Some(text)
+        });
     }
 
     /// Where the serving side's CPU goes, per call: medians over runs by thread role.
@@ -346,46 +355,35 @@ impl Report {
             out,
             "CPU time per call (warm-up included; /proc schedstat, medians over runs), ns: the workload process (its syscalls, kernel side included) \\| then the serving threads: worker (row 3: the bare loop) + event writer + the process's other threads (row 5: the agent's control plane; rows 3–4b: the bench's threads but the one reading these counters, and during the floor's turns the writer of the engine beside it); then involuntary context switches of the serving threads per 1,000 calls. Kernel time in RECV and SEND counts as the worker's.\n"
         );
-        column_header(out, columns);
-        for row in LATENCY_ROWS.into_iter().filter(|r| r.notified()) {
-            let _ = write!(out, "| {} |", row.label());
-            for (pin, sync) in columns {
-                let Some(cell) = self.latency_cell(row, *pin, *sync) else {
-                    let _ = write!(out, " – |");
-                    continue;
-                };
-                let role = |name: &str, f: fn(&RoleCost) -> f64| {
-                    let runs: Vec<f64> = cell
-                        .threads
-                        .iter()
-                        .map(|run| run.0.get(name).map_or(0.0, f))
-                        .collect();
-                    median(&runs)
-                };
-                let involuntary: Vec<f64> = cell
+        self.notified_table(out, columns, |_, cell| {
+            let role = |name: &str, f: fn(&RoleCost) -> f64| {
+                let runs: Vec<f64> = cell
                     .threads
                     .iter()
-                    .map(|run| {
-                        run.0
-                            .iter()
-                            .filter(|(role, _)| **role != "workload")
-                            .map(|(_, c)| c.involuntary_switches)
-                            .sum::<f64>()
-                    })
+                    .map(|run| run.0.get(name).map_or(0.0, f))
                     .collect();
-                let _ = write!(
-                    out,
-                    " {:.0} \\| {:.0} + {:.0} + {:.0}; {:.1} |",
-                    role("workload", |c| c.cpu_ns),
-                    role("worker", |c| c.cpu_ns),
-                    role("writer", |c| c.cpu_ns),
-                    role("other", |c| c.cpu_ns),
-                    median(&involuntary) * 1000.0
-                );
-            }
-            let _ = writeln!(out);
-        }
-        let _ = writeln!(out);
+                median(&runs)
+            };
+            let involuntary: Vec<f64> = cell
+                .threads
+                .iter()
+                .map(|run| {
+                    run.0
+                        .iter()
+                        .filter(|(role, _)| **role != "workload")
+                        .map(|(_, c)| c.involuntary_switches)
+                        .sum::<f64>()
+                })
+                .collect();
+            Some(format!(
+                "{:.0} \\| {:.0} + {:.0} + {:.0}; {:.1}",
+                role("workload", |c| c.cpu_ns),
+                role("worker", |c| c.cpu_ns),
+                role("writer", |c| c.cpu_ns),
+                role("other", |c| c.cpu_ns),
+                median(&involuntary) * 1000.0
+            ))
+        });
     }
 
     /// The notified rows again, as min / median / p90 / max over runs: µs, then the ratio to
@@ -396,34 +394,15 @@ impl Report {
             "Spread over the {} runs of the notified rows: min / median / p90 / max, µs per call, then of the per-run ratio to row 3 (×).\n",
             self.runs
         );
-        column_header(out, columns);
-        for row in LATENCY_ROWS.into_iter().filter(|r| r.notified()) {
-            let _ = write!(out, "| {} |", row.label());
-            for (pin, sync) in columns {
-                let ns = self
-                    .latency_cell(row, *pin, *sync)
-                    .and_then(|c| Spread::of(&c.ns));
-                let ratio = self.ratio_spread(row, Row::Floor, *pin, *sync);
-                match (ns, ratio) {
-                    (Some(ns), Some(ratio)) if row != Row::Floor => {
-                        let _ = write!(
-                            out,
-                            " {} µs; {}× |",
-                            ns.markdown(1e-3, 2),
-                            ratio.markdown(1.0, 2)
-                        );
-                    }
-                    (Some(ns), _) => {
-                        let _ = write!(out, " {} µs |", ns.markdown(1e-3, 2));
-                    }
-                    _ => {
-                        let _ = write!(out, " – |");
-                    }
+        self.notified_table(out, columns, |row, cell| {
+            let ns = Spread::of(&cell.ns)?.markdown(1e-3, 2);
+            match self.ratio_spread(row, Row::Floor, cell.pin, cell.sync) {
+                Some(ratio) if row != Row::Floor => {
+                    Some(format!("{ns} µs; {}×", ratio.markdown(1.0, 2)))
                 }
+                _ => Some(format!("{ns} µs")),
             }
-            let _ = writeln!(out);
-        }
-        let _ = writeln!(out);
+        });
     }
 
     pub fn scaling_markdown(&self, out: &mut String) {
