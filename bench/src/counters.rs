@@ -73,11 +73,12 @@ impl Snapshot {
     /// the bench reading counters serves nobody.
     pub fn take(pids: &[u32], workload: &[u32]) -> Snapshot {
         let mut threads = BTreeMap::new();
+        let me = u64::from(nix::unistd::gettid().as_raw().cast_unsigned());
         for pid in pids {
-            Self::read_process(*pid, None, &mut threads);
+            Self::read_process(*pid, None, me, &mut threads);
         }
         for pid in workload {
-            Self::read_process(*pid, Some("workload"), &mut threads);
+            Self::read_process(*pid, Some("workload"), me, &mut threads);
         }
         Snapshot(threads)
     }
@@ -85,6 +86,7 @@ impl Snapshot {
     fn read_process(
         pid: u32,
         named: Option<&'static str>,
+        skip: u64,
         threads: &mut BTreeMap<u64, (&'static str, ThreadUsage)>,
     ) {
         let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
@@ -94,7 +96,7 @@ impl Snapshot {
             let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
                 continue;
             };
-            if tid == u64::from(nix::unistd::gettid().as_raw().cast_unsigned()) {
+            if tid == skip {
                 continue;
             }
             let dir = task.path();
@@ -204,7 +206,7 @@ pub struct OthersCpu {
 
 impl OthersCpu {
     /// Adds another stretch (a turn of an alternating run): the busiest is the busiest of
-    /// any one stretch, which a burst longer than a turn still passes.
+    /// any one stretch, so a burst split across two turns shows with at least half of it.
     pub fn add(&mut self, more: OthersCpu) {
         self.total_ns += more.total_ns;
         self.busiest_ns = self.busiest_ns.max(more.busiest_ns);

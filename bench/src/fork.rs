@@ -313,8 +313,7 @@ pub fn workload(
                 call();
             }
         }
-        // The last turn takes what does not divide evenly.
-        let share = calls / turns + if turn == turns - 1 { calls % turns } else { 0 };
+        let share = turn_share(calls, turns, turn);
         let start = Instant::now();
         for _ in 0..share {
             call();
@@ -329,6 +328,11 @@ pub fn workload(
     // threads' counters and closes its end.
     let _ = nix::unistd::read(&handover, &mut byte);
     Ok(())
+}
+
+/// The calls of turn `turn` of `turns`: the last turn takes what does not divide evenly.
+fn turn_share(calls: u64, turns: u64, turn: u64) -> u64 {
+    calls / turns + if turn == turns - 1 { calls % turns } else { 0 }
 }
 
 /// In a child: holds a listener's filter and blocks until the release pipe closes.
@@ -584,6 +588,19 @@ pub fn receive_listener(socket: &OwnedFd) -> anyhow::Result<(i32, Listener)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn turns_share_every_call() {
+        for (calls, turns) in [(100_000, 20), (2_000, 20), (7, 3), (5, 1), (3, 5)] {
+            let shares: Vec<u64> = (0..turns).map(|t| turn_share(calls, turns, t)).collect();
+            assert_eq!(
+                shares.iter().sum::<u64>(),
+                calls,
+                "{calls} in {turns}: {shares:?}"
+            );
+            assert!(shares.iter().max().unwrap() - shares.iter().min().unwrap() < turns);
+        }
+    }
 
     #[test]
     fn requests_round_trip() {

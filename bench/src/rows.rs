@@ -34,7 +34,7 @@ use crate::{EVENT_QUEUE, IDLE_LISTENERS, POLICY_RULES, SCALING_PROCESSES};
 /// spread over many threads at about 10 ms per second in all.
 pub const BURST_NS: u64 = 10_000_000;
 /// Tries at a disturbed pair before its last is kept anyway.
-const BRACKET_ATTEMPTS: usize = 4;
+const PAIR_ATTEMPTS: usize = 4;
 /// A pair this long spans most of the burst's period (~5 s): measuring it again would
 /// seldom avoid the burst.
 const BURST_PERIOD: Duration = Duration::from_secs(3);
@@ -323,7 +323,7 @@ impl Bench {
     /// One run of one column (`group`: its cells in `LATENCY_ROWS` order). Each of rows 4,
     /// 4b and 5 is measured in alternation with a floor workload of its own
     /// ([`Bench::measure_pair`]) and compared with it. A pair in which one task outside the
-    /// bench burst is measured again, up to [`BRACKET_ATTEMPTS`] times; the ratios set aside
+    /// bench burst is measured again, up to [`PAIR_ATTEMPTS`] times; the ratios set aside
     /// are kept in the cell's `remeasured`. Row 3 shows the mean of the run's kept floors;
     /// rows 1 and 2 are compared with that.
     fn latency_run(&self, group: &mut [LatencyCell]) -> anyhow::Result<()> {
@@ -344,7 +344,7 @@ impl Bench {
             .filter(|r| r.notified() && *r != Row::Floor)
         {
             let cell = &mut group[cell_of(row)];
-            for attempt in 1..=BRACKET_ATTEMPTS {
+            for attempt in 1..=PAIR_ATTEMPTS {
                 let (floor, outcome) = self
                     .measure_pair(row, pin, sync)
                     .with_context(|| context(row))?;
@@ -352,7 +352,7 @@ impl Bench {
                 let burst = floor.others.busiest_ns.max(outcome.others.busiest_ns) > BURST_NS;
                 // A pair as long as most of the burst's period cannot dodge it.
                 let avoidable = floor.wall + outcome.wall < BURST_PERIOD;
-                if burst && avoidable && attempt < BRACKET_ATTEMPTS {
+                if burst && avoidable && attempt < PAIR_ATTEMPTS {
                     cell.remeasured.push(ratio);
                     continue;
                 }
