@@ -30,6 +30,15 @@ pub struct ThreadUsage {
 pub struct Usage(pub BTreeMap<&'static str, ThreadUsage>);
 
 impl Usage {
+    /// CPU time of every thread but the workload's, ns.
+    pub fn serving_cpu_ns(&self) -> u64 {
+        self.0
+            .iter()
+            .filter(|(role, _)| **role != "workload")
+            .map(|(_, usage)| usage.cpu_ns)
+            .sum()
+    }
+
     /// Adds another stretch of the same threads' usage (the turns of an alternating run).
     pub fn add(&mut self, more: &Usage) {
         for (role, usage) in &more.0 {

@@ -511,13 +511,15 @@ impl Batch {
 
 /// A pause after each turn of an alternating run, longer than the event writer's 10 ms
 /// poll: a turn's events are written before the other side's turn starts.
-const TURN_SETTLE: Duration = Duration::from_millis(15);
+const TURN_SETTLE: Duration = Duration::from_millis(12);
 
 /// Two one-child batches of the same turns, run turn by turn in alternation (A B, B A,
 /// A B, …), so whatever slows the machine for longer than a turn slows both alike. Each
 /// side's threads block while the other side runs, so the CPU of the threads of `observed`
 /// and of the workloads during a turn and its settling pause is that turn's side's; the
 /// bench's own thread, which reads these counters between turns, is left out of them.
+/// A side's time per call is its workload's timed calls plus what the serving threads
+/// spent after the turn's last call, before the other side starts.
 pub fn run_alternating(pair: [Batch; 2], observed: &[u32]) -> anyhow::Result<[Outcome; 2]> {
     let turns = pair[0].turns;
     anyhow::ensure!(
@@ -551,15 +553,19 @@ pub fn run_alternating(pair: [Batch; 2], observed: &[u32]) -> anyhow::Result<[Ou
             nix::unistd::write(&batch.go, &[1]).context("starting a turn")?;
             let record = read_results(&batch.results, 1, deadline)?;
             let wall = start.elapsed();
+            let at_end = crate::counters::Snapshot::take(observed, &[]);
             std::thread::sleep(TURN_SETTLE);
             let (threads_now, others_now) = look();
+            let late = threads_now.since(&at_end).serving_cpu_ns();
             let outcome = &mut sides[side];
             outcome.wall += wall;
             outcome.threads.add(&threads_now.since(&threads_then));
             outcome.others.add(others_now.since(&others_then));
             (threads_then, others_then) = (threads_now, others_now);
             let (ns, calls) = decode_result(&record);
-            elapsed[side].0 += ns;
+            // What the serving threads did after the turn's last call (the event writer
+            // catching up) is the turn's: on one CPU it delays the next call.
+            elapsed[side].0 += ns + late;
             elapsed[side].1 += calls;
         }
     }

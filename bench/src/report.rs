@@ -272,7 +272,7 @@ impl Report {
     pub fn latency_markdown(&self, out: &mut String) {
         let _ = writeln!(
             out,
-            "Round trip of one notified `getppid`: mean over {} calls (after {WARMUP_CALLS} warm-up calls), median of {} runs, µs per call; × is the median over runs of the ratio to row 3 measured with it: each of rows 4, 4b and 5 runs beside a floor workload of its own, the two taking turns of {} calls (A B, B A, A B, …; each turn after the last one's events are written), and is compared with it; row 3 shows the mean of a run's three floors, which rows 1–2 are compared with. Pinned: the workload and every serving thread on CPU 0; unpinned: all CPUs. Sync: SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP (rows 1–2 have no listener, so their sync columns are repeat measurements).\n",
+            "Round trip of one notified `getppid`: mean over {} calls (after {WARMUP_CALLS} warm-up calls), median of {} runs, µs per call; × is the median over runs of the ratio to row 3 measured with it: each of rows 4, 4b and 5 runs beside a floor workload of its own, the two taking turns of {} calls (A B, B A, A B, …; each turn after the last one's events are written, and the serving threads' CPU after a turn's last call counted in that turn's time), and is compared with it; row 3 shows the mean of a run's three floors, which rows 1–2 are compared with. Pinned: the workload and every serving thread on CPU 0; unpinned: all CPUs. Sync: SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP (rows 1–2 have no listener, so their sync columns are repeat measurements).\n",
             self.calls,
             self.runs,
             self.calls / u64::from(crate::rows::TURNS)

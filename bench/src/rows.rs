@@ -38,10 +38,11 @@ const PAIR_ATTEMPTS: usize = 4;
 /// A pair this long spans most of the burst's period (~5 s): measuring it again would
 /// seldom avoid the burst.
 const BURST_PERIOD: Duration = Duration::from_secs(3);
-/// Turns each side of an alternating pair splits its calls into: 5,000 calls of 100,000,
-/// 20–70 ms each, so the machine's speed changing for longer than that (this VM's floor
-/// moves by a quarter within a second) changes both sides alike.
-pub const TURNS: u32 = 20;
+/// Turns each side of an alternating pair splits its calls into: 1,250 calls of 100,000,
+/// 5–20 ms each, so the machine's speed changing for longer than that changes both sides
+/// alike. This VM's speed moves by ±9% from one 45 ms turn to the next (the same agent on
+/// both sides): with 20 such turns a run's ratio spread ±2%, with 80 turns ±1%.
+pub const TURNS: u32 = 80;
 
 /// What serves the workload's flagged calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
