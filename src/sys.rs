@@ -679,19 +679,21 @@ pub fn ignore_signal(signal: nix::sys::signal::Signal) -> Result<(), Errno> {
     unsafe { nix::sys::signal::signal(signal, SigHandler::SigIgn) }.map(drop)
 }
 
-/// Asks the CPU to bring the cache lines of `slot` into its cache for writing, without
-/// waiting for them: a hint that never faults, whatever the address.
+/// Asks the CPU to bring the cache lines of `slot` into its caches now, without waiting
+/// for them: a hint that never faults, whatever the address. A plain prefetch (PREFETCHT0):
+/// PREFETCHW, which would also claim the lines for writing, needs the `prfchw` target
+/// feature that the default x86-64 target lacks.
 #[inline]
-pub fn prefetch_for_write<T>(slot: *const T) {
+pub fn prefetch<T>(slot: *const T) {
     #[cfg(target_arch = "x86_64")]
     {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_ET0};
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
         let start = slot.cast::<i8>();
         for line in (0..std::mem::size_of::<T>()).step_by(64) {
             // wrapping_add: the address is only a hint, never dereferenced.
-            // SAFETY: PREFETCHW reads and writes no memory and cannot fault, even on an
+            // SAFETY: PREFETCHT0 reads and writes no memory and cannot fault, even on an
             // unmapped address.
-            unsafe { _mm_prefetch::<_MM_HINT_ET0>(start.wrapping_add(line)) };
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(line)) };
         }
     }
     #[cfg(not(target_arch = "x86_64"))]

@@ -233,6 +233,21 @@ mod tests {
     }
 
     #[test]
+    fn serving_cpu_leaves_the_workload_out() {
+        let cpu = |cpu_ns| ThreadUsage {
+            cpu_ns,
+            ..ThreadUsage::default()
+        };
+        let usage = Usage(BTreeMap::from([
+            ("worker", cpu(100)),
+            ("writer", cpu(20)),
+            ("other", cpu(3)),
+            ("workload", cpu(5000)),
+        ]));
+        assert_eq!(usage.serving_cpu_ns(), 123);
+    }
+
+    #[test]
     fn a_busy_thread_is_seen_by_role() {
         let pid = [std::process::id()];
         let before = Snapshot::take(&pid, &[]);
