@@ -519,7 +519,8 @@ const TURN_SETTLE: Duration = Duration::from_millis(12);
 /// and of the workloads during a turn and its settling pause is that turn's side's; the
 /// bench's own thread, which reads these counters between turns, is left out of them.
 /// A side's time per call is its workload's timed calls plus what the serving threads
-/// spent after the turn's last call, before the other side starts.
+/// spent in the turn's settling pause (from the bench seeing the turn's result to the
+/// other side's start; the ~tens of µs between the last call and that are counted nowhere).
 pub fn run_alternating(pair: [Batch; 2], observed: &[u32]) -> anyhow::Result<[Outcome; 2]> {
     let turns = pair[0].turns;
     anyhow::ensure!(

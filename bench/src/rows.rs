@@ -35,8 +35,10 @@ use crate::{EVENT_QUEUE, IDLE_LISTENERS, POLICY_RULES, SCALING_PROCESSES};
 pub const BURST_NS: u64 = 10_000_000;
 /// Tries at a disturbed pair before its last is kept anyway.
 const PAIR_ATTEMPTS: usize = 4;
-/// A pair this long spans most of the burst's period (~5 s): measuring it again would
-/// seldom avoid the burst.
+/// A pair whose timed calls take this long spans most of the burst's period (~5 s):
+/// measuring it again would seldom avoid the burst. Only the calls count here; the
+/// settling pauses (2 × TURNS × 12 ms, ~1.9 s) stretch every pair alike, so a pair
+/// just under this limit spans ~5 s and a retry dodges the next burst only by luck.
 const BURST_PERIOD: Duration = Duration::from_secs(3);
 /// Turns each side of an alternating pair splits its calls into: 1,250 calls of 100,000,
 /// 5–20 ms each, so the machine's speed changing for longer than that changes both sides
@@ -351,7 +353,7 @@ impl Bench {
                     .with_context(|| context(row))?;
                 let ratio = outcome.ns_per_call[0] / floor.ns_per_call[0];
                 let burst = floor.others.busiest_ns.max(outcome.others.busiest_ns) > BURST_NS;
-                // A pair as long as most of the burst's period cannot dodge it.
+                // A pair whose calls alone take most of the burst's period cannot dodge it.
                 let avoidable = floor.wall + outcome.wall < BURST_PERIOD;
                 if burst && avoidable && attempt < PAIR_ATTEMPTS {
                     cell.remeasured.push(ratio);
