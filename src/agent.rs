@@ -283,7 +283,7 @@ fn reload(source: &mut PolicySource, engine: &Engine) {
 fn event_output() -> Box<dyn std::io::Write + Send> {
     use std::os::fd::AsFd;
     match std::io::stdout().as_fd().try_clone_to_owned() {
-        Ok(fd) => Box::new(std::fs::File::from(fd)),
+        Ok(fd) => Box::new(crate::events::output::EventOutput::new(fd)),
         Err(_) => Box::new(std::io::stdout()),
     }
 }

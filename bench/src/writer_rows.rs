@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use switchboard::container::Container;
+use switchboard::events::output::EventOutput;
 use switchboard::events::{EventWriter, Location, LogFormat, SyscallEvent, UnixNanos};
 use switchboard::metrics::Metrics;
 use switchboard::policy::Action;
@@ -24,7 +25,10 @@ const EVENTS: u64 = 60_000;
 enum Output {
     Sink,
     DevNull,
+    /// As the agent writes its stdout when it is a file: space reserved ahead.
     File,
+    /// The same file written with plain write(2)s, nothing reserved.
+    PlainFile,
 }
 
 impl Output {
@@ -32,7 +36,8 @@ impl Output {
         match self {
             Output::Sink => "nowhere (in-process sink: formatting only)",
             Output::DevNull => "`/dev/null`",
-            Output::File => "a file in the bench's scratch directory",
+            Output::File => "a file in the bench's scratch directory, as the agent writes it (space reserved ahead)",
+            Output::PlainFile => "the same file, nothing reserved ahead",
         }
     }
 }
@@ -55,13 +60,18 @@ pub struct WriterTable {
 /// time from /proc schedstat. Everything on CPU 0, as in the pinned rows.
 pub fn writer_table(bench: &Bench, runs: usize) -> anyhow::Result<WriterTable> {
     set_affinity(Pin::Cpu0, &bench.online).context("setting the CPU affinity")?;
-    let mut cells: Vec<WriterCell> = [Output::Sink, Output::DevNull, Output::File]
-        .into_iter()
-        .map(|output| WriterCell {
-            output,
-            ns: Vec::new(),
-        })
-        .collect();
+    let mut cells: Vec<WriterCell> = [
+        Output::Sink,
+        Output::DevNull,
+        Output::File,
+        Output::PlainFile,
+    ]
+    .into_iter()
+    .map(|output| WriterCell {
+        output,
+        ns: Vec::new(),
+    })
+    .collect();
     let path = bench.dir.path().join("events.jsonl");
     let mut line_bytes = 0.0;
     for _ in 0..runs {
@@ -69,13 +79,18 @@ pub fn writer_table(bench: &Bench, runs: usize) -> anyhow::Result<WriterTable> {
             let out: Box<dyn std::io::Write + Send> = match cell.output {
                 Output::Sink => Box::new(std::io::sink()),
                 Output::DevNull => Box::new(std::fs::File::create("/dev/null")?),
-                Output::File => Box::new(
+                Output::File => Box::new(EventOutput::new(
+                    std::fs::File::create(&path)
+                        .with_context(|| format!("creating {}", path.display()))?
+                        .into(),
+                )),
+                Output::PlainFile => Box::new(
                     std::fs::File::create(&path)
                         .with_context(|| format!("creating {}", path.display()))?,
                 ),
             };
             cell.ns.push(writer_ns_per_event(out)?);
-            if cell.output == Output::File {
+            if matches!(cell.output, Output::File | Output::PlainFile) {
                 let bytes = std::fs::metadata(&path)?.len();
                 line_bytes = bytes as f64 / EVENTS as f64;
                 std::fs::remove_file(&path)?;

@@ -3,6 +3,7 @@
 mod call;
 mod encode;
 mod model;
+pub mod output;
 mod process;
 
 pub use call::escaped;
