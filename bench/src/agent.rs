@@ -18,6 +18,8 @@ use crate::SETUP_TIMEOUT;
 pub struct AgentProcess {
     pub child: Child,
     pub socket: PathBuf,
+    /// The file its stdout, the event log, goes to; `None` for `/dev/null`.
+    pub events: Option<PathBuf>,
 }
 
 impl AgentProcess {
@@ -28,6 +30,7 @@ impl AgentProcess {
         policy: &Path,
         sync: bool,
         extra_args: &[String],
+        events: Option<&Path>,
     ) -> anyhow::Result<AgentProcess> {
         let socket = dir.join(format!("{tag}.sock"));
         let log_path = dir.join(format!("{tag}.log"));
@@ -48,13 +51,23 @@ impl AgentProcess {
             command.arg("--allow-uid").arg(uid.to_string());
         }
         command.args(extra_args);
+        let stdout = match events {
+            Some(path) => Stdio::from(
+                File::create(path).with_context(|| format!("creating {}", path.display()))?,
+            ),
+            None => Stdio::null(),
+        };
         let child = command
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(File::create(&log_path).context("creating the agent's log")?)
             .spawn()
             .with_context(|| format!("starting {}", exe.display()))?;
-        let mut agent = AgentProcess { child, socket };
+        let mut agent = AgentProcess {
+            child,
+            socket,
+            events: events.map(Path::to_path_buf),
+        };
         let deadline = Instant::now() + SETUP_TIMEOUT;
         while !agent.socket.exists() {
             if let Some(status) = agent.child.try_wait()? {

@@ -61,6 +61,16 @@ enum Rows {
     Writer,
 }
 
+/// Where the `switchboard agent` processes the bench starts write their events (their stdout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AgentEvents {
+    /// `/dev/null`: the agent's own cost, as row 4's in-process engine writes nowhere.
+    Null,
+    /// A file in the bench's scratch directory (on whatever file system holds `$TMPDIR`), as
+    /// `peers.sh` logs: adds what the kernel's page cache costs per line.
+    File,
+}
+
 /// Measure the round trip of a notified syscall, from no filter to a separate agent.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "switchboard-bench", version)]
@@ -91,6 +101,9 @@ struct BenchConfig {
     /// layout of the agent with the same rows: `--agent-arg=--some-layout-flag`.
     #[arg(long = "agent-arg", allow_hyphen_values = true)]
     agent_args: Vec<String>,
+    /// Where row 5's agent (and the idle table's) writes its JSON events.
+    #[arg(long, value_enum, default_value_t = AgentEvents::Null)]
+    agent_events: AgentEvents,
     /// Internal: loop getppid for this many ms and print the longest call (the survive rows' probe).
     #[arg(long, hide = true)]
     stall_probe: Option<u64>,
@@ -169,6 +182,7 @@ fn run(config: BenchConfig) -> anyhow::Result<()> {
         calls: config.calls,
         exe: agent_exe(&config)?,
         agent_args: config.agent_args.clone(),
+        agent_events: config.agent_events,
         policy_log: write_file(dir.path(), "policy-log.yaml", &policy_text("log"))?,
         dir,
     };
@@ -180,6 +194,7 @@ fn run(config: BenchConfig) -> anyhow::Result<()> {
             .unwrap_or_else(|_| "?".into()),
         calls: config.calls,
         runs: config.runs,
+        agent_events: config.agent_events,
         latency: Vec::new(),
         scaling: Vec::new(),
         idle: Vec::new(),

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::fork::{Outcome, Pin, PINS};
 use crate::rows::{Row, LATENCY_ROWS};
-use crate::{IDLE_LISTENERS, SCALING_PROCESSES, WARMUP_CALLS};
+use crate::{AgentEvents, IDLE_LISTENERS, SCALING_PROCESSES, WARMUP_CALLS};
 
 pub struct LatencyCell {
     pub row: Row,
@@ -189,6 +189,7 @@ pub struct Report {
     pub kernel: String,
     pub calls: u64,
     pub runs: usize,
+    pub agent_events: AgentEvents,
     pub latency: Vec<LatencyCell>,
     pub scaling: Vec<ScalingCell>,
     pub idle: Vec<IdleResult>,
@@ -276,6 +277,15 @@ impl Report {
             self.calls,
             self.runs,
             self.calls / u64::from(crate::rows::TURNS)
+        );
+        let _ = writeln!(
+            out,
+            "Row 5's agent writes its JSON events {}.\n",
+            match self.agent_events {
+                AgentEvents::Null => "to `/dev/null` (`--agent-events null`)",
+                AgentEvents::File =>
+                    "to a file in the bench's scratch directory (`--agent-events file`), as `peers.sh` logs",
+            }
         );
         let columns: Vec<(Pin, bool)> = PINS
             .into_iter()

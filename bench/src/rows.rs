@@ -27,7 +27,9 @@ use crate::fork::{
     Request, PINS,
 };
 use crate::report::{IdleResult, LatencyCell, PerCall, ScalingCell};
-use crate::{EVENT_QUEUE, IDLE_LISTENERS, POLICY_RULES, SCALING_PROCESSES};
+use crate::{
+    AgentEvents, EVENT_QUEUE, IDLE_LISTENERS, POLICY_RULES, SCALING_PROCESSES, WARMUP_CALLS,
+};
 
 /// One thread outside the bench using more CPU than this during one measurement is a
 /// burst (this VM's kdamond takes 30–45 ms at once every ~5 s); the quiet background is
@@ -102,6 +104,7 @@ pub struct Bench {
     pub exe: PathBuf,
     /// Appended to every agent's command line (`--agent-arg`).
     pub agent_args: Vec<String>,
+    pub agent_events: AgentEvents,
     pub policy_log: PathBuf,
     pub dir: TempDir,
 }
@@ -277,13 +280,20 @@ impl Bench {
                 Served {
                     batch,
                     observed: process_tree(agent.pid()),
-                    serving: Serving::Agent(agent),
+                    serving: Serving::Agent {
+                        agent,
+                        calls: n as u64 * (self.calls + WARMUP_CALLS),
+                    },
                 }
             }
         })
     }
 
     pub fn agent(&self, tag: &str, sync: bool) -> anyhow::Result<AgentProcess> {
+        // One file per tag, truncated by each agent that takes it: the scratch directory
+        // holds one run's events, not all of them.
+        let events = (self.agent_events == AgentEvents::File)
+            .then(|| self.dir.path().join(format!("{tag}.events.jsonl")));
         AgentProcess::start(
             &self.exe,
             self.dir.path(),
@@ -291,6 +301,7 @@ impl Bench {
             &self.policy_log,
             sync,
             &self.agent_args,
+            events.as_deref(),
         )
     }
 
@@ -501,7 +512,11 @@ enum Serving {
         writer: EventWriter,
         metrics: Arc<Metrics>,
     },
-    Agent(AgentProcess),
+    Agent {
+        agent: AgentProcess,
+        /// Every call the workloads make, warm-up included: each one logs a line.
+        calls: u64,
+    },
 }
 
 impl Serving {
@@ -510,9 +525,11 @@ impl Serving {
     fn end(self) -> u64 {
         match self {
             Serving::Nothing => 0,
-            Serving::Agent(agent) => {
+            Serving::Agent { agent, calls } => {
+                let events = agent.events.clone();
+                // Stopping it flushes its events.
                 drop(agent);
-                0
+                events.map_or(0, |path| calls.saturating_sub(syscall_lines(&path)))
             }
             Serving::Threads(threads) => {
                 join_all(threads);
@@ -529,6 +546,20 @@ impl Serving {
             }
         }
     }
+}
+
+/// Syscall lines in an agent's event log; an unreadable log has none.
+fn syscall_lines(path: &std::path::Path) -> u64 {
+    use std::io::BufRead;
+    let Ok(file) = std::fs::File::open(path) else {
+        return 0;
+    };
+    let lines = std::io::BufReader::new(file)
+        .split(b'\n')
+        .map_while(Result::ok)
+        .filter(|line| line.windows(17).any(|w| w == b"\"event\":\"syscall\""))
+        .count();
+    lines as u64
 }
 
 /// Row 3: RECV and CONTINUE, nothing else, until every task of the filter is gone.

@@ -124,7 +124,7 @@ pub fn measure(
     disruption: Disruption,
     tag: &str,
 ) -> anyhow::Result<u64> {
-    let agent = AgentProcess::start(exe, dir, tag, policy, true, &[])?;
+    let agent = AgentProcess::start(exe, dir, tag, policy, true, &[], None)?;
     let mut idle = Reaped(Vec::new());
     for _ in 1..listeners {
         idle.0.push(run_under(
