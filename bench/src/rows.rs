@@ -521,7 +521,8 @@ enum Serving {
 
 impl Serving {
     /// After the run: joins the serving threads (they end with their workloads), flushes
-    /// the writer, stops the agent; returns the events a full queue dropped.
+    /// the writer, stops the agent; returns the events a full queue dropped (for an agent
+    /// logging into a file: the calls its log has no line for).
     fn end(self) -> u64 {
         match self {
             Serving::Nothing => 0,
@@ -551,13 +552,14 @@ impl Serving {
 /// Syscall lines in an agent's event log; an unreadable log has none.
 fn syscall_lines(path: &std::path::Path) -> u64 {
     use std::io::BufRead;
+    const SYSCALL: &[u8] = b"\"event\":\"syscall\"";
     let Ok(file) = std::fs::File::open(path) else {
         return 0;
     };
     let lines = std::io::BufReader::new(file)
         .split(b'\n')
         .map_while(Result::ok)
-        .filter(|line| line.windows(17).any(|w| w == b"\"event\":\"syscall\""))
+        .filter(|line| line.windows(SYSCALL.len()).any(|w| w == SYSCALL))
         .count();
     lines as u64
 }
@@ -670,6 +672,24 @@ pub fn policy_text(getppid_action: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_syscall_lines_count_as_logged_calls() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("events.jsonl");
+        std::fs::write(
+            &log,
+            concat!(
+                "{\"container_id\":\"a\",\"event\":\"listener_added\"}\n",
+                "{\"action\":\"log\",\"event\":\"syscall\",\"nr\":110}\n",
+                "{\"action\":\"log\",\"event\":\"syscall\",\"nr\":110}\n",
+                "{\"event\":\"listener_removed\"}\n",
+            ),
+        )
+        .unwrap();
+        assert_eq!(syscall_lines(&log), 2);
+        assert_eq!(syscall_lines(&dir.path().join("missing")), 0);
+    }
 
     #[test]
     fn policy_has_200_rules_and_decides_getppid_last() {

@@ -79,15 +79,15 @@ pub fn writer_table(bench: &Bench, runs: usize) -> anyhow::Result<WriterTable> {
             let out: Box<dyn std::io::Write + Send> = match cell.output {
                 Output::Sink => Box::new(std::io::sink()),
                 Output::DevNull => Box::new(std::fs::File::create("/dev/null")?),
-                Output::File => Box::new(EventOutput::new(
-                    std::fs::File::create(&path)
-                        .with_context(|| format!("creating {}", path.display()))?
-                        .into(),
-                )),
-                Output::PlainFile => Box::new(
-                    std::fs::File::create(&path)
-                        .with_context(|| format!("creating {}", path.display()))?,
-                ),
+                Output::File | Output::PlainFile => {
+                    let file = std::fs::File::create(&path)
+                        .with_context(|| format!("creating {}", path.display()))?;
+                    if cell.output == Output::File {
+                        Box::new(EventOutput::new(file.into()))
+                    } else {
+                        Box::new(file)
+                    }
+                }
             };
             cell.ns.push(writer_ns_per_event(out)?);
             if matches!(cell.output, Output::File | Output::PlainFile) {
