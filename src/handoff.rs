@@ -27,6 +27,10 @@ pub(crate) const TAKEN: &[u8] = b"taken\n";
 /// and a bundle's capabilities for 2 s more.
 const TAKEN_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// What `run --agent` says when the agent hung up without taking the listener, whether
+/// before the state was sent or after.
+const AGENT_HUNG_UP: &str = "the agent closed the connection without taking the listener (its log says why: a uid not given with --allow-uid, say)";
+
 /// Waits until `fd` is readable or `deadline` passes (never, without one).
 pub fn wait_readable(fd: BorrowedFd<'_>, deadline: Option<Instant>) -> anyhow::Result<()> {
     loop {
@@ -117,9 +121,7 @@ fn wait_taken(stream: &UnixStream) -> anyhow::Result<()> {
             .context("waiting for the agent to take the listener")?;
         match nix::sys::socket::recv(stream.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
             // A refusal before reading closes with the state unread: a reset, not an EOF.
-            Ok(0) | Err(Errno::ECONNRESET) => bail!(
-                "the agent closed the connection without taking the listener (its log says why: a uid not given with --allow-uid, say)"
-            ),
+            Ok(0) | Err(Errno::ECONNRESET) => bail!(AGENT_HUNG_UP),
             Ok(n) => answer.extend_from_slice(&buf[..n]),
             Err(Errno::EAGAIN | Errno::EINTR) => {}
             Err(e) => return Err(e).context("waiting for the agent to take the listener"),
@@ -162,14 +164,18 @@ pub(crate) fn send_listener(
     let fds = [fd.as_raw_fd()];
     let cmsg = [ControlMessage::ScmRights(&fds)];
     let iov = [IoSlice::new(state.as_bytes())];
-    let sent = sendmsg::<()>(
+    let sent = match sendmsg::<()>(
         stream.as_fd().as_raw_fd(),
         &iov,
         &cmsg,
-        MsgFlags::empty(),
+        MsgFlags::MSG_NOSIGNAL,
         None,
-    )
-    .context("sending the listener to the agent")?;
+    ) {
+        Ok(sent) => sent,
+        // An agent refusing the connection may close it before the state is even sent.
+        Err(Errno::EPIPE | Errno::ECONNRESET) => bail!(AGENT_HUNG_UP),
+        Err(e) => return Err(e).context("sending the listener to the agent"),
+    };
     if sent != state.len() {
         bail!(
             "the agent took only {sent} of {} bytes of the state",

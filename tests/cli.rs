@@ -218,6 +218,40 @@ fn run_does_not_start_the_command_unless_the_agent_took_the_listener() {
     );
 }
 
+/// An agent that refuses a client may hang up before the client has even sent the state:
+/// the send then fails (EPIPE), and `run` must say the same as when the refusal comes after.
+#[test]
+fn run_says_the_agent_hung_up_whenever_it_did() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("refusing.sock");
+    let server = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    // Hangs up on each client at once, as the agent does with a uid it does not serve;
+    // the client forks and filters its command first, so its send comes after the hang-up.
+    let refusing = std::thread::spawn(move || {
+        for _ in 0..3 {
+            drop(server.accept().unwrap());
+        }
+    });
+    for _ in 0..3 {
+        let (code, stdout, stderr) = switchboard(&[
+            "run",
+            "--agent",
+            socket.to_str().unwrap(),
+            "--",
+            "sh",
+            "-c",
+            "echo RAN",
+        ]);
+        assert_eq!(code, Some(1), "{stderr}");
+        assert!(!stdout.contains("RAN"), "{stdout}");
+        assert!(
+            stderr.contains("the agent closed the connection without taking the listener"),
+            "{stderr}"
+        );
+    }
+    refusing.join().unwrap();
+}
+
 #[test]
 fn with_the_agent_down_runc_does_not_start_the_container() {
     if !require_root("with_the_agent_down_runc_does_not_start_the_container")
