@@ -168,24 +168,20 @@ fn a_second_agents_probe_is_not_an_intake_error_and_every_series_exists_from_sta
     );
 }
 
-#[test]
-fn run_does_not_start_the_command_unless_the_agent_took_the_listener() {
-    let (code, stdout, stderr) = switchboard(&[
-        "run",
-        "--agent",
-        "/nonexistent/agent.sock",
-        "--",
-        "sh",
-        "-c",
-        "echo RAN",
-    ]);
+/// `run --agent socket -- sh -c 'echo RAN'` fails saying `reason`, and nothing ran.
+fn run_is_refused(socket: &str, reason: &str) {
+    let (code, stdout, stderr) =
+        switchboard(&["run", "--agent", socket, "--", "sh", "-c", "echo RAN"]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(!stdout.contains("RAN"), "{stdout}");
-    assert!(
-        stderr.contains(
-            "the command was not run: connecting to the agent at /nonexistent/agent.sock"
-        ),
-        "{stderr}"
+    assert!(stderr.contains(reason), "{stderr}");
+}
+
+#[test]
+fn run_does_not_start_the_command_unless_the_agent_took_the_listener() {
+    run_is_refused(
+        "/nonexistent/agent.sock",
+        "the command was not run: connecting to the agent at /nonexistent/agent.sock",
     );
     if !require_root(
         "run_does_not_start_the_command_unless_the_agent_took_the_listener (permission)",
@@ -233,20 +229,9 @@ fn run_says_the_agent_hung_up_whenever_it_did() {
         }
     });
     for _ in 0..3 {
-        let (code, stdout, stderr) = switchboard(&[
-            "run",
-            "--agent",
+        run_is_refused(
             socket.to_str().unwrap(),
-            "--",
-            "sh",
-            "-c",
-            "echo RAN",
-        ]);
-        assert_eq!(code, Some(1), "{stderr}");
-        assert!(!stdout.contains("RAN"), "{stdout}");
-        assert!(
-            stderr.contains("the agent closed the connection without taking the listener"),
-            "{stderr}"
+            "the agent closed the connection without taking the listener",
         );
     }
     refusing.join().unwrap();
